@@ -1,0 +1,285 @@
+"""Synthetic cubes/spheres in the DLI layout, rendered offline by ray casting.
+
+A camera and a LiDAR sit together at the origin, looking down +y (x right, z up).
+Each scene holds one red, green or blue object: a cube (random size, position and
+3-D rotation) or a sphere (random size and position), lit by a random directional
+light (Lambertian shading) on a dark background, with small sensor noise. The
+camera is a pinhole whose field of view matches the LiDAR's beams; the LiDAR
+returns the radial distance along each (azimuth, zenith) beam, ``NO_RETURN`` where
+a beam hits nothing. Optional ground plane and distractor poles make it harder.
+
+Every scene draws from its own generator seeded by ``(seed, class, index)``, so the
+output is byte-identical for the same arguments and a larger set starts with the
+scenes of a smaller one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import format as fmt
+
+#: the course's beam layout: -16 to +15.5 degrees in 0.5 degree steps
+BEAM_ANGLES = np.deg2rad(-16.0 + 0.5 * np.arange(fmt.SIZE)).astype(np.float32)
+SHAPES = {"cubes": "cube", "spheres": "sphere"}
+_BATCH = 64  # scenes rendered together
+#: cube half-edge per unit of size, so that cubes and spheres cover similar areas
+CUBE_HALF_EDGE = 0.85
+GROUND_GREY, POLE_GREY = 0.06, 0.12
+POLE_HALF_SIZE = (0.15, 0.15, 4.0)  # metres
+
+
+@dataclass(frozen=True)
+class SceneConfig:
+    """Difficulty knobs; the defaults resemble the original renders."""
+
+    distance: tuple[float, float] = (9.0, 14.0)  # sensor to object centre, metres
+    size: tuple[float, float] = (0.7, 1.4)  # sphere radius / cube half-edge, metres
+    offset: float = 0.35  # lateral and vertical offset, as a fraction of the view half-width
+    brightness: float = 0.25  # peak reflectance; the original images are very dark
+    rgb_noise: float = 0.004  # std of camera noise, in [0, 1] intensity units
+    depth_noise: float = 0.01  # std of range noise on valid returns, metres
+    ground_plane: bool = False  # a grey floor under the sensor
+    ground_height: float = 2.0  # sensor height above the floor, metres
+    distractors: int = 0  # grey poles scattered behind the object
+
+    def __post_init__(self):
+        for name in ("distance", "size"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"SceneConfig.{name}: expected 0 < low <= high, got {(lo, hi)}")
+        for name in ("offset", "brightness", "rgb_noise", "depth_noise", "distractors"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"SceneConfig.{name}: must be >= 0, got {getattr(self, name)}")
+
+
+# --------------------------------------------------------------------------- rays
+
+
+def lidar_rays(azimuth: np.ndarray, zenith: np.ndarray) -> np.ndarray:
+    """Unit beam directions ``(A*Z, 3)``, rows following azimuth (course convention)."""
+    az, ze = -azimuth[:, None], -zenith[None, :]
+    rays = np.stack(np.broadcast_arrays(np.sin(az) * np.cos(ze), np.cos(az) * np.cos(ze), np.sin(ze)), -1)
+    return rays.reshape(-1, 3).astype(np.float32)
+
+
+def camera_rays(size: int, half_fov: float) -> np.ndarray:
+    """Unit pinhole ray directions ``(size*size, 3)``, row 0 at the top."""
+    s = np.tan(half_fov) * ((np.arange(size) + 0.5) * 2 / size - 1)
+    x, z = np.meshgrid(s, -s)
+    rays = np.stack([x, np.ones_like(x), z], -1).reshape(-1, 3)
+    return (rays / np.linalg.norm(rays, axis=1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- surfaces
+
+
+def _dot(vectors: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """``vectors @ rays.T`` without BLAS, whose threads would fight the worker processes."""
+    return sum(vectors[:, k, None] * rays[None, :, k] for k in range(3))
+
+# Each returns, per scene and ray, the hit distance t (inf where missed) and the
+# cosine between the surface normal and the light direction. Arrays are (N, P).
+
+
+def _hit_sphere(rays, center, radius, light):
+    b = _dot(center, rays)
+    disc = b * b - ((center * center).sum(1) - radius * radius)[:, None]
+    t = b - np.sqrt(np.maximum(disc, 0))
+    t = np.where((disc >= 0) & (t > 0), t, np.inf)
+    # normal = (t d - c) / r
+    cosine = (np.where(np.isfinite(t), t, 0) * _dot(light, rays) - (center * light).sum(1)[:, None])
+    return t, cosine / radius[:, None]
+
+
+def _hit_box(rays, center, half, rotation, light):
+    """Slab test in the box frame; ``rotation``'s columns are the box axes."""
+    t_near = np.full((len(center), len(rays)), -np.inf, np.float32)
+    t_far = np.full_like(t_near, np.inf)
+    cosine = np.zeros_like(t_near)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for j in range(3):
+            axis = rotation[:, :, j]
+            direction = _dot(axis, rays)  # ray direction along the box axis
+            origin = -(axis * center).sum(1)[:, None]  # sensor position along it
+            t1 = (-half[:, j, None] - origin) / direction
+            t2 = (half[:, j, None] - origin) / direction
+            near = np.minimum(t1, t2)
+            # the face hit is on the slab entered last; its normal faces the ray
+            entered_last = near > t_near
+            face_cosine = -np.sign(direction) * (axis * light).sum(1)[:, None]
+            cosine = np.where(entered_last, face_cosine, cosine)
+            t_near = np.maximum(t_near, near)
+            t_far = np.minimum(t_far, np.maximum(t1, t2))
+    t = np.where((t_far >= t_near) & (t_near > 0), t_near, np.inf)
+    return t, cosine
+
+
+def _hit_ground(rays, height, light):
+    with np.errstate(divide="ignore"):
+        t = -height / rays[:, 2]
+    t = np.broadcast_to(np.where(t > 0, t, np.inf), (len(light), len(rays)))
+    return t, np.broadcast_to(light[:, 2:3], t.shape)
+
+
+# --------------------------------------------------------------------------- scenes
+
+
+def _random_rotation(rng) -> np.ndarray:
+    w, x, y, z = rng.normal(size=4)
+    n = np.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / n, x / n, y / n, z / n
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ], np.float32)
+
+
+def _sample_scene(rng, config: SceneConfig, half_fov: float) -> dict:
+    distance = rng.uniform(*config.distance)
+    spread = config.offset * np.tan(half_fov) * distance
+    colour = rng.uniform(0.0, 0.12, 3)
+    colour[rng.integers(3)] = rng.uniform(0.7, 1.0)
+    light = np.array([rng.uniform(-1, 1), -rng.uniform(0.3, 1.0), rng.uniform(-0.2, 1.0)])
+    scene = {
+        "center": np.array([rng.uniform(-spread, spread), distance, rng.uniform(-spread, spread)]),
+        "size": rng.uniform(*config.size),
+        "rotation": _random_rotation(rng),
+        "albedo": config.brightness * colour,
+        "light": light / np.linalg.norm(light),
+        "ambient": rng.uniform(0.05, 0.2),
+        "poles": [],
+    }
+    for _ in range(config.distractors):
+        pole_distance = rng.uniform(distance + 2, distance + 12)
+        x = rng.uniform(-1, 1) * np.tan(half_fov) * pole_distance
+        scene["poles"].append(np.array([x, pole_distance, 0.0]))
+    return scene
+
+
+def _stack(scenes, key):
+    return np.asarray([s[key] for s in scenes], np.float32)
+
+
+def _shade(rays, scenes, shape: str, config: SceneConfig):
+    """Render a batch of scenes along ``rays``: distances (N, P) and colours (N, P, 3)."""
+    n = len(scenes)
+    center, size, light = _stack(scenes, "center"), _stack(scenes, "size"), _stack(scenes, "light")
+    if shape == "sphere":
+        t, cosine = _hit_sphere(rays, center, size, light)
+    else:
+        half = np.repeat(CUBE_HALF_EDGE * size[:, None], 3, 1)
+        t, cosine = _hit_box(rays, center, half, _stack(scenes, "rotation"), light)
+    ambient = _stack(scenes, "ambient")[:, None]
+    intensity = ambient + (1 - ambient) * np.clip(cosine, 0, None)
+    colour = intensity[..., None] * _stack(scenes, "albedo")[:, None, :]
+
+    extras = []  # (t, cosine, grey level) of each background surface
+    if config.ground_plane:
+        extras.append((*_hit_ground(rays, config.ground_height, light), GROUND_GREY))
+    if config.distractors:
+        upright = np.broadcast_to(np.eye(3, dtype=np.float32), (n, 3, 3))
+        half = np.broadcast_to(np.asarray(POLE_HALF_SIZE, np.float32), (n, 3))
+        for k in range(config.distractors):
+            pole = np.asarray([s["poles"][k] for s in scenes], np.float32)
+            extras.append((*_hit_box(rays, pole, half, upright, light), POLE_GREY))
+    for t_extra, cosine_extra, grey in extras:
+        closer = t_extra < t
+        shade = grey * (0.3 + 0.7 * np.clip(cosine_extra, 0, None))
+        colour = np.where(closer[..., None], shade[..., None], colour)
+        t = np.where(closer, t_extra, t)
+    colour = np.where(np.isfinite(t)[..., None], colour, 0.0)
+    return t, colour
+
+
+def render_batch(
+    rngs: list, shape: str, config: SceneConfig, azimuth: np.ndarray, zenith: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one scene per generator: RGBA uint8 ``(N, S, S, 4)``, depth float32 ``(N, S, S)``."""
+    size = len(azimuth)
+    half_fov = float(np.abs(azimuth).max())
+    scenes = [_sample_scene(rng, config, half_fov) for rng in rngs]
+    _, colour = _shade(camera_rays(size, half_fov), scenes, shape, config)
+    t, _ = _shade(lidar_rays(azimuth, zenith), scenes, shape, config)
+
+    rgb_noise = np.stack([rng.standard_normal((size * size, 3), np.float32) for rng in rngs])
+    depth_noise = np.stack([rng.standard_normal(size * size, np.float32) for rng in rngs])
+    colour = np.clip(colour + config.rgb_noise * rgb_noise, 0, 1)
+    rgba = np.full((len(rngs), size * size, 4), 255, np.uint8)
+    rgba[..., :3] = np.rint(colour * 255).astype(np.uint8)
+    depth = np.where(np.isfinite(t), t + config.depth_noise * depth_noise, fmt.NO_RETURN)
+    depth = np.minimum(depth, fmt.NO_RETURN).astype(np.float32)
+    return rgba.reshape(-1, size, size, 4), depth.reshape(-1, size, size)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_chunk(root: str, folder: str, class_index: int, start: int, stop: int,
+                 seed: int, config: SceneConfig, width: int) -> int:
+    class_dir = Path(root) / folder
+    rngs = [np.random.default_rng([seed, class_index, i]) for i in range(start, stop)]
+    rgba, depth = render_batch(rngs, SHAPES[folder], config, BEAM_ANGLES, BEAM_ANGLES)
+    for i, image, ranges in zip(range(start, stop), rgba, depth):
+        fmt.write_pair(class_dir, f"{i:0{width}d}", image, ranges)
+    return stop - start
+
+
+def generate(
+    dest: Path | str,
+    n_per_class: int = 1000,
+    seed: int = 42,
+    config: SceneConfig = SceneConfig(),
+    *,
+    force: bool = False,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Render ``n_per_class`` pairs per class into ``dest`` in the DLI layout.
+
+    The files are written to a temporary folder beside ``dest`` and moved into
+    place at the end, so a failed run leaves nothing behind. ``progress`` is
+    called with the number of pairs finished since its last call.
+    """
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class: expected a positive number of pairs, got {n_per_class}")
+    dest = Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()) and not force:
+        raise FileExistsError(f"{dest}: already exists and is not empty (use --force to replace it)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    width = max(4, len(str(n_per_class - 1)))
+    workers = workers or min(2, os.cpu_count() or 1)
+    try:
+        jobs = []
+        for class_index, folder in enumerate(fmt.CLASS_FOLDERS):
+            fmt.write_angles(fmt.make_class_dirs(staging, folder), BEAM_ANGLES, BEAM_ANGLES)
+            for start in range(0, n_per_class, _BATCH):
+                stop = min(start + _BATCH, n_per_class)
+                jobs.append((str(staging), folder, class_index, start, stop, seed, config, width))
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for done in pool.map(_write_chunk, *zip(*jobs)):
+                    if progress:
+                        progress(done)
+        else:
+            for job in jobs:
+                done = _write_chunk(*job)
+                if progress:
+                    progress(done)
+        if dest.exists():
+            shutil.rmtree(dest)
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
