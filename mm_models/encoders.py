@@ -1,0 +1,79 @@
+"""The convolutional embedder shared by every model (the course's ``Embedder``).
+
+Four blocks of ``Conv3x3(pad 1) + ReLU``, each followed by a 2x downsampling:
+``MaxPool2d(2)`` (the reference) or, for the ablation, a stride-2 ``Conv3x3 + ReLU``.
+With the default widths a ``(B, 4, 64, 64)`` input becomes a ``(B, 200, 4, 4)`` map
+(3,200 values). With ``out_dim`` set, a vector head
+``Linear(flat, hidden) + ReLU + Linear(hidden, out_dim)`` turns the map into a vector.
+Every size is derived from the input size and the widths.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+#: the downsampling layer after each conv block
+DOWNSAMPLE_MODES = ("maxpool", "strided")
+#: the reference channel widths of the four blocks
+DEFAULT_WIDTHS = (50, 100, 200, 200)
+
+
+def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` naming ``field`` when ``value`` is not one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{field}: unknown value {value!r}; expected one of {', '.join(allowed)}")
+
+
+def conv_block(in_channels: int, out_channels: int, downsample: str) -> nn.Sequential:
+    """Conv3x3 + ReLU, then halve the spatial size."""
+    check_choice("downsample", downsample, DOWNSAMPLE_MODES)
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU(inplace=True)]
+    if downsample == "maxpool":
+        layers.append(nn.MaxPool2d(2))
+    else:
+        layers += [nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Embedder(nn.Module):
+    """A conv trunk producing a feature map, optionally followed by a vector head.
+
+    ``out_shape`` is the ``(C, H, W)`` of the map and ``out_features`` the size of
+    what :meth:`forward` returns per sample (the flattened map, or ``out_dim``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
+        downsample: str = "maxpool",
+        image_size: int = 64,
+        out_dim: int | None = None,
+        hidden: int = 128,
+    ):
+        super().__init__()
+        if image_size % 2 ** len(widths):
+            raise ValueError(
+                f"image_size: {image_size} is not divisible by 2**{len(widths)} "
+                f"(one halving per block)"
+            )
+        channels = (in_channels, *widths)
+        self.blocks = nn.Sequential(
+            *(conv_block(c_in, c_out, downsample) for c_in, c_out in zip(channels, channels[1:]))
+        )
+        side = image_size // 2 ** len(widths)
+        self.out_shape = (widths[-1], side, side)
+        flat = widths[-1] * side * side
+        if out_dim is None:
+            self.head = None
+            self.out_features = flat
+        else:
+            self.head = nn.Sequential(
+                nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+            )
+            self.out_features = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_channels, S, S)`` -> ``(B, *out_shape)`` map, or ``(B, out_dim)``."""
+        x = self.blocks(x)
+        return x if self.head is None else self.head(x)

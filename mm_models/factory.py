@@ -1,0 +1,97 @@
+"""``ModelConfig`` and ``build_model``: every model from one small, serialisable config.
+
+>>> model = build_model(ModelConfig(family="intermediate", fusion="add"))
+>>> sum(p.numel() for p in model.parameters())
+2879405
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from torch import nn
+
+from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice
+from .fusion import FUSION_MODES, Fusion, FusionClassifier, mlp_head
+
+MODALITIES = ("rgb", "lidar")
+FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
+#: hidden sizes of each family's classifier head (the reference's)
+HEAD_HIDDEN = {
+    "early": (128,),
+    "late": (20,),
+    "intermediate": (512, 128),
+    "rgb": (128,),
+    "lidar": (128,),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What :func:`build_model` builds; round-trips through a plain dict."""
+
+    family: str = "intermediate"  # early | late | intermediate | rgb | lidar
+    fusion: str = "concat"  # concat | add | mul: how modalities combine (unused by rgb / lidar)
+    downsample: str = "maxpool"  # maxpool | strided: the 2x reduction after each conv block
+    widths: tuple[int, ...] = DEFAULT_WIDTHS  # channels of the embedder's conv blocks
+    image_size: int = 64  # side of the square RGB image and LiDAR grid
+    rgb_channels: int = 4  # RGBA
+    lidar_channels: int = 4  # XYZ + valid-return mask
+    late_dim: int = 2  # vector size of each late-fusion embedder
+    vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
+
+    def __post_init__(self):
+        check_choice("family", self.family, FAMILIES)
+        check_choice("fusion", self.fusion, FUSION_MODES)
+        check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
+        object.__setattr__(self, "widths", tuple(self.widths))
+        for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if not self.widths or not all(isinstance(w, int) and w > 0 for w in self.widths):
+            raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return (self.family,) if self.family in MODALITIES else MODALITIES
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "widths": list(self.widths)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def build_model(config: ModelConfig) -> FusionClassifier:
+    """The classifier described by ``config`` (weights from the current torch seed)."""
+    channels = {"rgb": config.rgb_channels, "lidar": config.lidar_channels}
+    fusion = Fusion(config.fusion)
+
+    def embedder(in_channels: int, out_dim: int | None = None) -> Embedder:
+        return Embedder(in_channels, config.widths, config.downsample, config.image_size,
+                        out_dim=out_dim, hidden=config.vector_hidden)
+
+    trunk = None
+    if config.family == "early":
+        # fuse the raw inputs, then one embedder over the fused channels
+        encoders = {m: nn.Identity() for m in config.modalities}
+        trunk = embedder(fusion.out_channels([channels[m] for m in config.modalities]))
+        head_in = trunk.out_features
+    elif config.family == "late":
+        encoders = {m: embedder(channels[m], out_dim=config.late_dim) for m in config.modalities}
+        head_in = fusion.out_channels([config.late_dim] * len(encoders))
+    else:  # intermediate, rgb, lidar: map embedders, fused map flattened
+        encoders = {m: embedder(channels[m]) for m in config.modalities}
+        shape = next(iter(encoders.values())).out_shape
+        head_in = fusion.out_channels([shape[0]] * len(encoders)) * shape[1] * shape[2]
+    return FusionClassifier(encoders, fusion, mlp_head(head_in, HEAD_HIDDEN[config.family]), trunk)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,112 @@
+"""The ``cilp`` command: the same functions the FiftyOne operators call.
+
+    cilp generate data/synthetic --n-per-class 1000 --seed 42
+    cilp validate data/synthetic --json
+    cilp download URL --dest data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import format as fmt
+
+
+def _progress_bar(total: int, unit: str, desc: str):
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, disable=None)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_generate(args) -> int:
+    from . import synth
+
+    config = synth.SceneConfig(
+        distance=tuple(args.distance), size=tuple(args.size), rgb_noise=args.rgb_noise,
+        depth_noise=args.depth_noise, ground_plane=args.ground_plane, distractors=args.distractors,
+    )
+    start = time.perf_counter()
+    with _progress_bar(2 * args.n_per_class, "pair", "generating") as bar:
+        dest = synth.generate(args.dest, args.n_per_class, args.seed, config,
+                              force=args.force, progress=bar.update)
+    seconds = time.perf_counter() - start
+    print(f"wrote {2 * args.n_per_class} pairs to {dest} in {seconds:.1f} s "
+          f"({2 * args.n_per_class / seconds:,.0f} pairs/s)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    with _progress_bar(fmt.count_candidate_pairs(args.root), "pair", "validating") as bar:
+        report = fmt.scan(args.root, progress=bar.update)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    return 0 if report.usable else 2
+
+
+def cmd_download(args) -> int:
+    from .download import download
+
+    report = download(args.url, args.dest, force=args.force, progress=lambda m: print(m, file=sys.stderr))
+    print(report.format_text())
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cilp", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("generate", help="render a synthetic data set in the DLI layout")
+    p.add_argument("dest", type=Path, help="folder to create")
+    p.add_argument("--n-per-class", type=_positive_int, default=1000, help="pairs per class (1000)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    p.add_argument("--distance", type=float, nargs=2, default=(9.0, 14.0), metavar=("MIN", "MAX"),
+                   help="object distance range in metres")
+    p.add_argument("--size", type=float, nargs=2, default=(0.7, 1.4), metavar=("MIN", "MAX"),
+                   help="object size range in metres (sphere radius)")
+    p.add_argument("--rgb-noise", type=float, default=0.004, help="camera noise std in [0, 1]")
+    p.add_argument("--depth-noise", type=float, default=0.01, help="range noise std in metres")
+    p.add_argument("--ground-plane", action="store_true", help="add a floor under the sensors")
+    p.add_argument("--distractors", type=int, default=0, help="grey poles behind the object")
+    p.add_argument("--force", action="store_true", help="replace DEST if it holds files")
+    p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("validate", help="check a data folder and report bad or unpaired files")
+    p.add_argument("root", type=Path, help="folder holding cubes/ and spheres/")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=cmd_validate)
+
+    p = commands.add_parser("download", help="download, validate and install the original data")
+    p.add_argument("url", help="Google Drive file/folder link or http(s) URL of a zip")
+    p.add_argument("--dest", type=Path, default=Path("data"), help="where the data goes (data/)")
+    p.add_argument("--force", action="store_true", help="replace existing data in DEST")
+    p.set_defaults(run=cmd_download)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
+        print(f"cilp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The on-disk contract: pairing, reading, and a named error for every malformed file."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from plugin import cli
+from plugin import format as fmt
+
+
+def scan_problems(root):
+    report = fmt.scan(root)
+    return report, {b.path.name: b.reason for c in report.classes.values() for b in c.bad_files}
+
+
+def test_scan_pairs_by_stem_and_reports_unpaired(data_copy):
+    (data_copy / "cubes" / "rgb" / "0003.png").unlink()
+    (data_copy / "spheres" / "lidar" / "0005.npy").unlink()
+    (data_copy / "spheres" / "notes.txt").write_text("ignored")
+    (data_copy / "spheres" / "extra_folder").mkdir()
+
+    report = fmt.scan(data_copy)
+
+    cubes, spheres = report.classes["cubes"], report.classes["spheres"]
+    assert (len(cubes.pairs), len(spheres.pairs)) == (7, 7)
+    assert [p.name for p in cubes.unpaired] == ["0003.npy"]
+    assert [p.name for p in spheres.unpaired] == ["0005.png"]
+    assert report.usable
+    assert cubes.pairs[0].pair_id == "cube_0000"
+    assert {p.pair_id for p in spheres.pairs} >= {"sphere_0007"}
+
+
+def test_readers_normalise_modes_and_dtypes(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    for mode, image in {"RGB": Image.fromarray(rgb), "L": Image.fromarray(rgb[..., 0]),
+                        "P": Image.fromarray(rgb).convert("P")}.items():
+        image.save(tmp_path / f"{mode}.png")
+        out = fmt.read_rgb(tmp_path / f"{mode}.png")
+        assert out.shape == (64, 64, 4) and out.dtype == np.uint8, mode
+        assert (out[..., 3] == 255).all()
+    np.save(tmp_path / "d.npy", np.full((64, 64), 12.5, np.float64))
+    depth = fmt.read_depth(tmp_path / "d.npy")
+    assert depth.dtype == np.float32 and depth[0, 0] == 12.5
+
+
+def test_png_writer_round_trips_through_pil(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), np.uint8)
+    (tmp_path / "x.png").write_bytes(fmt.encode_png(rgba))
+    np.testing.assert_array_equal(fmt.read_rgb(tmp_path / "x.png"), rgba)
+
+
+def corrupt_png(path):
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+
+
+def truncated_png(path):
+    path.write_bytes(path.read_bytes()[:60])
+
+
+def small_png(path):
+    Image.new("RGBA", (32, 48)).save(path)
+
+
+def corrupt_npy(path):
+    path.write_bytes(b"garbage that is not an npy file")
+
+
+def truncated_npy(path):
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def wrong_depth_shape(path):
+    np.save(path, np.zeros((64, 32), np.float32))
+
+
+def non_finite_depth(path):
+    depth = np.full((64, 64), 10.0, np.float32)
+    depth[3, 4] = np.nan
+    np.save(path, depth)
+
+
+def object_npy(path):
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("damage, folder, suffix, expected", [
+    (corrupt_png, "rgb", "png", "corrupt or truncated PNG"),
+    (truncated_png, "rgb", "png", "corrupt or truncated PNG"),
+    (small_png, "rgb", "png", "expected a 64x64 image, found 32x48"),
+    (corrupt_npy, "lidar", "npy", "corrupt or truncated .npy"),
+    (truncated_npy, "lidar", "npy", "corrupt or truncated .npy"),
+    (wrong_depth_shape, "lidar", "npy", "expected a depth array of shape (64, 64), found (64, 32)"),
+    (non_finite_depth, "lidar", "npy", "1 non-finite values"),
+    (object_npy, "lidar", "npy", "corrupt or truncated .npy"),
+])
+def test_bad_file_is_skipped_and_reported_with_its_reason(data_copy, damage, folder, suffix, expected):
+    damage(data_copy / "cubes" / folder / f"0002.{suffix}")
+
+    report, problems = scan_problems(data_copy)
+
+    assert expected in problems[f"0002.{suffix}"]
+    assert "cube_0002" not in {p.pair_id for p in report.pairs}
+    assert len(report.classes["cubes"].pairs) == 7 and report.usable
+    with pytest.raises(fmt.FormatError, match=f"0002.{suffix}"):
+        (fmt.read_rgb if folder == "rgb" else fmt.read_depth)(data_copy / "cubes" / folder / f"0002.{suffix}")
+
+
+@pytest.mark.parametrize("values, expected", [
+    (None, "azimuth.npy: missing"),
+    (np.zeros(63, np.float32), "expected 64 angles, found an array of shape (63,)"),
+    (np.zeros((8, 8), np.float32), "expected 64 angles, found an array of shape (8, 8)"),
+    (np.full(64, np.inf, np.float32), "angles must be finite"),
+])
+def test_bad_angles_make_the_class_unusable(data_copy, values, expected):
+    path = data_copy / "spheres" / "azimuth.npy"
+    path.unlink()
+    if values is not None:
+        np.save(path, values)
+
+    report = fmt.scan(data_copy)
+
+    assert not report.usable
+    assert expected in report.classes["spheres"].error
+    with pytest.raises(fmt.FormatError, match="spheres/azimuth.npy"):
+        report.require_usable()
+
+
+def test_missing_class_folder_is_named(data_copy):
+    import shutil
+    shutil.rmtree(data_copy / "cubes" / "lidar")
+    report = fmt.scan(data_copy)
+    assert not report.usable
+    assert "cubes/lidar: folder missing" in report.classes["cubes"].error
+
+
+def test_missing_root_raises(tmp_path):
+    with pytest.raises(fmt.FormatError, match="does not exist"):
+        fmt.scan(tmp_path / "nowhere")
+
+
+def test_cli_validate_json_and_exit_status(data_copy, capsys):
+    corrupt_png(data_copy / "spheres" / "rgb" / "0001.png")
+    (data_copy / "spheres" / "lidar" / "0004.npy").unlink()
+
+    assert cli.main(["validate", str(data_copy), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spheres = report["classes"]["spheres"]
+    assert spheres["pairs"] == 6
+    assert [b["path"].endswith("0001.png") for b in spheres["bad_files"]] == [True]
+    assert spheres["unpaired"][0].endswith("0004.png")
+
+    for stem in range(8):
+        (data_copy / "cubes" / "lidar" / f"{stem:04d}.npy").unlink()
+    assert cli.main(["validate", str(data_copy)]) == 2
+    assert "cubes: 0 pairs, 8 unpaired" in capsys.readouterr().out
+
+
+def test_depth_to_xyza_matches_the_course_formula():
+    rng = np.random.default_rng(0)
+    az, ze = rng.uniform(-0.3, 0.3, 64), rng.uniform(-0.3, 0.3, 64)
+    depth = rng.uniform(1, 60, (64, 64)).astype(np.float32)
+    xyza = fmt.depth_to_xyza(depth, az, ze)
+    i, j = 5, 40
+    d = depth[i, j]
+    expected = [d * np.sin(-az[i]) * np.cos(-ze[j]), d * np.cos(-az[i]) * np.cos(-ze[j]), d * np.sin(-ze[j])]
+    np.testing.assert_allclose(xyza[:3, i, j], expected, rtol=1e-4)
+    assert xyza[3, i, j] == float(d < 50)

@@ -1,0 +1,113 @@
+"""The synthetic generator: the DLI layout, determinism, and class signal in both modalities."""
+
+import filecmp
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from plugin import cli, synth
+from plugin import format as fmt
+
+
+def tree_files(root):
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_output_follows_the_dli_layout(tiny_data):
+    report = fmt.scan(tiny_data)
+    assert report.usable
+    assert [len(c.pairs) for c in report.classes.values()] == [8, 8]
+    az, ze = report.angles("sphere")
+    assert az.dtype == np.float32 and az.shape == (64,)
+    assert np.rad2deg(az[0]) == pytest.approx(-16) and np.rad2deg(az[-1]) == pytest.approx(15.5)
+    rgb = fmt.read_rgb(report.pairs[0].rgb_path)
+    assert (rgb[..., 3] == 255).all() and rgb[..., :3].mean() / 255 < 0.05  # dark, like the original
+    depth = fmt.read_depth(report.pairs[0].lidar_path)
+    hits = depth < fmt.NO_RETURN
+    assert 0 < hits.mean() < 0.6 and (depth[~hits] >= fmt.NO_RETURN).all()
+
+
+def test_same_arguments_give_byte_identical_files(tmp_path):
+    a = synth.generate(tmp_path / "a", n_per_class=70, seed=3)
+    b = synth.generate(tmp_path / "b", n_per_class=70, seed=3, workers=1)
+    files = tree_files(a)
+    assert files == tree_files(b) and len(files) == 2 * 70 * 2 + 4
+    assert all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+
+
+def test_a_larger_set_starts_with_the_smaller_one_and_seeds_differ(tmp_path):
+    small = synth.generate(tmp_path / "small", n_per_class=3, seed=5)
+    large = synth.generate(tmp_path / "large", n_per_class=5, seed=5)
+    other = synth.generate(tmp_path / "other", n_per_class=3, seed=6)
+    png = "spheres/rgb/0002.png"
+    assert filecmp.cmp(small / png, large / png, shallow=False)
+    assert not filecmp.cmp(small / png, other / png, shallow=False)
+
+
+def test_difficulty_knobs_change_the_scene(tmp_path):
+    plain = synth.generate(tmp_path / "plain", n_per_class=4, seed=1)
+    hard = synth.generate(tmp_path / "hard", n_per_class=4, seed=1,
+                          config=synth.SceneConfig(ground_plane=True, distractors=3))
+
+    def returns(root):
+        return np.mean([(fmt.read_depth(p.lidar_path) < fmt.NO_RETURN).mean() for p in fmt.scan(root).pairs])
+
+    assert returns(hard) > returns(plain) + 0.2  # the floor fills the lower beams
+
+
+def test_generate_refuses_existing_data_and_bad_sizes(tiny_data, tmp_path, capsys):
+    with pytest.raises(FileExistsError, match="--force"):
+        synth.generate(tiny_data, n_per_class=2)
+    with pytest.raises(ValueError, match="n_per_class"):
+        synth.generate(tmp_path / "x", n_per_class=0)
+    with pytest.raises(ValueError, match="SceneConfig.distance"):
+        synth.SceneConfig(distance=(5, 2))
+    assert cli.main(["generate", str(tiny_data), "--n-per-class", "2"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert not list(tiny_data.parent.glob(".data.*")), "a failed run left its staging folder"
+
+
+def test_cli_generate_writes_the_requested_pairs(tmp_path, capsys):
+    assert cli.main(["generate", str(tmp_path / "d"), "--n-per-class", "3", "--seed", "9"]) == 0
+    assert "wrote 6 pairs" in capsys.readouterr().out
+    assert len(fmt.scan(tmp_path / "d").pairs) == 6
+
+
+def load_arrays(root):
+    report = fmt.scan(root)
+    az, ze = report.angles("cube")
+    rgb = np.stack([fmt.read_rgb(p.rgb_path) for p in report.pairs]).transpose(0, 3, 1, 2)
+    lidar = np.stack([fmt.depth_to_xyza(fmt.read_depth(p.lidar_path), az, ze) for p in report.pairs])
+    labels = np.array([fmt.LABELS.index(p.label) for p in report.pairs])
+    return torch.tensor(rgb, dtype=torch.float32), torch.tensor(lidar), torch.tensor(labels)
+
+
+def held_out_accuracy(x, y, train, test, epochs=20):
+    """Train a tiny CNN on ``train`` indices and score it on ``test``."""
+    mean, std = x[train].mean((0, 2, 3), keepdim=True), x[train].std((0, 2, 3), keepdim=True) + 1e-6
+    x = (x - mean) / std
+    model = nn.Sequential(
+        nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 2),
+    )
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(epochs):
+        for batch in train[torch.randperm(len(train))].split(32):
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return (model(x[test]).argmax(1) == y[test]).float().mean().item()
+
+
+def test_each_modality_alone_carries_the_class(tmp_path):
+    torch.manual_seed(0)
+    rgb, lidar, labels = load_arrays(synth.generate(tmp_path / "d", n_per_class=250, seed=11))
+    order = torch.randperm(len(labels))
+    train, test = order[:400], order[400:]
+    assert held_out_accuracy(lidar, labels, train, test) >= 0.9
+    assert held_out_accuracy(rgb, labels, train, test) >= 0.9
