@@ -1,10 +1,14 @@
-"""Shared fixtures: small generated data sets, made once per test session."""
+"""Shared fixtures: a private FiftyOne database, small generated data sets."""
 
 import shutil
 
 import pytest
 
-from plugin import synth
+import fiftyone_isolation
+
+FIFTYONE_ENV = fiftyone_isolation.start()  # before anything imports fiftyone
+
+from plugin import synth  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,39 @@
+"""Helpers shared by the operators: defaults, progress, and form validation."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+
+def params_with_defaults(ctx, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``ctx.params`` over ``defaults``: SDK calls do not get the form's defaults."""
+    given = {k: v for k, v in ctx.params.items() if v is not None and k in defaults}
+    return {**defaults, **given}
+
+
+def progress_reporter(ctx, min_interval: float = 0.5) -> Callable[[float, str], None]:
+    """A throttled ``progress(fraction, label)`` for library calls.
+
+    A failed progress update is logged and ignored: it must never end a long run.
+    """
+    last = [0.0]
+
+    def report(fraction: float, label: str) -> None:
+        now = time.monotonic()
+        if fraction < 1 and now - last[0] < min_interval:
+            return
+        last[0] = now
+        try:
+            ctx.set_progress(progress=float(fraction), label=label)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort
+            print(f"progress update failed: {exc}")
+
+    return report
+
+
+def file_path(value) -> str | None:
+    """A path typed into a text field or picked in a FileExplorerView (a dict)."""
+    if isinstance(value, dict):
+        return value.get("absolute_path")
+    return value or None

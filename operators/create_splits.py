@@ -1,0 +1,55 @@
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._common import file_path, params_with_defaults
+
+DEFAULTS = dict(val=0.2, test=0.0, subset=1.0, seed=42, stratify=True, from_json=None, to_json=None)
+
+
+class CreateSplits(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="create_splits",
+            label="CILP: create train/val/test splits",
+            description="Tag every slice of each RGB/LiDAR pair train, val or test (or import a split file)",
+            icon="/assets/icon.svg",
+            dynamic=True,
+        )
+
+    def resolve_input(self, ctx):
+        return types.Property(splits_form(ctx), view=types.View(label="Create splits"))
+
+    def execute(self, ctx):
+        from plugin.splits import create_splits
+
+        params = params_with_defaults(ctx, DEFAULTS)
+        params["from_json"] = file_path(params["from_json"])
+        params["to_json"] = file_path(params["to_json"])
+        result = create_splits(ctx.dataset, **params)
+        ctx.trigger("reload_dataset")
+        return {**result.split.counts(), "missing": result.missing, "summary": result.summary()}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Result")
+        return types.Property(outputs)
+
+
+def splits_form(ctx) -> types.Object:
+    inputs = types.Object()
+    inputs.str("from_json", label="Import split file (optional)",
+               description='reference JSON {"train": [...], "val": [...], "seed": 42, ...}; '
+                           "when set, the fractions below are ignored")
+    if not file_path(ctx.params.get("from_json")):
+        inputs.float("val", default=DEFAULTS["val"], min=0, max=0.99, label="Validation fraction")
+        inputs.float("test", default=DEFAULTS["test"], min=0, max=0.99, label="Test fraction")
+        inputs.float("subset", default=DEFAULTS["subset"], min=0.01, max=1, label="Subset of pairs to use")
+        inputs.int("seed", default=DEFAULTS["seed"], label="Seed")
+        inputs.bool("stratify", default=DEFAULTS["stratify"], label="Keep the class balance in every split")
+        val, test = ctx.params.get("val", DEFAULTS["val"]), ctx.params.get("test", DEFAULTS["test"])
+        if val is not None and test is not None and val + test >= 1:
+            warning = inputs.view("fractions", types.Error(label="val + test must be below 1"))
+            warning.invalid = True
+    inputs.str("to_json", label="Export the split to (optional)", description="a .json path")
+    return inputs

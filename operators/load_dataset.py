@@ -1,0 +1,76 @@
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._common import file_path, params_with_defaults, progress_reporter
+
+DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
+                n_per_class=1000, seed=42, overwrite=False)
+
+
+class LoadRGBLidarDataset(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="load_rgb_lidar_dataset",
+            label="CILP: load RGB/LiDAR dataset",
+            description="Build the grouped rgb/depth/lidar dataset from a folder, a download or synthetic data",
+            icon="/assets/icon.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        return types.Property(load_form(ctx), view=types.View(label="Load RGB/LiDAR data"))
+
+    def execute(self, ctx):
+        from plugin.sources import load_dataset
+
+        params = params_with_defaults(ctx, DEFAULTS)
+        params["path"] = file_path(params["path"])
+        params["dest"] = file_path(params["dest"])
+        result = load_dataset(**params, progress=progress_reporter(ctx))
+        ctx.trigger("open_dataset", {"dataset": result.dataset.name})
+        return {
+            "dataset": result.dataset.name,
+            "added": len(result.added),
+            "groups": len(result.dataset),
+            "vanished": result.vanished,
+            "summary": result.summary(),
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Result")
+        return types.Property(outputs)
+
+
+def load_form(ctx) -> types.Object:
+    inputs = types.Object()
+    sources = types.RadioGroup()
+    sources.add_choice("synthetic", label="Synthetic", description="render cubes and spheres offline")
+    sources.add_choice("folder", label="Local folder", description="a folder in the DLI layout")
+    sources.add_choice("url", label="Download", description="a Google Drive link or http(s) URL of a zip")
+    inputs.enum("source", sources.values(), default=DEFAULTS["source"], label="Source", view=sources)
+    inputs.str("name", default=DEFAULTS["name"], required=True, label="Dataset name")
+
+    source = ctx.params.get("source", DEFAULTS["source"])
+    if source == "folder":
+        prop = inputs.str("path", required=True, label="Data folder",
+                          description="holds cubes/ and spheres/, each with rgb/ and lidar/")
+        path = file_path(ctx.params.get("path"))
+        if path:
+            from pathlib import Path
+
+            if not Path(path).expanduser().is_dir():
+                prop.invalid = True
+                prop.error_message = f"{path} is not a folder"
+    elif source == "url":
+        inputs.str("url", required=True, label="URL")
+        inputs.str("dest", label="Download into", description="default: FiftyOne's dataset dir/cilp/download")
+        inputs.bool("overwrite", default=False, label="Replace existing downloaded data")
+    else:
+        inputs.int("n_per_class", default=DEFAULTS["n_per_class"], min=1, label="Pairs per class")
+        inputs.int("seed", default=DEFAULTS["seed"], label="Seed")
+        inputs.str("dest", label="Generate into", description="default: FiftyOne's dataset dir/cilp/synthetic-N-seedS")
+    return inputs

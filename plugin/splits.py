@@ -1,0 +1,181 @@
+"""Train/val/test splits of pairs, as tags on every slice of a group.
+
+The reference protocol (published with the DLI results): pair ids ordered cubes
+then spheres by stem; ``random.seed(seed)``, shuffle, keep the first
+``subset`` fraction; seed again, shuffle, and cut. ``stratify=False`` reproduces
+it exactly; ``stratify=True`` (the default) applies it to each class, so every
+split keeps the class balance. The JSON form is the reference's:
+``{"train": [...], "val": [...], "seed": 42, "subset_percentage": 0.3}``
+(plus ``"test"`` when there is one).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fiftyone as fo
+
+from . import format as fmt
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    train: list[str]
+    val: list[str]
+    test: list[str] = field(default_factory=list)
+    seed: int | None = None
+    subset_percentage: float = 1.0
+
+    def assignments(self) -> dict[str, str]:
+        return {pid: name for name in SPLITS for pid in getattr(self, name)}
+
+    def counts(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in SPLITS}
+
+    def to_json(self, path: Path | str) -> Path:
+        data = {"train": self.train, "val": self.val}
+        if self.test:
+            data["test"] = self.test
+        data.update(seed=self.seed, subset_percentage=self.subset_percentage)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=1))
+        return path
+
+    @classmethod
+    def from_json(cls, path: Path | str) -> "Split":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable split file ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("train"), list) \
+                or not isinstance(data.get("val"), list):
+            raise ValueError(f"{path}: expected a JSON object with 'train' and 'val' lists of pair ids")
+        lists = {name: data.get(name, []) for name in SPLITS}
+        for name, ids in lists.items():
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise ValueError(f"{path}: '{name}' must be a list of pair ids such as 'cube_0001'")
+        seen = {}
+        for name, ids in lists.items():
+            for pid in ids:
+                if pid in seen:
+                    raise ValueError(f"{path}: pair '{pid}' is in both '{seen[pid]}' and '{name}'")
+                seen[pid] = name
+        return cls(**lists, seed=data.get("seed"), subset_percentage=data.get("subset_percentage", 1.0))
+
+
+def _check_fraction(name: str, value: float, allow_one: bool = False) -> None:
+    if not (0 <= value <= 1 if allow_one else 0 <= value < 1):
+        raise ValueError(f"{name}: expected a fraction in [0, {'1]' if allow_one else '1)'}, got {value}")
+
+
+def _reference_order(pair_ids: list[str]) -> list[str]:
+    """Cubes then spheres, each by stem: the order the reference shuffled."""
+    def key(pid):
+        label, _, stem = pid.partition("_")
+        return (fmt.LABELS.index(label) if label in fmt.LABELS else len(fmt.LABELS), label, stem)
+    return sorted(pair_ids, key=key)
+
+
+def _cut(ids: list[str], val: float, test: float, subset: float, seed: int) -> tuple[list, list, list]:
+    ids = list(ids)
+    random.seed(seed)
+    random.shuffle(ids)
+    ids = ids[: int(len(ids) * subset + 1e-9)]
+    random.seed(seed)
+    random.shuffle(ids)
+    n_train = int(len(ids) * (1 - val - test) + 1e-9)
+    n_test = int(len(ids) * test + 1e-9)
+    return ids[:n_train], ids[n_train:len(ids) - n_test], ids[len(ids) - n_test:]
+
+
+def make_split(pair_ids: list[str], val: float = 0.2, test: float = 0.0, subset: float = 1.0,
+               seed: int = 42, stratify: bool = True) -> Split:
+    """Assign pair ids to train/val/test by the reference protocol."""
+    _check_fraction("val", val)
+    _check_fraction("test", test)
+    _check_fraction("subset", subset, allow_one=True)
+    if val + test >= 1:
+        raise ValueError(f"val + test: expected less than 1, got {val + test}")
+    if subset <= 0:
+        raise ValueError(f"subset: expected a fraction in (0, 1], got {subset}")
+    ordered = _reference_order(pair_ids)
+    groups = [[p for p in ordered if p.partition("_")[0] == label]
+              for label in dict.fromkeys(p.partition("_")[0] for p in ordered)] if stratify else [ordered]
+    split = Split([], [], [], seed=seed, subset_percentage=subset)
+    for ids in groups:
+        train, val_ids, test_ids = _cut(ids, val, test, subset, seed)
+        split.train += train
+        split.val += val_ids
+        split.test += test_ids
+    return split
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class SplitResult:
+    split: Split
+    missing: list[str]  # ids the split names that the dataset lacks
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {name}" for name, n in self.split.counts().items() if n)
+        text = f"split: {counts} pairs (seed {self.split.seed}, subset {self.split.subset_percentage})"
+        if self.missing:
+            text += f"\n  {len(self.missing)} ids not in the dataset: {', '.join(self.missing[:10])}" + (
+                " ..." if len(self.missing) > 10 else "")
+        return text
+
+
+def all_slices(dataset: fo.Dataset):
+    """A flat view of every sample of every slice."""
+    return dataset.select_group_slices(_allow_mixed=True)
+
+
+def pair_ids(dataset: fo.Dataset) -> list[str]:
+    return sorted(set(all_slices(dataset).values("pair_id")))
+
+
+def apply_split(dataset: fo.Dataset, split: Split) -> SplitResult:
+    """Tag every slice of every group with its split; samples outside the split lose their split tag."""
+    samples = all_slices(dataset)
+    ids, tags = samples.values("pair_id"), samples.values("tags")
+    assignment = split.assignments()
+    new_tags = [[t for t in (old or []) if t not in SPLITS] + ([assignment[pid]] if pid in assignment else [])
+                for pid, old in zip(ids, tags)]
+    samples.set_values("tags", new_tags)
+    present = set(ids)
+    return SplitResult(split, missing=sorted(pid for pid in assignment if pid not in present))
+
+
+def create_splits(
+    dataset: fo.Dataset, *, val: float = 0.2, test: float = 0.0, subset: float = 1.0, seed: int = 42,
+    stratify: bool = True, from_json: Path | str | None = None, to_json: Path | str | None = None,
+) -> SplitResult:
+    """Make (or import, with ``from_json``) a split, tag the dataset, optionally export it."""
+    split = Split.from_json(from_json) if from_json else make_split(
+        pair_ids(dataset), val=val, test=test, subset=subset, seed=seed, stratify=stratify)
+    if not split.train and not split.val and not split.test:
+        raise ValueError("the split is empty: the dataset has no pairs (ingest data first)")
+    result = apply_split(dataset, split)
+    if to_json:
+        split.to_json(to_json)
+    dataset.info["split"] = {"seed": split.seed, "subset_percentage": split.subset_percentage,
+                             **split.counts()}
+    dataset.save()
+    return result
+
+
+def read_split(dataset: fo.Dataset) -> Split:
+    """The split currently tagged on the dataset (from its rgb slice)."""
+    view = dataset.select_group_slices("rgb")
+    by_tag = {name: sorted(view.match_tags(name).values("pair_id")) for name in SPLITS}
+    info = dataset.info.get("split", {})
+    return Split(**by_tag, seed=info.get("seed"), subset_percentage=info.get("subset_percentage", 1.0))
