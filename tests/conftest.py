@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-import fiftyone_isolation
+from . import fiftyone_isolation
 
 FIFTYONE_ENV = fiftyone_isolation.start()  # before anything imports fiftyone
 

@@ -1,0 +1,130 @@
+"""The plugin registers cleanly; each operator works from the SDK and the App server's routes."""
+
+import json
+import uuid
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+from fiftyone.operators.executor import ExecutionError
+from fiftyone.operators.registry import OperatorRegistry
+from starlette.testclient import TestClient
+
+from plugin import splits
+
+URI = "@cilp/multimodal"
+EXPECTED = ["load_rgb_lidar_dataset", "create_splits"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    from fiftyone.server.app import app
+
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_data):
+    """A dataset made by the load operator from a local folder."""
+    name = f"ops-{uuid.uuid4().hex[:8]}"
+    run = foo.execute_operator(f"{URI}/load_rgb_lidar_dataset",
+                               ctx={"params": {"source": "folder", "path": str(tiny_data), "name": name}})
+    assert run.error is None, run.error
+    yield fo.load_dataset(name), run.result
+    fo.delete_dataset(name)
+
+
+def test_plugin_registers_every_operator_without_errors():
+    registry = OperatorRegistry()
+    assert registry.list_errors() == []
+    uris = [op.uri for op in registry.list_operators() if op.uri.startswith(URI)]
+    assert uris == [f"{URI}/{name}" for name in EXPECTED]
+
+
+def test_app_server_lists_the_operators_without_errors(client, loaded):
+    dataset, _ = loaded
+    answer = client.post("/operators", json={"dataset_name": dataset.name}).json()
+    assert answer["errors"] == []
+    names = {op["uri"] for op in answer["operators"]}
+    assert {f"{URI}/{name}" for name in EXPECTED} <= names
+
+
+def test_load_operator_builds_the_grouped_dataset(loaded):
+    dataset, result = loaded
+    assert result["added"] == 16 and result["groups"] == 16
+    assert sorted(dataset.group_slices) == ["depth", "lidar", "rgb"]
+
+
+def test_load_operator_applies_its_own_defaults_for_synthetic_data(tmp_path):
+    name = f"synth-{uuid.uuid4().hex[:8]}"
+    run = foo.execute_operator(f"{URI}/load_rgb_lidar_dataset", ctx={
+        "params": {"name": name, "n_per_class": 5, "dest": str(tmp_path / "synthetic")}})
+    assert run.error is None, run.error
+    dataset = fo.load_dataset(name)
+    assert len(dataset) == 10 and dataset.info["data_root"] == str(tmp_path / "synthetic")
+    dataset.delete()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"source": "folder"}, "Path: path. Reason: Required property"),
+    ({"source": "folder", "path": "/nonexistent/data"}, "/nonexistent/data is not a folder"),
+    ({"source": "ftp"}, "source"),
+])
+def test_load_operator_reports_bad_params_and_writes_nothing(params, message):
+    name = f"bad-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ExecutionError, match=message):
+        foo.execute_operator(f"{URI}/load_rgb_lidar_dataset", ctx={"params": {**params, "name": name}})
+    assert not fo.dataset_exists(name)
+
+
+def test_split_operator_tags_pairs_and_exports_json(loaded, tmp_path):
+    dataset, _ = loaded
+    run = foo.execute_operator(f"{URI}/create_splits", ctx={
+        "dataset": dataset, "params": {"val": 0.25, "seed": 5, "to_json": str(tmp_path / "s.json")}})
+    assert run.error is None, run.error
+    assert (run.result["train"], run.result["val"]) == (12, 4)
+    assert splits.all_slices(dataset).count_sample_tags() == {"train": 36, "val": 12}
+    assert json.loads((tmp_path / "s.json").read_text())["seed"] == 5
+
+
+def test_split_operator_through_the_app_server_route(client, loaded, tmp_path):
+    dataset, _ = loaded
+    (tmp_path / "ref.json").write_text(json.dumps({"train": ["cube_0001", "sphere_0002"], "val": ["cube_0003"],
+                                                   "seed": 42, "subset_percentage": 0.3}))
+    answer = client.post("/operators/execute", json={
+        "dataset_name": dataset.name, "operator_uri": f"{URI}/create_splits",
+        "params": {"from_json": str(tmp_path / "ref.json")}, "view": [],
+    })
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body.get("error") is None, body
+    assert body["result"]["train"] == 2 and body["result"]["missing"] == []
+    assert splits.all_slices(dataset).count_sample_tags() == {"train": 6, "val": 3}
+
+
+def test_load_operator_through_the_app_server_route(client, tmp_path):
+    name = f"route-{uuid.uuid4().hex[:8]}"
+    answer = client.post("/operators/execute", json={
+        "dataset_name": None, "operator_uri": f"{URI}/load_rgb_lidar_dataset",
+        "params": {"source": "synthetic", "n_per_class": 3, "dest": str(tmp_path / "d"), "name": name},
+        "view": [],
+    })
+    assert answer.status_code == 200 and answer.json().get("error") is None, answer.text
+    assert len(fo.load_dataset(name)) == 6
+    fo.delete_dataset(name)
+
+
+def test_forms_resolve_with_validation(client, loaded, tmp_path):
+    dataset, _ = loaded
+    form = client.post("/operators/resolve-type", json={
+        "dataset_name": dataset.name, "operator_uri": f"{URI}/load_rgb_lidar_dataset", "target": "inputs",
+        "params": {"source": "folder", "path": str(tmp_path / "nope")},
+    }).json()
+    path_field = form["type"]["properties"]["path"]
+    assert path_field["invalid"] and "is not a folder" in path_field["error_message"]
+    form = client.post("/operators/resolve-type", json={
+        "dataset_name": dataset.name, "operator_uri": f"{URI}/create_splits", "target": "inputs",
+        "params": {},
+    }).json()
+    assert {"val", "test", "subset", "seed", "stratify", "from_json", "to_json"} <= set(form["type"]["properties"])

@@ -1,0 +1,111 @@
+"""Splits: protocol, reproducibility, JSON in and out, tags on every slice."""
+
+import json
+import random
+import uuid
+
+import pytest
+
+from plugin import ingest, splits
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_data):
+    result = ingest.ingest(tiny_data, f"splits-{uuid.uuid4().hex[:8]}")
+    yield result.dataset
+    result.dataset.delete()
+
+
+def reference_protocol(n_per_class, seed=42, subset=0.3, train=0.8):
+    """The published reference code, verbatim in spirit."""
+    ids = [f"cube_{i:04d}" for i in range(n_per_class)] + [f"sphere_{i:04d}" for i in range(n_per_class)]
+    random.seed(seed)
+    random.shuffle(ids)
+    ids = ids[: int(len(ids) * subset)]
+    random.seed(seed)
+    random.shuffle(ids)
+    cut = int(len(ids) * train)
+    return ids[:cut], ids[cut:]
+
+
+def test_unstratified_split_reproduces_the_reference_protocol():
+    ids = [f"sphere_{i:04d}" for i in range(9999)] + [f"cube_{i:04d}" for i in range(9999)]
+    split = splits.make_split(ids, val=0.2, subset=0.3, seed=42, stratify=False)
+    train, val = reference_protocol(9999)
+    assert (len(split.train), len(split.val)) == (4799, 1200)
+    assert split.train == train and split.val == val
+
+
+def test_stratified_split_keeps_class_balance_and_is_seeded():
+    ids = [f"cube_{i:04d}" for i in range(100)] + [f"sphere_{i:04d}" for i in range(300)]
+    split = splits.make_split(ids, val=0.2, test=0.1, seed=7)
+    for name, expected in (("train", 0.7), ("val", 0.2), ("test", 0.1)):
+        members = getattr(split, name)
+        assert len(members) == pytest.approx(400 * expected, abs=2)
+        assert sum(m.startswith("cube") for m in members) == pytest.approx(100 * expected, abs=1)
+    assert split.assignments() == splits.make_split(ids, val=0.2, test=0.1, seed=7).assignments()
+    assert split.assignments() != splits.make_split(ids, val=0.2, test=0.1, seed=8).assignments()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(val=1.2), "val: expected a fraction"),
+    (dict(val=0.6, test=0.5), r"val \+ test"),
+    (dict(subset=0), "subset"),
+    (dict(test=-0.1), "test: expected a fraction"),
+])
+def test_bad_fractions_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        splits.make_split(["cube_0000", "sphere_0000"], **kwargs)
+
+
+def test_tags_land_on_every_slice_and_no_pair_crosses_splits(dataset):
+    result = splits.create_splits(dataset, val=0.25, subset=0.5, seed=3)
+    flat = splits.all_slices(dataset)
+    by_pair = {}
+    for pid, tags in zip(flat.values("pair_id"), flat.values("tags")):
+        by_pair.setdefault(pid, set()).add(tuple(sorted(tags)))
+    assert all(len(t) == 1 for t in by_pair.values()), "a pair's slices carry different tags"
+    tagged = {pid: t.pop() for pid, t in by_pair.items()}
+    assert sum(t == ("train",) for t in tagged.values()) == len(result.split.train) == 6
+    assert sum(t == ("val",) for t in tagged.values()) == len(result.split.val) == 2
+    assert sum(t == () for t in tagged.values()) == 8  # outside the subset: no split tag
+    assert flat.count_sample_tags() == {"train": 18, "val": 6}
+
+
+def test_resplitting_keeps_other_tags(dataset):
+    splits.all_slices(dataset).tag_samples("reviewed")
+    splits.create_splits(dataset, val=0.5, seed=1)
+    counts = splits.all_slices(dataset).count_sample_tags()
+    assert counts["reviewed"] == 48 and counts["train"] + counts["val"] == 48
+
+
+def test_json_round_trip_and_reference_import(dataset, tmp_path):
+    first = splits.create_splits(dataset, val=0.25, seed=11, to_json=tmp_path / "split.json")
+    saved = json.loads((tmp_path / "split.json").read_text())
+    assert set(saved) == {"train", "val", "seed", "subset_percentage"} and saved["seed"] == 11
+
+    splits.create_splits(dataset, val=0.5, seed=99)  # something else in between
+    again = splits.create_splits(dataset, from_json=tmp_path / "split.json")
+    assert again.missing == []
+    current = splits.read_split(dataset)
+    assert sorted(current.train) == sorted(first.split.train) and sorted(current.val) == sorted(first.split.val)
+
+    reference = {"train": ["cube_0000", "sphere_0004", "cube_9999"], "val": ["sphere_0001"],
+                 "seed": 42, "subset_percentage": 0.3}
+    (tmp_path / "reference.json").write_text(json.dumps(reference))
+    imported = splits.create_splits(dataset, from_json=tmp_path / "reference.json")
+    assert imported.missing == ["cube_9999"]
+    assert "1 ids not in the dataset: cube_9999" in imported.summary()
+    assert splits.all_slices(dataset).count_sample_tags()["train"] == 6
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not a readable split file"),
+    ('{"train": "cube_0001"}', "'train' and 'val' lists"),
+    ('{"train": ["cube_0001"], "val": [3]}', "'val' must be a list of pair ids"),
+    ('{"train": ["cube_0001"], "val": ["cube_0001"]}', "in both 'train' and 'val'"),
+])
+def test_bad_split_files_are_named(tmp_path, content, message):
+    (tmp_path / "bad.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        splits.Split.from_json(tmp_path / "bad.json")
