@@ -4,13 +4,15 @@ PY     := $(VENV)/bin/python
 CILP   := $(VENV)/bin/cilp
 DATA   ?= data/synthetic
 N_PER_CLASS ?= 1000
+DATASET ?= cilp-assessment
+PORT   ?= 5151
 
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_VALIDATION := false
 export FIFTYONE_PLUGINS_DIR := $(CURDIR)
 export WANDB_MODE ?= offline
 
-.PHONY: setup setup-test demo test bench clean
+.PHONY: setup setup-test demo test app bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,12 +24,21 @@ demo: setup
 	@if [ -d "$(DATA)" ]; then echo "demo: using the data in $(DATA)"; \
 	else $(CILP) generate $(DATA) --n-per-class $(N_PER_CLASS); fi
 	$(CILP) validate $(DATA)
+	$(CILP) ingest $(DATA) --name $(DATASET)
+	$(CILP) split $(DATASET) --val 0.2 --seed 42 --to-json $(DATA).split.json
+	@echo
+	@echo "demo: dataset '$(DATASET)' is ready. Open it in the App with: make app"
+	@echo "      (or: .venv/bin/cilp app $(DATASET) --port $(PORT), then http://127.0.0.1:$(PORT))"
+
+app: setup
+	$(CILP) app $(DATASET) --port $(PORT)
 
 test: setup-test
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+	$(PY) benchmarks/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) data/synthetic .pytest_cache

@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import fiftyone as fo
 import fiftyone.utils.utils3d as fou3d
@@ -21,6 +21,7 @@ from . import format as fmt
 
 DEFAULT_NAME = "cilp-assessment"
 SLICES = ("rgb", "depth", "lidar")
+ADD_BATCH = 250  # groups per database write
 Progress = Callable[[float, str], None]
 
 
@@ -80,21 +81,25 @@ def ingest(
     result.vanished = sorted(pid for pid, path in known.items() if not Path(path).exists())
     todo = [pair for pair in report.pairs if pair.pair_id not in known]
 
+    # derived files are made in worker processes while this one adds finished groups
+    made = _derive_all(todo, report, cache, workers)
     try:
-        files = _derive_all(todo, report, cache, workers, say)
-        say(0.9, f"adding {len(todo)} groups to '{name}'")
-        samples = [s for pair, made in zip(todo, files) for s in _group_samples(pair, made)]
-        if samples:  # built here with the declared schema: skip FiftyOne's per-sample checks
+        for start in range(0, len(todo), ADD_BATCH):
+            batch = todo[start:start + ADD_BATCH]
+            samples = [s for pair in batch for s in _group_samples(pair, next(made))]
+            # built here with the declared schema: skip FiftyOne's per-sample checks
             dataset.add_samples(samples, progress=False, validate=False, expand_schema=False)
-        result.added = [pair.pair_id for pair in todo]
+            result.added += [pair.pair_id for pair in batch]
+            say(len(result.added) / len(todo), f"added {len(result.added)}/{len(todo)} groups to '{name}'")
     except BaseException:
         if created:
             fo.delete_dataset(name)
         elif todo:
-            new_ids = [p.pair_id for p in todo]
             dataset.delete_samples(dataset.select_group_slices(_allow_mixed=True).match(
-                fo.ViewField("pair_id").is_in(new_ids)))
+                fo.ViewField("pair_id").is_in([pair.pair_id for pair in todo])))
         raise
+    finally:
+        made.close()
     say(1.0, f"'{name}' holds {len(dataset)} pairs")
     return result
 
@@ -135,23 +140,16 @@ def _derive_one(args) -> derived.DerivedFiles:
     return derived.derive(*args)
 
 
-def _derive_all(pairs, report, cache: Path, workers: int | None, say) -> list[derived.DerivedFiles]:
+def _derive_all(pairs, report, cache: Path, workers: int | None) -> Iterator[derived.DerivedFiles]:
+    """The derived files of each pair, in order, made by up to ``workers`` processes."""
     derived.make_cache_dirs(cache)
     jobs = [(pair, *report.angles(pair.label), cache) for pair in pairs]
     workers = workers or min(2, len(jobs) // 200 + 1)  # a pool pays off from a few hundred pairs
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            return _collect(pool.map(_derive_one, jobs, chunksize=64), len(jobs), say)
-    return _collect(map(_derive_one, jobs), len(jobs), say)
-
-
-def _collect(made, total: int, say) -> list[derived.DerivedFiles]:
-    results, step = [], max(1, total // 20)
-    for i, files in enumerate(made, 1):
-        results.append(files)
-        if i % step == 0:
-            say(0.9 * i / total, f"derived files for {i}/{total} pairs")
-    return results
+    if workers == 1:
+        yield from map(_derive_one, jobs)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        yield from pool.map(_derive_one, jobs, chunksize=32)
 
 
 def _group_samples(pair: fmt.Pair, made: derived.DerivedFiles) -> list[fo.Sample]:

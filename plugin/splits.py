@@ -140,19 +140,23 @@ def all_slices(dataset: fo.Dataset):
 
 
 def pair_ids(dataset: fo.Dataset) -> list[str]:
-    return sorted(set(all_slices(dataset).values("pair_id")))
+    return all_slices(dataset).distinct("pair_id")
 
 
 def apply_split(dataset: fo.Dataset, split: Split) -> SplitResult:
-    """Tag every slice of every group with its split; samples outside the split lose their split tag."""
+    """Tag every slice of every group with its split; samples outside it lose their split tag.
+
+    Tags are written with one database update per split (``set_values`` on a grouped
+    dataset costs about a millisecond per sample).
+    """
     samples = all_slices(dataset)
-    ids, tags = samples.values("pair_id"), samples.values("tags")
-    assignment = split.assignments()
-    new_tags = [[t for t in (old or []) if t not in SPLITS] + ([assignment[pid]] if pid in assignment else [])
-                for pid, old in zip(ids, tags)]
-    samples.set_values("tags", new_tags)
-    present = set(ids)
-    return SplitResult(split, missing=sorted(pid for pid in assignment if pid not in present))
+    samples.untag_samples(list(SPLITS))
+    for name in SPLITS:
+        members = getattr(split, name)
+        if members:
+            samples.match(fo.ViewField("pair_id").is_in(members)).tag_samples(name)
+    present = set(samples.distinct("pair_id"))
+    return SplitResult(split, missing=sorted(pid for pid in split.assignments() if pid not in present))
 
 
 def create_splits(
