@@ -2,7 +2,8 @@
 
 Slices: ``rgb`` (the PNG), ``depth`` (a colour-mapped range picture) and ``lidar``
 (a ``.pcd`` point cloud with a bird's-eye thumbnail). Every slice carries
-``ground_truth``, ``pair_id`` and the LiDAR statistics. Derived files live in a
+``ground_truth``, ``pair_id``, ``range_path`` (the raw range image, which models
+read) and the LiDAR statistics. Derived files live in a
 cache folder beside the data; the raw data is never modified.
 """
 
@@ -128,6 +129,7 @@ def _declare_fields(dataset: fo.Dataset) -> None:
         dataset.add_group_slice(name, media_type)
     fields = fo.core.fields
     dataset.add_sample_field("pair_id", fields.StringField, description="reference id, e.g. cube_0001")
+    dataset.add_sample_field("range_path", fields.StringField, description="the raw LiDAR range image (.npy)")
     dataset.add_sample_field("ground_truth", fields.EmbeddedDocumentField, embedded_doc_type=fo.Classification)
     dataset.add_sample_field("lidar_returns", fields.IntField, description="valid LiDAR returns")
     dataset.add_sample_field("lidar_min_range", fields.FloatField, description="metres")
@@ -156,6 +158,7 @@ def _group_samples(pair: fmt.Pair, made: derived.DerivedFiles) -> list[fo.Sample
     group = fo.Group()
     common = dict(
         pair_id=pair.pair_id,
+        range_path=str(pair.lidar_path),
         ground_truth=fo.Classification(label=pair.label),
         lidar_returns=made.returns,
         lidar_min_range=made.min_range,
