@@ -6,6 +6,8 @@ DATA   ?= data/synthetic
 N_PER_CLASS ?= 1000
 DATASET ?= cilp-assessment
 PORT   ?= 5151
+RUNS   ?= runs
+EPOCHS ?= 3
 
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_VALIDATION := false
@@ -26,8 +28,13 @@ demo: setup
 	$(CILP) validate $(DATA)
 	$(CILP) ingest $(DATA) --name $(DATASET)
 	$(CILP) split $(DATASET) --val 0.2 --seed 42 --to-json $(DATA).split.json
+	$(CILP) train $(DATASET) --suite fusion --epochs $(EPOCHS) --runs-dir $(RUNS) --overwrite
+	for run in late intermediate_concat intermediate_add intermediate_mul intermediate_add_strided; do \
+		$(CILP) apply $(DATASET) $$run || exit 1; done
+	$(CILP) report --dataset $(DATASET) --out $(RUNS)/report
 	@echo
-	@echo "demo: dataset '$(DATASET)' is ready. Open it in the App with: make app"
+	@echo "demo: dataset '$(DATASET)' holds the predictions and evaluations of every run;"
+	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png). Open the App with: make app"
 	@echo "      (or: .venv/bin/cilp app $(DATASET) --port $(PORT), then http://127.0.0.1:$(PORT))"
 
 app: setup

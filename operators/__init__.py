@@ -1,7 +1,9 @@
 """FiftyOne operators: each turns a form (or SDK params) into one library call."""
 
+from .apply_model import ApplyModel
 from .create_splits import CreateSplits
 from .load_dataset import LoadRGBLidarDataset
+from .train_fusion import TrainFusion
 
 # in fiftyone.yml order
-OPERATORS = [LoadRGBLidarDataset, CreateSplits]
+OPERATORS = [LoadRGBLidarDataset, CreateSplits, TrainFusion, ApplyModel]

@@ -5,6 +5,10 @@
     cilp download URL --dest data
     cilp ingest data/synthetic --name cilp-assessment
     cilp split cilp-assessment --val 0.2 --seed 42 --to-json split.json
+    cilp train cilp-assessment --family intermediate --fusion add --epochs 10
+    cilp train cilp-assessment --suite fusion --epochs 5
+    cilp apply cilp-assessment intermediate_add
+    cilp report --dataset cilp-assessment --out runs/report
     cilp app cilp-assessment
 """
 
@@ -115,6 +119,64 @@ def cmd_split(args) -> int:
     return 0
 
 
+#: the reference's fusion comparison and downsampling ablation: (family, fusion, downsample)
+SUITES = {
+    "fusion": [("late", "concat", "maxpool"), ("intermediate", "concat", "maxpool"),
+               ("intermediate", "add", "maxpool"), ("intermediate", "mul", "maxpool"),
+               ("intermediate", "add", "strided")],
+    "single": [("rgb", "concat", "maxpool"), ("lidar", "concat", "maxpool")],
+}
+
+
+def cmd_train(args) -> int:
+    from mm_models import ModelConfig, TrainConfig
+
+    from .training import train_on_dataset
+
+    dataset = _load(args.name)
+    train_config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device,
+                               precision=args.precision, compile=args.compile, patience=args.patience,
+                               seed=args.seed, wandb=args.wandb)
+    models = SUITES[args.suite] if args.suite else [(args.family, args.fusion, args.downsample)]
+    configs = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in models]  # validate all first
+    for config in configs:
+        with _Bar("training") as bar:
+            result = train_on_dataset(
+                dataset, config, train_config, train_tag=args.train_tag, val_tag=args.val_tag,
+                runs_dir=args.runs_dir, name=args.run_name if not args.suite else None,
+                overwrite=args.overwrite, resume=args.resume, progress=bar)
+        best = result.best
+        print(f"{result.run_dir.name}: best epoch {best['epoch']}, val loss {best['val/loss']:.5f}, "
+              f"accuracy {100 * best['val/accuracy']:.2f}%, {best['samples_per_s']:,.0f} samples/s "
+              f"-> {result.run_dir}")
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from .writeback import apply_model
+
+    with _Bar("applying") as bar:
+        result = apply_model(_load(args.name), args.run, field=args.field, tags=args.tags,
+                             eval_tag=args.eval_tag, device=args.device, progress=bar)
+    print(result.summary())
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mm_models.report import write_report
+
+    runs = list(args.runs)
+    if args.dataset:
+        runs += list(_load(args.dataset).info.get("cilp_runs", {}).values())
+    if not runs:
+        raise ValueError("no runs given: pass run folders or --dataset NAME")
+    out = args.out or Path(runs[0]).parent / "report"
+    markdown, out = write_report(runs, out)
+    print(markdown)
+    print(f"wrote {out}/report.md, report.csv and curves.png")
+    return 0
+
+
 def cmd_app(args) -> int:
     import fiftyone as fo
 
@@ -174,6 +236,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-json", type=Path, help="import a reference split file instead")
     p.add_argument("--to-json", type=Path, help="write the split to this JSON file")
     p.set_defaults(run=cmd_split)
+
+    p = commands.add_parser("train", help="train a model (or a suite) on the dataset's split tags")
+    p.add_argument("name", help="dataset name")
+    p.add_argument("--family", default="intermediate", help="early | late | intermediate | rgb | lidar")
+    p.add_argument("--fusion", default="add", help="concat | add | mul (early and intermediate)")
+    p.add_argument("--downsample", default="maxpool", help="maxpool | strided")
+    p.add_argument("--suite", choices=sorted(SUITES), help="train a set of models instead: "
+                   "fusion = late, intermediate concat/add/mul, add with strided conv; single = rgb, lidar")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--patience", type=int, default=0, help="early stopping after N epochs without progress")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
+    p.add_argument("--train-tag", default="train")
+    p.add_argument("--val-tag", default="val")
+    p.add_argument("--run-name", help="default: from the model, e.g. intermediate_add")
+    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
+    p.add_argument("--overwrite", action="store_true", help="replace runs of the same name")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("apply", help="write a run's predictions and evaluation into the dataset")
+    p.add_argument("name", help="dataset name")
+    p.add_argument("run", help="a run name recorded on the dataset, or a run folder")
+    p.add_argument("--field", help="prediction field (default: the run's name)")
+    p.add_argument("--tags", nargs="+", help="only pairs with these tags (default: all)")
+    p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_apply)
+
+    p = commands.add_parser("report", help="results table (Markdown, CSV) and curves of runs")
+    p.add_argument("runs", nargs="*", type=Path, help="run folders")
+    p.add_argument("--dataset", help="also every run recorded on this dataset")
+    p.add_argument("--out", type=Path, help="output folder (default: report/ beside the first run)")
+    p.set_defaults(run=cmd_report)
 
     p = commands.add_parser("app", help="open a dataset in the FiftyOne App")
     p.add_argument("name", nargs="?", default="cilp-assessment", help="dataset name (cilp-assessment)")

@@ -25,9 +25,10 @@ def default_runs_dir() -> Path:
 
 
 def default_run_name(model_config) -> str:
-    """``late``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ..."""
+    """``late``, ``late_add``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ..."""
     parts = [model_config.family]
-    if model_config.family in ("early", "intermediate"):
+    if model_config.family == "intermediate" or (
+            model_config.family in ("early", "late") and model_config.fusion != "concat"):
         parts.append(model_config.fusion)
     if model_config.downsample != "maxpool":
         parts.append(model_config.downsample)

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from plugin import splits
 
 URI = "@cilp/multimodal"
-EXPECTED = ["load_rgb_lidar_dataset", "create_splits"]
+EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "apply_model"]
 
 
 @pytest.fixture(scope="module")

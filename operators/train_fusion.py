@@ -1,0 +1,90 @@
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._common import params_with_defaults, progress_reporter
+
+FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
+#: the reference's fusion for each family (late and early fusion concatenate)
+FUSION_DEFAULTS = {"late": "concat", "early": "concat", "intermediate": "add"}
+DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=10, lr=1e-3, batch_size=32,
+                device="auto", wandb=False, train_tag="train", val_tag="val", name=None, overwrite=False)
+
+
+class TrainFusion(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="train_fusion",
+            label="CILP: train a fusion model",
+            description="Train an RGB + LiDAR classifier on the dataset's split tags (GPU when present)",
+            icon="/assets/icon.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        return types.Property(train_form(ctx), view=types.View(label="Train a fusion model"))
+
+    def execute(self, ctx):
+        from mm_models import ModelConfig, TrainConfig
+        from plugin.training import train_on_dataset
+
+        p = params_with_defaults(ctx, DEFAULTS)
+        fusion = p["fusion"] or FUSION_DEFAULTS.get(p["family"], "concat")
+        model = ModelConfig(family=p["family"], fusion=fusion, downsample=p["downsample"])
+        train = TrainConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], device=p["device"],
+                            wandb=p["wandb"])
+        result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
+                                  name=p["name"], overwrite=p["overwrite"], progress=progress_reporter(ctx))
+        best = result.best
+        return {
+            "run": result.run_dir.name,
+            "run_dir": str(result.run_dir),
+            "best_epoch": best["epoch"],
+            "val_loss": best["val/loss"],
+            "val_accuracy": best["val/accuracy"],
+            "params": result.manifest["params"],
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("run", label="Run (use it in 'apply model')")
+        outputs.float("val_accuracy", label="Validation accuracy at the best epoch")
+        outputs.float("val_loss", label="Validation loss at the best epoch")
+        outputs.str("run_dir", label="Run folder")
+        return types.Property(outputs)
+
+
+def train_form(ctx) -> types.Object:
+    inputs = types.Object()
+    inputs.enum("family", list(FAMILIES), default=DEFAULTS["family"], label="Model family",
+                description="late / intermediate / early fusion, or one modality alone",
+                view=types.DropdownView())
+    family = ctx.params.get("family", DEFAULTS["family"])
+    if family in FUSION_DEFAULTS:
+        inputs.enum("fusion", ["concat", "add", "mul"], default=FUSION_DEFAULTS[family], label="Fusion",
+                    view=types.RadioGroup())
+    inputs.enum("downsample", ["maxpool", "strided"], default=DEFAULTS["downsample"], label="Downsampling",
+                view=types.RadioGroup())
+    inputs.int("epochs", default=DEFAULTS["epochs"], min=1, label="Epochs")
+    inputs.float("lr", default=DEFAULTS["lr"], min=0, label="Learning rate")
+    inputs.int("batch_size", default=DEFAULTS["batch_size"], min=1, label="Batch size")
+    inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
+                description="auto: CUDA when present", view=types.RadioGroup())
+    inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
+    tag_fields = {
+        "train_tag": inputs.str("train_tag", default=DEFAULTS["train_tag"], label="Train on pairs tagged"),
+        "val_tag": inputs.str("val_tag", default=DEFAULTS["val_tag"], label="Select the checkpoint on pairs tagged"),
+    }
+    inputs.str("name", label="Run name", description="default: from the model, e.g. intermediate_add")
+    inputs.bool("overwrite", default=False, label="Replace a run of the same name")
+    if ctx.dataset is not None and ctx.dataset.media_type == "group":
+        tags = ctx.dataset.select_group_slices("rgb").count_sample_tags()
+        for key, prop in tag_fields.items():
+            tag = ctx.params.get(key) or DEFAULTS[key]
+            if not tags.get(tag):
+                prop.invalid = True
+                prop.error_message = f"No pairs are tagged '{tag}': run 'create splits' first"
+    return inputs
