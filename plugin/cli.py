@@ -133,12 +133,12 @@ def cmd_train(args) -> int:
 
     from .training import train_on_dataset
 
-    dataset = _load(args.name)
     train_config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device,
                                precision=args.precision, compile=args.compile, patience=args.patience,
                                seed=args.seed, wandb=args.wandb)
     models = SUITES[args.suite] if args.suite else [(args.family, args.fusion, args.downsample)]
     configs = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in models]  # validate all first
+    dataset = _load(args.name)
     for config in configs:
         with _Bar("training") as bar:
             result = train_on_dataset(
@@ -206,24 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-plane", action="store_true", help="add a floor under the sensors")
     p.add_argument("--distractors", type=int, default=0, help="grey poles behind the object")
     p.add_argument("--force", action="store_true", help="replace DEST if it holds files")
-    p.set_defaults(run=cmd_generate)
+    p.set_defaults(handler=cmd_generate)
 
     p = commands.add_parser("validate", help="check a data folder and report bad or unpaired files")
     p.add_argument("root", type=Path, help="folder holding cubes/ and spheres/")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(run=cmd_validate)
+    p.set_defaults(handler=cmd_validate)
 
     p = commands.add_parser("download", help="download, validate and install the original data")
     p.add_argument("url", help="Google Drive file/folder link or http(s) URL of a zip")
     p.add_argument("--dest", type=Path, default=Path("data"), help="where the data goes (data/)")
     p.add_argument("--force", action="store_true", help="replace existing data in DEST")
-    p.set_defaults(run=cmd_download)
+    p.set_defaults(handler=cmd_download)
 
     p = commands.add_parser("ingest", help="build the grouped rgb/depth/lidar FiftyOne dataset")
     p.add_argument("root", type=Path, help="data folder holding cubes/ and spheres/")
     p.add_argument("--name", default="cilp-assessment", help="dataset name (cilp-assessment)")
     p.add_argument("--cache-dir", type=Path, help="where derived files go (default: ROOT.cache beside ROOT)")
-    p.set_defaults(run=cmd_ingest)
+    p.set_defaults(handler=cmd_ingest)
 
     p = commands.add_parser("split", help="tag pairs train/val/test on every slice")
     p.add_argument("name", help="dataset name")
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the class balance in every split (default: on)")
     p.add_argument("--from-json", type=Path, help="import a reference split file instead")
     p.add_argument("--to-json", type=Path, help="write the split to this JSON file")
-    p.set_defaults(run=cmd_split)
+    p.set_defaults(handler=cmd_split)
 
     p = commands.add_parser("train", help="train a model (or a suite) on the dataset's split tags")
     p.add_argument("name", help="dataset name")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
     p.add_argument("--overwrite", action="store_true", help="replace runs of the same name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("apply", help="write a run's predictions and evaluation into the dataset")
     p.add_argument("name", help="dataset name")
@@ -268,19 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", nargs="+", help="only pairs with these tags (default: all)")
     p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")
     p.add_argument("--device", default="auto")
-    p.set_defaults(run=cmd_apply)
+    p.set_defaults(handler=cmd_apply)
 
     p = commands.add_parser("report", help="results table (Markdown, CSV) and curves of runs")
     p.add_argument("runs", nargs="*", type=Path, help="run folders")
     p.add_argument("--dataset", help="also every run recorded on this dataset")
     p.add_argument("--out", type=Path, help="output folder (default: report/ beside the first run)")
-    p.set_defaults(run=cmd_report)
+    p.set_defaults(handler=cmd_report)
 
     p = commands.add_parser("app", help="open a dataset in the FiftyOne App")
     p.add_argument("name", nargs="?", default="cilp-assessment", help="dataset name (cilp-assessment)")
     p.add_argument("--port", type=int, default=5151)
     p.add_argument("--address", default="127.0.0.1")
-    p.set_defaults(run=cmd_app)
+    p.set_defaults(handler=cmd_app)
     return parser
 
 
@@ -294,7 +294,7 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"cilp {args.command}: error: {exc}", file=sys.stderr)
         return 2

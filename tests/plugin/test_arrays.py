@@ -1,0 +1,49 @@
+"""Dataset or folder -> training arrays, and the content-keyed cache."""
+
+import uuid
+
+import numpy as np
+import pytest
+
+from plugin import arrays, ingest, splits
+from plugin import format as fmt
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_data):
+    ds = ingest.ingest(tiny_data, f"arrays-{uuid.uuid4().hex[:8]}").dataset
+    splits.create_splits(ds, val=0.25, seed=0)
+    yield ds
+    ds.delete()
+
+
+def test_dataset_and_folder_give_the_same_arrays(dataset, tiny_data, tmp_path):
+    val = arrays.from_dataset(dataset, "val", cache_dir=tmp_path)
+    raw = arrays.from_folder(tiny_data, pair_ids=val.pair_ids)
+    order = [raw.pair_ids.index(pid) for pid in val.pair_ids]
+    np.testing.assert_array_equal(val.rgb, raw.rgb[order])
+    np.testing.assert_array_equal(val.lidar, raw.lidar[order])
+    assert val.rgb.shape == (4, 64, 64, 4) and val.rgb.dtype == np.uint8
+    assert val.lidar.shape == (4, 4, 64, 64) and val.lidar.dtype == np.float32
+    assert [fmt.LABELS[i] for i in val.labels] == [pid.split("_")[0] for pid in val.pair_ids]
+
+
+def test_cache_is_reused_and_keyed_by_content(data_copy, tmp_path):
+    first = arrays.from_folder(data_copy, cache_dir=tmp_path)
+    cached = list((tmp_path / "tensors").glob("*.npz"))
+    assert [p.stem for p in cached] == [first.fingerprint]
+
+    again = arrays.from_folder(data_copy, cache_dir=tmp_path)
+    assert again.fingerprint == first.fingerprint
+    np.testing.assert_array_equal(again.lidar, first.lidar)
+
+    depth = fmt.read_depth(data_copy / "cubes" / "lidar" / "0000.npy")
+    np.save(data_copy / "cubes" / "lidar" / "0000.npy", depth + 1)
+    changed = arrays.from_folder(data_copy, cache_dir=tmp_path)
+    assert changed.fingerprint != first.fingerprint
+    assert not np.array_equal(changed.lidar[0], first.lidar[0])
+
+
+def test_empty_split_is_a_clear_error(dataset):
+    with pytest.raises(ValueError, match="no pairs tagged 'test'"):
+        arrays.from_dataset(dataset, "test")

@@ -1,0 +1,36 @@
+"""The cilp command from folder to report, in process."""
+
+import csv
+import uuid
+
+import fiftyone as fo
+
+from plugin import cli
+
+
+def test_ingest_split_train_apply_report(tiny_data, tmp_path, capsys):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    runs = tmp_path / "runs"
+    assert cli.main(["ingest", str(tiny_data), "--name", name]) == 0
+    assert cli.main(["split", name, "--val", "0.25", "--to-json", str(tmp_path / "split.json")]) == 0
+    assert cli.main(["train", name, "--family", "lidar", "--epochs", "2", "--batch-size", "8",
+                     "--runs-dir", str(runs)]) == 0
+    assert cli.main(["apply", name, "lidar"]) == 0
+    assert cli.main(["report", "--dataset", name, "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "16 pairs added" in out and "split: 12 train, 4 val" in out
+    assert "wrote 'lidar' for 16 pairs" in out and "evaluation 'eval_lidar'" in out
+
+    rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
+    assert [r["run"] for r in rows] == ["lidar"] and rows[0]["epochs"] == "2"
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
+    assert (runs / "lidar" / "model.safetensors").exists()
+    assert "| lidar | lidar, maxpool |" in (tmp_path / "report" / "report.md").read_text()
+    fo.delete_dataset(name)
+
+
+def test_errors_name_the_problem(tiny_data, capsys):
+    assert cli.main(["split", "no-such-dataset"]) == 2
+    assert "dataset 'no-such-dataset' does not exist" in capsys.readouterr().err
+    assert cli.main(["train", "no-such-dataset", "--epochs", "-1"]) == 2
+    assert "epochs: expected an integer >= 1" in capsys.readouterr().err
