@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from torch import nn
 
 from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice
-from .fusion import FUSION_MODES, Fusion, FusionClassifier, mlp_head
+from .fusion import FUSION_MODES, Fusion, FusionClassifier, MaskNoReturn, mlp_head
 
 MODALITIES = ("rgb", "lidar")
 FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
@@ -39,6 +39,7 @@ class ModelConfig:
     lidar_channels: int = 4  # XYZ + valid-return mask
     late_dim: int = 2  # vector size of each late-fusion embedder
     vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
+    mask_no_return: bool = True  # zero the XYZ of no-return beams (False: the reference's raw XYZA)
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
@@ -49,6 +50,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if not isinstance(self.mask_no_return, bool):
+            raise ValueError(f"mask_no_return: expected true or false, got {self.mask_no_return!r}")
         if not self.widths or not all(isinstance(w, int) and w > 0 for w in self.widths):
             raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
 
@@ -90,7 +93,9 @@ def build_model(config: ModelConfig) -> FusionClassifier:
         encoders = {m: embedder(channels[m]) for m in config.modalities}
         shape = next(iter(encoders.values())).out_shape
         head_in = fusion.out_channels([shape[0]] * len(encoders)) * shape[1] * shape[2]
-    return FusionClassifier(encoders, fusion, mlp_head(head_in, HEAD_HIDDEN[config.family]), trunk)
+    preprocess = {"lidar": MaskNoReturn()} if config.mask_no_return and "lidar" in config.modalities else None
+    head = mlp_head(head_in, HEAD_HIDDEN[config.family])
+    return FusionClassifier(encoders, fusion, head, trunk, preprocess)
 
 
 def count_parameters(model: nn.Module) -> int:

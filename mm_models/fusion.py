@@ -3,6 +3,7 @@
 Every model here is one :class:`FusionClassifier`:
 
     inputs {"rgb": (B,4,S,S), "lidar": (B,4,S,S)}
+      -> parameter-free input steps        (MaskNoReturn on the LiDAR, by default)
       -> an encoder per modality          (identity for early fusion)
       -> Fusion: concat / add / mul        (along channels)
       -> a trunk                           (the embedder for early fusion, else identity)
@@ -49,6 +50,20 @@ class Fusion(nn.Module):
         return f"mode={self.mode!r}"
 
 
+class MaskNoReturn(nn.Module):
+    """Zero the XYZ of beams without a return (mask channel 0); parameter-free.
+
+    The course's XYZA puts no-return beams at the fictitious ``NO_RETURN`` range
+    (50 m), a large constant that swamps the object's 9-14 m points. Zeroing them
+    leaves the shape to the mask channel and the object's own XYZ; on the synthetic
+    data the reference networks then learn several times faster.
+    """
+
+    def forward(self, xyza: Tensor) -> Tensor:
+        xyz, valid = xyza[:, :-1], xyza[:, -1:]
+        return torch.cat([xyz * valid, valid], dim=1)
+
+
 def mlp_head(in_features: int, hidden: tuple[int, ...]) -> nn.Sequential:
     """``Linear + ReLU`` for each hidden size, then ``Linear(., 1)``: one logit."""
     layers: list[nn.Module] = []
@@ -68,8 +83,10 @@ class FusionClassifier(nn.Module):
         fusion: Fusion,
         head: nn.Sequential,
         trunk: nn.Module | None = None,
+        preprocess: dict[str, nn.Module] | None = None,
     ):
         super().__init__()
+        self.preprocess = nn.ModuleDict(preprocess or {})  # parameter-free steps per modality
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.trunk = trunk if trunk is not None else nn.Identity()
@@ -90,7 +107,8 @@ class FusionClassifier(nn.Module):
             raise ValueError(
                 f"inputs: missing {', '.join(missing)} (this model needs {', '.join(self.modalities)})"
             )
-        features = [encoder(inputs[m]) for m, encoder in self.encoders.items()]
+        features = [encoder(self.preprocess[m](inputs[m]) if m in self.preprocess else inputs[m])
+                    for m, encoder in self.encoders.items()]
         return self.trunk(self.fusion(features)).flatten(1)
 
     def embed(self, inputs: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,176 @@
+"""Training throughput: the mm_models engine against the reference-style loop.
+
+Both train on the same generated cubes/spheres data. The engine decodes the files
+once into device-resident tensors and runs every model in the table; the
+reference-style loop (the course's) decodes PNG + depth -> XYZA per item in a
+torch DataLoader with 2 workers, batch 32, float32 NCHW, Adam, on intermediate
+fusion (add). Throughput is training samples per second, from the epochs after the
+first (which pays one-time start-up costs) when there are several.
+
+    python benchmarks/bench_train.py                        # ~1-3 min on a 2-core CPU
+    python benchmarks/bench_train.py --pairs-per-class 1000 --epochs 3 --models add late
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
+from mm_models.engine import resolve_device, resolve_precision  # noqa: E402
+from mm_models.metrics import peak_memory_mb  # noqa: E402
+from plugin import format as fmt  # noqa: E402
+from plugin import synth  # noqa: E402
+
+MODELS = {
+    "late": ModelConfig(family="late"),
+    "concat": ModelConfig(family="intermediate", fusion="concat"),
+    "add": ModelConfig(family="intermediate", fusion="add"),
+    "mul": ModelConfig(family="intermediate", fusion="mul"),
+    "add-strided": ModelConfig(family="intermediate", fusion="add", downsample="strided"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs-per-class", type=int, default=300, help="generated pairs per class (default 300)")
+    parser.add_argument("--epochs", type=int, default=2, help="engine epochs per model (default 2)")
+    parser.add_argument("--reference-epochs", type=int, default=2, help="reference-loop epochs (default 2)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--data", type=Path, help="an existing data folder (default: generate one)")
+    args = parser.parse_args(argv)
+    for name in ("pairs_per_class", "epochs", "reference_epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: must be >= 1")
+    return args
+
+
+def steady(values: list[float]) -> float:
+    """Mean over the epochs after the first, when there are several."""
+    return statistics.mean(values[1:] if len(values) > 1 else values)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_pairs(root: Path, seed: int = 42):
+    """The scanned pairs in a seeded 80/20 train/val split."""
+    report = fmt.scan(root, validate=False).require_usable()
+    pairs = report.pairs
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    n_val = len(pairs) // 5
+    return report, [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]]
+
+
+def to_tensors(report, pairs) -> PairTensors:
+    rgb = np.stack([fmt.read_rgb(p.rgb_path) for p in pairs])
+    xyza = np.stack([fmt.depth_to_xyza(fmt.read_depth(p.lidar_path), *report.angles(p.label)) for p in pairs])
+    labels = np.array([fmt.LABELS.index(p.label) for p in pairs])
+    return PairTensors.from_numpy(rgb, xyza, labels)
+
+
+# --------------------------------------------------------------------------- the reference-style loop
+
+
+class ReferenceDataset(torch.utils.data.Dataset):
+    """The course's dataset: every item decoded from disk when it is asked for."""
+
+    def __init__(self, report, pairs):
+        self.pairs = pairs
+        self.angles = {label: report.angles(label) for label in fmt.LABELS}
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        pair = self.pairs[i]
+        with Image.open(pair.rgb_path) as image:
+            rgb = torch.from_numpy(np.asarray(image.convert("RGBA"), np.float32) / 255).permute(2, 0, 1)
+        depth = np.load(pair.lidar_path).astype(np.float32)
+        xyza = torch.from_numpy(fmt.depth_to_xyza(depth, *self.angles[pair.label]))
+        return rgb, xyza, torch.tensor(float(fmt.LABELS.index(pair.label)))
+
+
+def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(family="intermediate", fusion="add", mask_no_return=False))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = torch.utils.data.DataLoader(ReferenceDataset(report, pairs), batch_size=batch_size,
+                                         shuffle=True, num_workers=2)
+    seconds = []
+    for _ in range(epochs):
+        model.train()
+        started = time.perf_counter()
+        for rgb, xyza, labels in loader:
+            loss = F.binary_cross_entropy_with_logits(model({"rgb": rgb, "lidar": xyza}), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+    return {"samples_per_s": len(pairs) / steady(seconds), "epoch_seconds": steady(seconds),
+            "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+        tmp = Path(tmp)
+        root = args.data
+        if root is None:
+            started = time.perf_counter()
+            root = synth.generate(tmp / "data", args.pairs_per_class, seed=42)
+            print(f"generated {2 * args.pairs_per_class} pairs in {time.perf_counter() - started:.1f} s")
+        report, train_pairs, val_pairs = split_pairs(root)
+        started = time.perf_counter()
+        train_data, val_data = to_tensors(report, train_pairs), to_tensors(report, val_pairs)
+        print(f"decoded {len(train_data)} train + {len(val_data)} val pairs once in "
+              f"{time.perf_counter() - started:.1f} s; device {device}, precision {precision}, "
+              f"batch {args.batch_size}, {torch.get_num_threads()} threads")
+
+        memory = "GPU MB" if device.type == "cuda" else "RSS MB"
+        print(f"\n| loop | model | params | samples/s | s/epoch | peak {memory} | val acc % |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        results = {}
+        for name in args.models:
+            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                                 precision=args.precision, compile=args.compile)
+            run = train(MODELS[name], config, train_data, val_data, tmp / "runs" / name)
+            history = run.history
+            results[name] = steady([row["samples_per_s"] for row in history])
+            print(f"| engine | {name} | {history[0]['params']:,} | {results[name]:.1f} | "
+                  f"{steady([row['epoch_seconds'] for row in history]):.2f} | "
+                  f"{max(row['peak_memory_mb'] for row in history):.0f} | "
+                  f"{100 * history[-1]['val/accuracy']:.1f} |", flush=True)
+        if not args.skip_reference:
+            reference = reference_loop(report, train_pairs, args.reference_epochs)
+            print(f"| reference (DataLoader x2, fp32) | add | {sum(p.numel() for p in build_model(MODELS['add']).parameters()):,} | "
+                  f"{reference['samples_per_s']:.1f} | {reference['epoch_seconds']:.2f} | "
+                  f"{reference['peak_memory_mb']:.0f} | - |")
+            if "add" in results:
+                print(f"\nengine / reference on intermediate add: {results['add'] / reference['samples_per_s']:.2f}x "
+                      f"(target >= 2.5x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Run folders, checkpoints and atomic writes. Nothing here unpickles arbitrary objects.
+
+A run folder holds::
+
+    manifest.json      model config, train config, best-epoch metrics, data fingerprint, versions
+    model.safetensors  best-val-loss weights (the model config is also in its metadata)
+    last.pt            resume state: last weights, optimizer, counters, metric history
+                       (tensors and plain values only; read with ``weights_only=True``)
+    metrics.csv        one row per epoch
+    curves.png         training curves
+    wandb/             the wandb run, when tracking was on
+
+Every file is written to a temporary file beside it and moved into place with
+``os.replace``, so a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .factory import ModelConfig, build_model
+from .fusion import FusionClassifier
+
+MANIFEST = "manifest.json"
+WEIGHTS = "model.safetensors"
+STATE = "last.pt"
+METRICS = "metrics.csv"
+CURVES = "curves.png"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or manifest is missing, corrupt or of another architecture; names the file."""
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda temp: Path(temp).write_text(text))
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module itself, under a ``torch.compile`` wrapper if there is one."""
+    return getattr(model, "_orig_mod", model)
+
+
+def save_weights(model: nn.Module, path: Path, config: ModelConfig | None = None) -> None:
+    tensors = {k: v.detach().contiguous() for k, v in unwrap(model).state_dict().items()}
+    metadata = {"model_config": json.dumps(config.to_dict())} if config else None
+    atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def load_weights(model: nn.Module, path: Path) -> nn.Module:
+    """Load safetensors weights into ``model``; a mismatch or a bad file names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors checkpoint ({exc})") from None
+    check_compatible(unwrap(model), tensors, path)
+    unwrap(model).load_state_dict(tensors)
+    return model
+
+
+def check_compatible(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``tensors`` has exactly the model's names and shapes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected == found:
+        return
+    problems = []
+    missing, unexpected = sorted(expected.keys() - found), sorted(found.keys() - expected)
+    if missing:
+        problems.append(f"{len(missing)} missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    resized = [k for k in expected.keys() & found if expected[k] != found[k]]
+    if resized:
+        k = sorted(resized)[0]
+        problems.append(f"{len(resized)} of another shape (e.g. {k}: {found[k]} vs {expected[k]})")
+    raise CheckpointError(f"{path}: weights of another architecture: {'; '.join(problems)} tensors")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Resume state (tensors, numbers, strings, lists, dicts) via ``torch.save``."""
+    atomic_write(path, lambda temp: torch.save(state, temp))
+
+
+def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: resume state not found") from None
+    except Exception as exc:  # the unpickler raises many types for corrupt data
+        raise CheckpointError(f"{path}: corrupt resume state ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class LoadedRun:
+    """A finished (or interrupted) run: its best model and its manifest."""
+
+    path: Path
+    model: FusionClassifier
+    model_config: ModelConfig
+    manifest: dict
+
+
+def read_manifest(run_dir: Path) -> dict:
+    path = Path(run_dir) / MANIFEST
+    manifest = read_json(path)
+    if "model" not in manifest:
+        raise CheckpointError(f"{path}: not a run manifest (no 'model' entry)")
+    return manifest
+
+
+def model_config_of(manifest: dict, path: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(manifest["model"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config ({exc})") from None
+
+
+def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
+    """Rebuild a run's model from its manifest and load its best weights (eval mode)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run folder not found")
+    manifest = read_manifest(run_dir)
+    config = model_config_of(manifest, run_dir / MANIFEST)
+    weights = run_dir / manifest.get("checkpoint", WEIGHTS)
+    expected = manifest.get("checkpoint_sha256")
+    if expected and weights.is_file() and file_sha256(weights) != expected:
+        raise CheckpointError(f"{weights}: corrupt checkpoint (its SHA-256 differs from the manifest's)")
+    model = load_weights(build_model(config), weights)
+    return LoadedRun(run_dir, model.to(device).eval(), config, manifest)

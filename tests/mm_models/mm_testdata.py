@@ -1,0 +1,41 @@
+"""Test data helpers: pairs rendered by plugin.synth, read back with plugin.format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mm_models import ModelConfig, PairTensors
+from plugin import format as fmt
+
+#: a tiny intermediate-fusion model: same wiring as the reference, ~100x cheaper
+TINY = ModelConfig(family="intermediate", fusion="add", widths=(4, 8, 8, 8))
+
+
+def seed_all(seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+
+
+def read_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RGBA uint8 (N,64,64,4), XYZA float32 (N,4,64,64), labels (N,) for every pair under root."""
+    report = fmt.scan(root, validate=False).require_usable()
+    rgb, xyza, labels = [], [], []
+    for pair in report.pairs:
+        azimuth, zenith = report.angles(pair.label)
+        rgb.append(fmt.read_rgb(pair.rgb_path))
+        xyza.append(fmt.depth_to_xyza(fmt.read_depth(pair.lidar_path), azimuth, zenith))
+        labels.append(fmt.LABELS.index(pair.label))
+    return np.stack(rgb), np.stack(xyza), np.asarray(labels)
+
+
+def split(arrays, val_fraction: float = 0.2, seed: int = 0) -> tuple[PairTensors, PairTensors]:
+    """A seeded random train/val split as PairTensors."""
+    rgb, xyza, labels = arrays
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val = round(len(labels) * val_fraction)
+    val, train = order[:n_val], order[n_val:]
+    return (PairTensors.from_numpy(rgb[train], xyza[train], labels[train], name="train"),
+            PairTensors.from_numpy(rgb[val], xyza[val], labels[val], name="val"))

@@ -1,0 +1,256 @@
+"""The training engine on tiny models: run folder, checkpoints, resume, errors."""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mm_models import (CheckpointError, ModelConfig, PairTensors, TrainConfig, build_model, load_run,
+                       load_weights, predict, train)
+from mm_models import checkpoint as ckpt
+from mm_models import engine
+from mm_models.engine import lr_at
+from mm_models.tracking import METRIC_COLUMNS
+from mm_testdata import TINY
+
+FAST = dict(batch_size=8, precision="fp32", device="cpu")
+
+
+def files_of(folder):
+    """name -> bytes of every file under folder (to prove nothing changed)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def read_csv(path):
+    with open(path) as file:
+        return list(csv.DictReader(file))
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    lrs = [lr_at(step, 100, 10, 1.0, 0.01) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:]))  # strictly decreasing after warm-up
+    assert lrs[-1] == pytest.approx(0.01)
+
+
+def test_run_folder_holds_checkpoint_manifest_metrics_and_curves(small_split, tmp_path):
+    train_data, val_data = small_split
+    calls = []
+    result = train(TINY, TrainConfig(epochs=3, **FAST), train_data, val_data, tmp_path / "run",
+                   data_fingerprint="abc123", progress=lambda fraction, label: calls.append((fraction, label)))
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["curves.png", "last.pt", "manifest.json",
+                                                     "metrics.csv", "model.safetensors"]
+    assert [f for f, _ in calls] == pytest.approx([1 / 3, 2 / 3, 1.0]) and "epoch 3/3" in calls[-1][1]
+
+    rows = read_csv(run / "metrics.csv")
+    assert tuple(rows[0]) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert all(float(r["samples_per_s"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
+    assert int(rows[0]["params"]) == sum(p.numel() for p in build_model(TINY).parameters())
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs[0] > lrs[1] > lrs[2]  # the schedule is stepped
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    best = min(result.history, key=lambda row: row["val/loss"])
+    assert manifest["status"] == "finished" and manifest["epochs_completed"] == 3
+    assert manifest["best"]["epoch"] == best["epoch"] and manifest["best"]["val/loss"] == best["val/loss"]
+    assert ModelConfig.from_dict(manifest["model"]) == TINY
+    assert TrainConfig.from_dict(manifest["train"]) == TrainConfig(epochs=3, **FAST)
+    assert manifest["data_fingerprint"] == "abc123" and manifest["package_version"]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the returned model holds the best weights, which are what the checkpoint holds
+    saved = load_file(run / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in result.model.state_dict().items())
+
+
+def test_reloaded_checkpoint_gives_identical_predictions(small_split, tmp_path):
+    train_data, val_data = small_split
+    result = train(TINY, TrainConfig(epochs=2, **FAST), train_data, val_data, tmp_path / "run")
+    before = predict(result.model, val_data)
+    after = predict(str(tmp_path / "run"), val_data)
+    assert np.array_equal(before.logits, after.logits)
+    assert np.array_equal(before.embeddings, after.embeddings)
+    assert before.embeddings.shape == (len(val_data), 128)
+    np.testing.assert_allclose(after.probabilities, 1 / (1 + np.exp(-after.logits)), rtol=1e-5)
+    assert set(after.label_names) <= {"cube", "sphere"}
+    # not vacuous: another initialisation predicts something else
+    torch.manual_seed(123)
+    assert not np.array_equal(predict(build_model(TINY), val_data).logits, after.logits)
+
+
+def test_resume_continues_after_the_last_finished_epoch(small_split, tmp_path):
+    train_data, val_data = small_split
+    run = tmp_path / "run"
+    train(TINY, TrainConfig(epochs=2, **FAST), train_data, val_data, run)
+    first = read_csv(run / "metrics.csv")
+    labels = []
+    train(TINY, TrainConfig(epochs=4, **FAST), train_data, val_data, run, resume=True,
+          progress=lambda fraction, label: labels.append(label))
+    assert [label.split(":")[0] for label in labels] == ["epoch 3/4", "epoch 4/4"]
+    rows = read_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"] and rows[:2] == first
+    assert json.loads((run / "manifest.json").read_text())["epochs_completed"] == 4
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(small_split, tmp_path):
+    train_data, val_data = small_split
+    config = TrainConfig(epochs=3, **FAST)
+    train(TINY, config, train_data, val_data, tmp_path / "straight")
+
+    def crash_after_epoch_2(fraction, label):
+        if label.startswith("epoch 2/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, config, train_data, val_data, tmp_path / "resumed", progress=crash_after_epoch_2)
+    crashed = tmp_path / "resumed"
+    manifest = json.loads((crashed / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["epochs_completed"] == 2
+    assert not [p for p in crashed.iterdir() if p.name.endswith(".tmp")]  # no half-written file
+    load_run(crashed)  # the checkpoint of the failed run is whole
+
+    train(TINY, config, train_data, val_data, crashed, resume=True)
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(crashed / "last.pt", weights_only=True)
+    assert resumed["epoch"] == straight["epoch"] == 3 and resumed["step"] == straight["step"]
+    for name, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    model = build_model(TINY)
+    path = tmp_path / "model.safetensors"
+    ckpt.save_weights(model, path)
+    good = path.read_bytes()
+
+    def half_write(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "save_file", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_weights(model, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_early_stopping_stops_after_patience_epochs(small_split, tmp_path, monkeypatch):
+    losses = iter([0.5, 0.4, 0.45, 0.46, 0.3, 0.2])
+    metrics = dict(accuracy=0.5, precision=0.5, recall=0.5, f1=0.5)
+    monkeypatch.setattr(engine, "evaluate", lambda *args, **kwargs: {"loss": next(losses), **metrics})
+    result = train(TINY, TrainConfig(epochs=6, patience=2, **FAST), *small_split, tmp_path / "run")
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert result.best["epoch"] == 2 and result.manifest["stopped_early"]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    (dict(epochs=-1), "epochs"), (dict(epochs=0), "epochs"), (dict(lr=-0.1), "lr"),
+    (dict(batch_size=0), "batch_size"), (dict(device="tpu"), "device"), (dict(precision="fp8"), "precision"),
+    (dict(patience=-2), "patience"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
+])
+def test_bad_train_config_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        TrainConfig(**kwargs)
+
+
+def test_unknown_family_raises_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match="family: unknown value 'mid'"):
+        train(ModelConfig(family="mid"), TrainConfig(), None, None, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("which", ["train", "val"])
+def test_empty_split_raises_and_writes_nothing(small_split, tmp_path, which):
+    train_data, val_data = small_split
+    empty = train_data.subset(slice(0, 0))
+    args = (empty, val_data) if which == "train" else (train_data, empty)
+    with pytest.raises(ValueError, match=f"{which}_data: the split is empty"):
+        train(TINY, TrainConfig(epochs=1, **FAST), *args, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unlabelled_or_mis_sized_data_is_rejected(small_split, tmp_path):
+    train_data, val_data = small_split
+    with pytest.raises(ValueError, match="labels are required"):
+        train(TINY, TrainConfig(**FAST), PairTensors(train_data.rgb, train_data.lidar), val_data, tmp_path / "a")
+    with pytest.raises(ValueError, match="image_size 32"):
+        train(ModelConfig(image_size=32, widths=(4, 8)), TrainConfig(**FAST), train_data, val_data, tmp_path / "b")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(small_split, tmp_path):
+    with pytest.raises(ValueError, match="device: 'cuda' requested"):
+        train(TINY, TrainConfig(device="cuda"), *small_split, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def finished_run(small_split, tmp_path):
+    train(TINY, TrainConfig(epochs=1, **FAST), *small_split, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_existing_run_without_resume_is_refused(finished_run, small_split):
+    before = files_of(finished_run)
+    with pytest.raises(ValueError, match="already holds files"):
+        train(TINY, TrainConfig(epochs=2, **FAST), *small_split, finished_run)
+    assert files_of(finished_run) == before
+
+
+def test_checkpoint_of_another_architecture_is_named(finished_run, small_split):
+    weights = finished_run / "model.safetensors"
+    with pytest.raises(CheckpointError, match=rf"{weights}: weights of another architecture"):
+        load_weights(build_model(ModelConfig(family="late", widths=(4, 8, 8, 8))), weights)
+    with pytest.raises(CheckpointError, match="another shape"):
+        load_weights(build_model(ModelConfig(family="intermediate", fusion="concat", widths=(4, 8, 8, 8))), weights)
+    before = files_of(finished_run)
+    other = ModelConfig(family="late", widths=(4, 8, 8, 8))
+    with pytest.raises(CheckpointError, match=rf"{finished_run / 'manifest.json'}: .*another model config"):
+        train(other, TrainConfig(epochs=2, **FAST), *small_split, finished_run, resume=True)
+    assert files_of(finished_run) == before
+
+
+def test_truncated_checkpoint_is_named(finished_run):
+    weights = finished_run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"{weights}: corrupt"):
+        load_run(finished_run)
+    with pytest.raises(CheckpointError, match=rf"{weights}: corrupt"):
+        load_weights(build_model(TINY), weights)
+
+
+def test_flipped_byte_in_checkpoint_is_caught_by_its_checksum(finished_run):
+    weights = finished_run / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # inside the tensor data: the header still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{weights}: corrupt checkpoint \(its SHA-256"):
+        load_run(finished_run)
+
+
+def test_corrupt_resume_state_and_manifest_are_named(finished_run, small_split):
+    state = finished_run / "last.pt"
+    state.write_bytes(b"not a checkpoint")
+    before = files_of(finished_run)
+    with pytest.raises(CheckpointError, match=rf"{state}: corrupt resume state"):
+        train(TINY, TrainConfig(epochs=2, **FAST), *small_split, finished_run, resume=True)
+    assert files_of(finished_run) == before
+    manifest = finished_run / "manifest.json"
+    manifest.write_text("{ truncated")
+    with pytest.raises(CheckpointError, match=rf"{manifest}: corrupt JSON"):
+        load_run(finished_run)
+
+
+def test_resume_state_is_never_unpickled_as_arbitrary_objects(finished_run, small_split):
+    state = finished_run / "last.pt"
+    torch.save({"model": {}, "evil": os.getcwd}, state)  # a pickled function
+    with pytest.raises(CheckpointError, match="corrupt resume state"):
+        train(TINY, TrainConfig(epochs=2, **FAST), *small_split, finished_run, resume=True)

@@ -1,0 +1,109 @@
+"""Embedder, fusion and the model factory: shapes, parameter counts, config errors."""
+
+import pytest
+import torch
+
+from mm_models import FAMILIES, Embedder, ModelConfig, build_model, count_parameters
+from mm_models.fusion import Fusion
+
+# the published parameter counts of the reference experiments
+REFERENCE_PARAMS = [
+    (dict(family="late"), 1_994_793),
+    (dict(family="intermediate", fusion="concat"), 4_517_805),
+    (dict(family="intermediate", fusion="add"), 2_879_405),
+    (dict(family="intermediate", fusion="mul"), 2_879_405),
+    (dict(family="intermediate", fusion="add", downsample="strided"), 4_545_505),
+]
+
+
+def inputs(batch=2, size=64):
+    return {"rgb": torch.rand(batch, 4, size, size), "lidar": torch.rand(batch, 4, size, size) * 50}
+
+
+@pytest.mark.parametrize("kwargs, expected", REFERENCE_PARAMS)
+def test_reference_parameter_counts(kwargs, expected):
+    assert count_parameters(build_model(ModelConfig(**kwargs))) == expected
+
+
+@pytest.mark.parametrize("downsample", ["maxpool", "strided"])
+def test_embedder_map_and_vector_shapes(downsample):
+    x = torch.rand(3, 4, 64, 64)
+    embedder = Embedder(4, downsample=downsample)
+    assert embedder(x).shape == (3, 200, 4, 4) and embedder.out_shape == (200, 4, 4)
+    assert embedder.out_features == 3200
+    vector = Embedder(4, downsample=downsample, out_dim=7)
+    assert vector(x).shape == (3, 7) and vector.out_features == 7
+
+
+def test_embedder_sizes_follow_input_size_and_widths():
+    embedder = Embedder(3, widths=(8, 16, 32), image_size=32)
+    assert embedder(torch.rand(2, 3, 32, 32)).shape == (2, 32, 4, 4) == (2, *embedder.out_shape)
+    with pytest.raises(ValueError, match="image_size"):
+        Embedder(4, image_size=60)  # 60 is not divisible by 2**4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("downsample", ["maxpool", "strided"])
+def test_every_family_runs_and_embeds(family, downsample):
+    model = build_model(ModelConfig(family=family, downsample=downsample, widths=(4, 8, 8, 8)))
+    x = inputs(3)
+    assert model(x).shape == (3,)
+    embedding = model.embed(x)
+    assert embedding.ndim == 2 and embedding.shape[0] == 3
+    # the logit is the head's last layer applied to the embedding
+    torch.testing.assert_close(model.head[-1](embedding).squeeze(-1), model(x))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_honours_strided_downsampling(family):
+    maxpool = build_model(ModelConfig(family=family))
+    strided = build_model(ModelConfig(family=family, downsample="strided"))
+    convs = [m for m in strided.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert convs and count_parameters(strided) > count_parameters(maxpool)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in strided.modules())
+
+
+@pytest.mark.parametrize("family", ["rgb", "lidar"])
+def test_single_modality_classifier_exposes_3200_embedding(family):
+    model = build_model(ModelConfig(family=family))
+    x = {family: torch.rand(2, 4, 64, 64)}  # the other modality is not needed
+    assert model.fuse(x).shape == (2, 3200)
+    assert model(x).shape == (2,) and model.embed(x).shape == (2, 128)
+    assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Linear"]
+
+
+def test_early_fusion_concatenates_eight_input_channels():
+    model = build_model(ModelConfig(family="early", fusion="concat"))
+    assert model.trunk.blocks[0][0].in_channels == 8
+    assert model(inputs(2)).shape == (2,)
+
+
+@pytest.mark.parametrize("mode, op", [("add", torch.add), ("mul", torch.mul)])
+def test_fusion_modes(mode, op):
+    a, b = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(Fusion(mode)([a, b]), op(a, b))
+    assert Fusion("concat")([a, b]).shape == (2, 6, 4, 4)
+
+
+def test_missing_modality_is_named():
+    model = build_model(ModelConfig(family="late", widths=(4, 8, 8, 8)))
+    with pytest.raises(ValueError, match="missing lidar"):
+        model({"rgb": torch.rand(1, 4, 64, 64)})
+
+
+@pytest.mark.parametrize("field, value", [("family", "mid"), ("fusion", "max"), ("downsample", "avgpool")])
+def test_unknown_choice_names_field_and_allowed_values(field, value):
+    with pytest.raises(ValueError, match=rf"{field}: unknown value '{value}'; expected one of") as error:
+        ModelConfig(**{field: value})
+    allowed = {"family": "intermediate", "fusion": "concat", "downsample": "strided"}[field]
+    assert allowed in str(error.value)
+
+
+def test_model_config_round_trips_through_a_dict():
+    config = ModelConfig(family="late", fusion="mul", downsample="strided", widths=(8, 16, 32, 32))
+    data = config.to_dict()
+    assert data["widths"] == [8, 16, 32, 32] and ModelConfig.from_dict(data) == config
+    with pytest.raises(ValueError, match="unknown field"):
+        ModelConfig.from_dict({**data, "colour": "red"})
+    with pytest.raises(ValueError, match="widths"):
+        ModelConfig(widths=(8, -1))
