@@ -4,7 +4,7 @@
 """
 
 from .checkpoint import CheckpointError, LoadedRun, load_run, load_weights, save_weights
-from .data import CLASS_NAMES, PairTensors, fingerprint
+from .data import CLASS_NAMES, PairTensors, fingerprint, load_tensors, save_tensors
 from .encoders import Embedder
 from .engine import Predictions, TrainConfig, TrainResult, predict, train
 from .factory import FAMILIES, ModelConfig, build_model, count_parameters
@@ -14,5 +14,5 @@ __all__ = [
     "CLASS_NAMES", "CheckpointError", "Embedder", "FAMILIES", "FUSION_MODES", "Fusion",
     "FusionClassifier", "LoadedRun", "ModelConfig", "PairTensors", "Predictions", "TrainConfig",
     "TrainResult", "build_model", "count_parameters", "fingerprint", "load_run", "load_weights",
-    "predict", "save_weights", "train",
+    "load_tensors", "predict", "save_tensors", "save_weights", "train",
 ]

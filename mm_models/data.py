@@ -10,11 +10,16 @@ permutation computed on the device: no DataLoader, no per-item work.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 #: label index -> name; the model's logit is for index 1
@@ -95,6 +100,32 @@ class PairTensors:
         else:
             for start in range(0, len(self), batch_size):
                 yield self.batch(slice(start, start + batch_size))
+
+
+def save_tensors(data: PairTensors, path: Path | str, metadata: dict[str, str] | None = None) -> None:
+    """Write pairs to one safetensors file atomically (e.g. a decoded-data cache)."""
+    tensors = {"rgb": data.rgb.contiguous().cpu(), "lidar": data.lidar.contiguous().cpu()}
+    if data.labels is not None:
+        tensors["labels"] = data.labels.contiguous().cpu()
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, temp, metadata=metadata)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path | str) -> PairTensors:
+    """Pairs saved by :func:`save_tensors`, validated; ``ValueError`` naming the file otherwise."""
+    try:
+        tensors = load_file(path)
+        return PairTensors.from_numpy(tensors["rgb"].numpy(), tensors["lidar"].numpy(),
+                                      tensors["labels"].numpy() if "labels" in tensors else None, name=str(path))
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise ValueError(f"{path}: not a readable pair-tensor file ({type(exc).__name__}: {exc})") from None
 
 
 def fingerprint(*arrays: np.ndarray) -> str:

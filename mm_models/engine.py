@@ -383,7 +383,9 @@ def train(
             if row["val/loss"] < best["val/loss"]:
                 best, bad_epochs = dict(row), 0
                 ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, model_config)
-                manifest["checkpoint_sha256"] = ckpt.file_sha256(run_dir / ckpt.WEIGHTS)
+                # the manifest follows at once: it holds the checksum load_run verifies
+                manifest.update(best=best, checkpoint_sha256=ckpt.file_sha256(run_dir / ckpt.WEIGHTS))
+                ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
             else:
                 bad_epochs += 1
             ckpt.save_state(run_dir / ckpt.STATE, {

@@ -62,3 +62,18 @@ def test_fingerprint_depends_on_content():
     changed = xyza.copy()
     changed[0, 0, 0, 0] += 1
     assert fingerprint(rgb, changed, labels) != fingerprint(rgb, xyza, labels)
+
+
+def test_save_and_load_tensors_round_trip(tmp_path):
+    from mm_models import load_tensors, save_tensors
+
+    rgb, xyza, labels = arrays()
+    data = PairTensors.from_numpy(rgb, xyza, labels).to("cpu")  # lidar channels_last
+    save_tensors(data, tmp_path / "cache.safetensors", {"fingerprint": fingerprint(rgb, xyza, labels)})
+    loaded = load_tensors(tmp_path / "cache.safetensors")
+    assert torch.equal(loaded.rgb, data.rgb) and torch.equal(loaded.lidar, data.lidar)
+    assert torch.equal(loaded.labels, data.labels)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.safetensors"]
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="bad.safetensors: not a readable"):
+        load_tensors(tmp_path / "bad.safetensors")

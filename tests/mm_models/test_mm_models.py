@@ -107,3 +107,13 @@ def test_model_config_round_trips_through_a_dict():
         ModelConfig.from_dict({**data, "colour": "red"})
     with pytest.raises(ValueError, match="widths"):
         ModelConfig(widths=(8, -1))
+
+
+def test_mm_models_imports_torch_only():
+    import subprocess
+    import sys
+
+    code = ("import sys, mm_models; bad = [m for m in ('fiftyone', 'plugin', 'operators', 'wandb', 'matplotlib')"
+            " if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,77 @@
+"""metrics.csv / curves are covered in test_mm_engine; here: the optional wandb run, offline."""
+
+import csv
+import json
+import struct
+
+import pytest
+
+from mm_models import CLASS_NAMES, TrainConfig, train
+from mm_testdata import TINY
+
+pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
+
+
+def wandb_records(path):
+    """The protobuf records of a ``run-*.wandb`` file (a LevelDB-style log of 32 KiB blocks)."""
+    data, block, position, pending = path.read_bytes(), 32768, 7, b""  # 7-byte file header
+    assert data[:4] == b":W&B"
+    while position + 7 <= len(data):
+        left = block - position % block
+        if left < 7:  # block trailer
+            position += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        position += 7
+        if length == kind == 0:  # zero padding to the end of the block
+            position += left - 7
+            continue
+        pending += data[position:position + length]
+        position += length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+            pending = b""
+
+
+def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    train_data, val_data = small_split
+    run = tmp_path / "run"
+    train(TINY, TrainConfig(epochs=2, batch_size=8, precision="fp32", wandb=True, logged_predictions=8),
+          train_data, val_data, run)
+
+    [wandb_run] = (run / "wandb").glob("offline-run-*")  # inside the run folder, offline
+    [log] = wandb_run.glob("run-*.wandb")
+    history, artifacts, config = [], {}, {}
+    for record in wandb_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            items = {"/".join(item.nested_key) or item.key: item.value_json for item in record.history.item}
+            if "val/loss" in items:  # the per-epoch rows (the predictions table is logged apart)
+                history.append(items)
+        elif kind == "artifact":
+            artifacts[record.artifact.type] = [entry.path for entry in record.artifact.manifest.contents]
+        elif kind == "run":
+            config = {item.key: item.value_json for item in record.run.config.update}
+
+    with open(run / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [json.loads(h["epoch"]) for h in history] == [1, 2]
+    for logged, row in zip(history, rows):
+        for key in ("train/loss", "val/loss", "val/accuracy", "val/f1", "lr", "samples_per_s"):
+            assert json.loads(logged[key]) == pytest.approx(float(row[key]), rel=1e-6), key
+    assert json.loads(config["model"])["family"] == "intermediate"
+    assert sorted(artifacts["model"]) == ["manifest.json", "model.safetensors"]
+
+    [table_file] = wandb_run.glob("files/media/table/val/predictions*.table.json")
+    table = json.loads(table_file.read_text())
+    column = {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
+    true_labels = [CLASS_NAMES[int(v)] for v in val_data.labels[:8]]
+    assert column["label"] == true_labels and set(true_labels) == {"cube", "sphere"}
+    assert column["prediction"] == ["sphere" if p > 0.5 else "cube" for p in column["p_sphere"]]
+    assert not list((tmp_path / "elsewhere").rglob("*.wandb"))
