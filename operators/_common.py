@@ -32,6 +32,15 @@ def progress_reporter(ctx, min_interval: float = 0.5) -> Callable[[float, str], 
     return report
 
 
+def summary_output():
+    """The result form of operators that report one line of text."""
+    import fiftyone.operators.types as types
+
+    outputs = types.Object()
+    outputs.str("summary", label="Result")
+    return types.Property(outputs)
+
+
 def file_path(value) -> str | None:
     """A path typed into a text field or picked in a FileExplorerView (a dict)."""
     if isinstance(value, dict):

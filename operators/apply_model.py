@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter
+from ._common import params_with_defaults, progress_reporter, summary_output
 
 DEFAULTS = dict(run=None, field=None, tags=None, eval_tag="val", device="auto")
 
@@ -36,9 +36,7 @@ class ApplyModel(foo.Operator):
                 "summary": result.summary()}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Result")
-        return types.Property(outputs)
+        return summary_output()
 
 
 def apply_form(ctx) -> types.Object:

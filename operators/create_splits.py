@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import file_path, params_with_defaults
+from ._common import file_path, params_with_defaults, summary_output
 
 DEFAULTS = dict(val=0.2, test=0.0, subset=1.0, seed=42, stratify=True, from_json=None, to_json=None)
 
@@ -31,9 +31,7 @@ class CreateSplits(foo.Operator):
         return {**result.split.counts(), "missing": result.missing, "summary": result.summary()}
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Result")
-        return types.Property(outputs)
+        return summary_output()
 
 
 def splits_form(ctx) -> types.Object:

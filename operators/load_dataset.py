@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import file_path, params_with_defaults, progress_reporter
+from ._common import file_path, params_with_defaults, progress_reporter, summary_output
 
 DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
                 n_per_class=1000, seed=42, overwrite=False)
@@ -40,9 +40,7 @@ class LoadRGBLidarDataset(foo.Operator):
         }
 
     def resolve_output(self, ctx):
-        outputs = types.Object()
-        outputs.str("summary", label="Result")
-        return types.Property(outputs)
+        return summary_output()
 
 
 def load_form(ctx) -> types.Object:

