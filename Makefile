@@ -7,7 +7,7 @@ N_PER_CLASS ?= 1000
 DATASET ?= cilp-assessment
 PORT   ?= 5151
 RUNS   ?= runs
-EPOCHS ?= 3
+EPOCHS ?= 6
 
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_VALIDATION := false
