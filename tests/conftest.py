@@ -21,3 +21,16 @@ def tiny_data(tmp_path_factory):
 def data_copy(tiny_data, tmp_path):
     """A private, writable copy of ``tiny_data``."""
     return shutil.copytree(tiny_data, tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def split_dataset(tiny_data):
+    """``tiny_data`` ingested (one dataset per test module) and split 12 train / 4 val."""
+    import uuid
+
+    from plugin import ingest, splits
+
+    dataset = ingest.ingest(tiny_data, f"split-{uuid.uuid4().hex[:8]}").dataset
+    splits.create_splits(dataset, val=0.25, seed=0)
+    yield dataset
+    dataset.delete()

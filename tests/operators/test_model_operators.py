@@ -1,24 +1,20 @@
 """train_fusion and apply_model through execute_operator: runs, predictions, evaluations, bad input."""
 
 import shutil
-import uuid
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.executor import ExecutionError
 
-from plugin import ingest, splits
+from plugin import splits
 
 URI = "@cilp/multimodal"
 
 
 @pytest.fixture(scope="module")
-def dataset(tiny_data):
-    ds = ingest.ingest(tiny_data, f"models-{uuid.uuid4().hex[:8]}").dataset
-    splits.create_splits(ds, val=0.25, seed=0)
-    yield ds
-    ds.delete()
+def dataset(split_dataset):
+    return split_dataset
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,15 @@
 """Dataset or folder -> training arrays, and the content-keyed cache."""
 
-import uuid
-
 import numpy as np
 import pytest
 
-from plugin import arrays, ingest, splits
+from plugin import arrays
 from plugin import format as fmt
 
 
 @pytest.fixture(scope="module")
-def dataset(tiny_data):
-    ds = ingest.ingest(tiny_data, f"arrays-{uuid.uuid4().hex[:8]}").dataset
-    splits.create_splits(ds, val=0.25, seed=0)
-    yield ds
-    ds.delete()
+def dataset(split_dataset):
+    return split_dataset
 
 
 def test_dataset_and_folder_give_the_same_arrays(dataset, tiny_data, tmp_path):
