@@ -10,6 +10,8 @@ Every size is derived from the input size and the widths.
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import Tensor, nn
 
 #: the downsampling layer after each conv block
@@ -22,6 +24,15 @@ def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming ``field`` when ``value`` is not one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{field}: unknown value {value!r}; expected one of {', '.join(allowed)}")
+
+
+def config_from_dict(cls, data: dict, what: str):
+    """Build the dataclass ``cls`` from a plain dict, naming any field it does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
+    return cls(**data)
 
 
 def conv_block(in_channels: int, out_channels: int, downsample: str) -> nn.Sequential:

@@ -25,7 +25,7 @@ import os
 import re
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .data import CLASS_NAMES, PairTensors
-from .encoders import check_choice
+from .encoders import check_choice, config_from_dict
 from .factory import ModelConfig, build_model, count_parameters
 from .fusion import FusionClassifier
 from .metrics import binary_metrics, peak_memory_mb, reset_peak_memory
@@ -87,11 +87,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown field(s) {', '.join(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "train config")
 
 
 @dataclass

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice
+from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
 from .fusion import FUSION_MODES, Fusion, FusionClassifier, MaskNoReturn, mlp_head
 
 MODALITIES = ("rgb", "lidar")
@@ -64,11 +64,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"model config: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-        return cls(**data)
+        return config_from_dict(cls, data, "model config")
 
 
 def build_model(config: ModelConfig) -> FusionClassifier:
