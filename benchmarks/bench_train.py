@@ -7,6 +7,10 @@ torch DataLoader with 2 workers, batch 32, float32 NCHW, Adam, on intermediate
 fusion (add). Throughput is training samples per second, from the epochs after the
 first (which pays one-time start-up costs) when there are several.
 
+The last line is a ceiling: the model's convolutions alone, each timed forward +
+backward at its own shapes, as samples per second. No loop over the same network
+and precision can beat it; it tells how much of a step is left to optimise.
+
     python benchmarks/bench_train.py                        # ~1-3 min on a 2-core CPU
     python benchmarks/bench_train.py --pairs-per-class 1000 --epochs 3 --models add late
 """
@@ -28,7 +32,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
-from mm_models.engine import resolve_device, resolve_precision  # noqa: E402
+from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
 from mm_models.metrics import peak_memory_mb  # noqa: E402
 from plugin import format as fmt  # noqa: E402
 from plugin import synth  # noqa: E402
@@ -127,6 +131,55 @@ def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
             "peak_memory_mb": peak_memory_mb(torch.device("cpu"))}
 
 
+# --------------------------------------------------------------------------- the ceiling
+
+
+def conv_inputs(model: torch.nn.Module, inputs: dict) -> list[tuple[torch.nn.Conv2d, torch.Size, bool]]:
+    """Every Conv2d of ``model`` with its input's shape and whether that input needs a gradient."""
+    seen = []
+    hooks = [module.register_forward_pre_hook(
+        lambda module, args: seen.append((module, args[0].shape, args[0].requires_grad)))
+        for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+    model(inputs)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def conv_ceiling(config: ModelConfig, batch_size: int, device: torch.device, precision: str,
+                 repeats: int = 7) -> float:
+    """Samples/s if the convolutions (forward + backward, channels_last) were the whole step.
+
+    Convolutions reading the data need no input gradient, as in training.
+    """
+    model = build_model(config).to(device, memory_format=torch.channels_last)
+    side = config.image_size
+    batch = {name: torch.rand(batch_size, 4, side, side, device=device).contiguous(memory_format=torch.channels_last)
+             for name in ("rgb", "lidar")}
+    seconds = 0.0
+    for conv, shape, needs_grad in conv_inputs(model, batch):
+        x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(needs_grad)
+        with autocast(device, precision):
+            grad = torch.randn_like(conv(x))
+        timings = []
+        for _ in range(repeats):
+            synchronize(device)
+            started = time.perf_counter()
+            with autocast(device, precision):
+                y = conv(x)
+            y.backward(grad)
+            synchronize(device)
+            timings.append(time.perf_counter() - started)
+        seconds += statistics.median(timings[1:])
+    return batch_size / seconds
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -170,6 +223,10 @@ def main(argv=None) -> None:
             if "add" in results:
                 print(f"\nengine / reference on intermediate add: {results['add'] / reference['samples_per_s']:.2f}x "
                       f"(target >= 2.5x)")
+        ceiling = conv_ceiling(MODELS["add"], args.batch_size, device, precision)
+        print(f"ceiling for intermediate add (its convolutions alone, {precision}, batch {args.batch_size}): "
+              f"{ceiling:.1f} samples/s" + (f" = {ceiling / reference['samples_per_s']:.2f}x the reference"
+                                             if not args.skip_reference else ""))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""The benchmark scripts run end to end on tiny inputs and print their numbers.
+
+They are the project's speed checks, so they must not rot; the numbers themselves
+are not judged here (a timed unit test on a shared CI machine would be noise).
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.fiftyone_isolation import REPO
+
+NUMBER = r"[\d,]+(?:\.\d+)?"
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_bench_generate_prints_pairs_per_second():
+    out = run_benchmark("bench_generate.py", "--n-per-class", "4", "--repeats", "1")
+    assert re.search(rf"generate: 8 pairs x 1 runs, 64x64, best {NUMBER} pairs/s", out), out
+
+
+def test_bench_ingest_prints_pairs_per_second():
+    out = run_benchmark("bench_ingest.py", "--n-per-class", "4")
+    assert re.search(rf"ingest: 8 pairs \(3 slices each\) in {NUMBER} s = {NUMBER} pairs/s", out), out
+
+
+def test_bench_train_prints_a_row_per_loop_and_the_ceiling():
+    out = run_benchmark("bench_train.py", "--pairs-per-class", "8", "--epochs", "1", "--reference-epochs", "1",
+                        "--models", "add", "late")
+    for loop, model in (("engine", "add"), ("engine", "late"), (r"reference \(DataLoader x2, fp32\)", "add")):
+        assert re.search(rf"^\| {loop} \| {model} \| {NUMBER} \| {NUMBER} \|", out, re.MULTILINE), out
+    assert re.search(rf"engine / reference on intermediate add: {NUMBER}x", out), out
+    assert re.search(rf"ceiling for intermediate add .*: {NUMBER} samples/s = {NUMBER}x the reference", out), out
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])
+def test_bench_train_refuses_sizes_below_one(flag):
+    done = subprocess.run([sys.executable, "benchmarks/bench_train.py", flag, "0"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f"{flag}: must be >= 1" in done.stderr
