@@ -1,9 +1,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from plugin.writeback import EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
+
 from ._common import params_with_defaults, progress_reporter, summary_output
 
-DEFAULTS = dict(run=None, field=None, tags=None, eval_tag="val", device="auto")
+DEFAULTS = dict(run=None, field=None, tags=None, eval_tag="val", embedding_map="pca", device="auto")
 
 
 class ApplyModel(foo.Operator):
@@ -12,7 +14,8 @@ class ApplyModel(foo.Operator):
         return foo.OperatorConfig(
             name="apply_model",
             label="CILP: apply a trained model",
-            description="Write a run's predictions to every slice and evaluate them (confusion matrix in the App)",
+            description="Write a run's predictions and embeddings to every slice, evaluate them "
+                        "(confusion matrix) and map the embeddings (Embeddings panel)",
             icon="/assets/icon.svg",
             dynamic=True,
             allow_immediate_execution=True,
@@ -29,11 +32,11 @@ class ApplyModel(foo.Operator):
         if not p["run"]:
             raise ValueError("run: choose a run of this dataset or give a run folder")
         result = apply_model(ctx.dataset, p["run"], field=p["field"], tags=p["tags"], eval_tag=p["eval_tag"],
-                             device=p["device"], progress=progress_reporter(ctx))
+                             embedding_map=p["embedding_map"], device=p["device"], progress=progress_reporter(ctx))
         ctx.trigger("reload_dataset")
-        return {"field": result.field, "eval_key": result.eval_key, "predicted": result.predicted,
-                "accuracy": result.report["accuracy"] if result.report else None,
-                "summary": result.summary()}
+        return {"field": result.field, "embedding_field": result.embedding_field, "eval_key": result.eval_key,
+                "brain_key": result.brain_key, "predicted": result.predicted,
+                "accuracy": result.report["accuracy"] if result.report else None, "summary": result.summary()}
 
     def resolve_output(self, ctx):
         return summary_output()
@@ -51,5 +54,8 @@ def apply_form(ctx) -> types.Object:
     inputs.str("field", label="Prediction field", description="default: the run's name")
     inputs.list("tags", types.String(), label="Only pairs tagged", description="default: every pair")
     inputs.str("eval_tag", default=DEFAULTS["eval_tag"], label="Evaluate on pairs tagged")
+    inputs.enum("embedding_map", [*EMBEDDING_MAPS, "none"], default=DEFAULTS["embedding_map"],
+                label="Embedding map", view=types.RadioGroup(),
+                description="2-D layout of the embeddings for the Embeddings panel (umap needs umap-learn)")
     inputs.enum("device", ["auto", "cpu", "cuda"], default="auto", label="Device", view=types.RadioGroup())
     return inputs

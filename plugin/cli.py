@@ -153,11 +153,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .writeback import apply_model
+    from .writeback import apply_model, check_embedding_map
 
+    check_embedding_map(args.embedding_map)  # before the dataset is looked up
     with _Bar("applying") as bar:
         result = apply_model(_load(args.name), args.run, field=args.field, tags=args.tags,
-                             eval_tag=args.eval_tag, device=args.device, progress=bar)
+                             eval_tag=args.eval_tag, embedding_map=args.embedding_map, device=args.device,
+                             progress=bar)
     print(result.summary())
     return 0
 
@@ -261,12 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(handler=cmd_train)
 
-    p = commands.add_parser("apply", help="write a run's predictions and evaluation into the dataset")
+    p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
     p.add_argument("name", help="dataset name")
     p.add_argument("run", help="a run name recorded on the dataset, or a run folder")
     p.add_argument("--field", help="prediction field (default: the run's name)")
     p.add_argument("--tags", nargs="+", help="only pairs with these tags (default: all)")
     p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")
+    p.add_argument("--embedding-map", default="pca", metavar="METHOD",
+                   help="2-D map of the embeddings for the App: pca (default) | tsne | umap | none")
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_apply)
 

@@ -1,14 +1,18 @@
-"""Model outputs back into the dataset: predictions on every slice, then an evaluation.
+"""Model outputs back into the dataset: predictions and embeddings, an evaluation, a map.
 
 Predictions go to a field named after the run on every slice of each pair, as
 ``fo.Classification(label, confidence, logits)`` (logits ``[0, z]``, so their softmax
-is the model's probabilities). FiftyOne's ``evaluate_classifications`` then scores
-them on the rgb slice of the evaluation split, so the App shows the confusion
-matrix and per-class metrics under the eval key ``eval_<field>``.
+is the model's probabilities), and the pair's embedding (the classifier head's
+penultimate activations) to ``<field>_embedding``. FiftyOne's
+``evaluate_classifications`` then scores the predictions on the rgb slice of the
+evaluation split, so the App shows the confusion matrix and per-class metrics under
+the eval key ``eval_<field>``, and ``compute_visualization`` lays the rgb slice's
+embeddings out in 2-D for the App's Embeddings panel (brain key ``<field>_map``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,37 +24,61 @@ from .splits import all_slices
 from .training import check_run_name, find_run
 
 
+#: ``compute_visualization`` methods offered for the embedding map
+EMBEDDING_MAPS = ("pca", "tsne", "umap")
+#: fields every sample already has; a run must not overwrite them
+OWN_FIELDS = ("ground_truth", "pair_id", "range_path")
+
+
 @dataclass
 class ApplyResult:
     field: str
     eval_key: str | None
     predicted: int
     report: dict | None  # FiftyOne's classification report on the evaluation split
+    embedding_field: str
+    brain_key: str | None  # the embedding map's, when one was computed
 
     def summary(self) -> str:
-        text = f"wrote '{self.field}' for {self.predicted} pairs (every slice)"
+        text = f"wrote '{self.field}' and '{self.embedding_field}' for {self.predicted} pairs (every slice)"
         if self.report:
             text += (f"; evaluation '{self.eval_key}': accuracy {100 * self.report['accuracy']:.2f}% "
                      f"on {int(self.report['macro avg']['support'])} pairs")
+        if self.brain_key:
+            text += f"; embedding map '{self.brain_key}'"
         return text
+
+
+def check_embedding_map(method: str | None) -> str | None:
+    """``method`` if ``compute_visualization`` can run it here ('none' and None mean no map)."""
+    if method in (None, "none"):
+        return None
+    if method not in EMBEDDING_MAPS:
+        raise ValueError(f"embedding_map: unknown method {method!r}; expected one of {', '.join(EMBEDDING_MAPS)}, none")
+    if method == "umap" and importlib.util.find_spec("umap") is None:
+        raise ValueError("embedding_map: 'umap' needs the umap-learn package (pip install umap-learn); "
+                         "'pca' and 'tsne' work without it")
+    return method
 
 
 def apply_model(
     dataset: fo.Dataset, run: str | Path, *, field: str | None = None, tags: str | list[str] | None = None,
-    eval_tag: str | None = "val", batch_size: int = 256, device: str = "auto", progress=None,
+    eval_tag: str | None = "val", embedding_map: str | None = "pca", batch_size: int = 256,
+    device: str = "auto", progress=None,
 ) -> ApplyResult:
     """Predict every pair (or those with ``tags``) with a run's best checkpoint and write back.
 
     Nothing is written unless the checkpoint loads and predicts; a failure while
-    writing removes the field and the evaluation again.
+    writing removes the fields, the evaluation and the map again.
     """
     from mm_models import load_run, predict
 
     say = progress or (lambda fraction, label: None)
+    embedding_map = check_embedding_map(embedding_map)
     run_dir = find_run(dataset, run)
     loaded = load_run(run_dir)  # validates the checkpoint before anything is written
     field = check_run_name(field or run_dir.name)
-    if field in ("ground_truth", "pair_id", "range_path") or field.startswith("lidar_"):
+    if field in OWN_FIELDS or field.startswith("lidar_"):
         raise ValueError(f"field: '{field}' is one of the dataset's own fields; choose another")
 
     say(0.05, f"loading pairs for {field}")
@@ -58,18 +86,24 @@ def apply_model(
     say(0.2, f"predicting {len(data)} pairs with {run_dir.name}")
     out = predict(loaded, data.tensors(), batch_size=batch_size, device=device,
                   progress=lambda f, label: say(0.2 + 0.6 * f, label))
-    by_pair = {
+    predictions = {
         pid: fo.Classification(label=fmt.LABELS[index], confidence=float(p if index else 1 - p),
                                logits=[0.0, float(z)])
         for pid, index, p, z in zip(data.pair_ids, out.labels, out.probabilities, out.logits)
     }
+    embeddings = dict(zip(data.pair_ids, out.embeddings))
+    if embedding_map and len(embeddings) < 3:
+        raise ValueError(f"embedding_map: a map needs at least 3 pairs, got {len(embeddings)}; pass 'none'")
 
-    eval_key = f"eval_{field}"
-    _remove(dataset, field, eval_key)
+    embedding_field, eval_key, brain_key = f"{field}_embedding", f"eval_{field}", f"{field}_map"
+    written = (field, embedding_field, eval_key, brain_key)
+    _remove(dataset, *written)
     try:
-        say(0.85, f"writing '{field}'")
+        say(0.85, f"writing '{field}' and '{embedding_field}'")
         samples = all_slices(dataset)
-        samples.set_values(field, [by_pair.get(pid) for pid in samples.values("pair_id")])
+        pair_ids = samples.values("pair_id")
+        samples.set_values(field, [predictions.get(pid) for pid in pair_ids])
+        samples.set_values(embedding_field, [embeddings.get(pid) for pid in pair_ids])
         report = None
         evaluated = dataset.select_group_slices("rgb").exists(field)
         if eval_tag and len(evaluated.match_tags(eval_tag)):
@@ -81,15 +115,42 @@ def apply_model(
             report = results.report()
         else:
             eval_key = None
+        if embedding_map:
+            say(0.97, f"embedding map '{brain_key}' ({embedding_map})")
+            import fiftyone.brain as fob
+
+            fob.compute_visualization(dataset.select_group_slices("rgb").exists(embedding_field),
+                                      embeddings=embedding_field, method=embedding_map, brain_key=brain_key,
+                                      seed=0, progress=False, **map_options(embedding_map, *out.embeddings.shape))
+        else:
+            brain_key = None
     except BaseException:
-        _remove(dataset, field, eval_key)
+        _remove(dataset, *written)
         raise
     say(1.0, f"'{field}' written")
-    return ApplyResult(field, eval_key, len(by_pair), report)
+    return ApplyResult(field, eval_key, len(predictions), report, embedding_field, brain_key)
 
 
-def _remove(dataset: fo.Dataset, field: str, eval_key: str | None) -> None:
-    if eval_key and eval_key in dataset.list_evaluations():
+def map_options(method: str, count: int, dim: int) -> dict:
+    """``compute_visualization`` options that suit ``count`` embeddings of size ``dim``.
+
+    FiftyOne's defaults assume large sets: t-SNE first reduces to 50 PCA dimensions
+    (an error below 50) with perplexity 30, UMAP uses 15 neighbours; both fail on
+    fewer points. Here they shrink with the data.
+    """
+    if method == "tsne":
+        return {"pca_dims": 50 if dim > 50 else None, "perplexity": min(30.0, (count - 1) / 3), "verbose": False}
+    if method == "umap":
+        return {"num_neighbors": min(15, count - 1), "verbose": False}
+    return {}
+
+
+def _remove(dataset: fo.Dataset, field: str, embedding_field: str, eval_key: str, brain_key: str) -> None:
+    """Delete what :func:`apply_model` writes under these names, where it exists."""
+    if eval_key in dataset.list_evaluations():
         dataset.delete_evaluation(eval_key)
-    if dataset.has_sample_field(field):
-        dataset.delete_sample_field(field)
+    if brain_key in dataset.list_brain_runs():
+        dataset.delete_brain_run(brain_key)
+    for name in (field, embedding_field):
+        if dataset.has_sample_field(name):
+            dataset.delete_sample_field(name)

@@ -4,10 +4,11 @@ import shutil
 
 import fiftyone as fo
 import fiftyone.operators as foo
+import numpy as np
 import pytest
 from fiftyone.operators.executor import ExecutionError
 
-from plugin import splits
+from plugin import splits, writeback
 
 URI = "@cilp/multimodal"
 
@@ -57,6 +58,56 @@ def test_apply_model_writes_predictions_on_every_slice_and_an_evaluation(dataset
         sum(evaluated.values("eval_late")) / len(evaluated))
     results = dataset.load_evaluation_results("eval_late")
     assert results.confusion_matrix().sum() == 4
+
+
+def test_apply_model_writes_embeddings_and_an_embedding_map(dataset, trained):
+    run = foo.execute_operator(f"{URI}/apply_model", ctx={"dataset": dataset, "params": {"run": "late"}})
+    assert run.error is None, run.error
+    assert run.result["embedding_field"] == "late_embedding" and run.result["brain_key"] == "late_map"
+
+    flat = splits.all_slices(dataset)
+    embeddings = np.array(flat.values("late_embedding"))
+    assert embeddings.shape == (48, 20)  # late fusion's head: Linear(4, 20) + ReLU + Linear(20, 1)
+    by_pair = {}
+    for pid, embedding in zip(flat.values("pair_id"), embeddings):
+        assert np.array_equal(by_pair.setdefault(pid, embedding), embedding), f"slices of {pid} disagree"
+
+    assert dataset.list_brain_runs() == ["late_map"]
+    rgb = dataset.select_group_slices("rgb")
+    results = dataset.load_brain_results("late_map")
+    assert results.points.shape == (16, 2) and sorted(results.sample_ids) == sorted(rgb.values("id"))
+    assert np.isfinite(results.points).all() and results.points.std(axis=0).min() > 0
+
+
+def test_apply_model_maps_small_sets_with_tsne(dataset, trained):
+    # FiftyOne's t-SNE defaults (50 PCA dims, perplexity 30) fail on 16 points of 20-d
+    run = foo.execute_operator(f"{URI}/apply_model", ctx={
+        "dataset": dataset, "params": {"run": "late", "field": "late_tsne", "embedding_map": "tsne"}})
+    assert run.error is None, run.error
+    assert dataset.load_brain_results("late_tsne_map").points.shape == (16, 2)
+    dataset.delete_brain_run("late_tsne_map")
+    dataset.delete_evaluation("eval_late_tsne")
+    for name in ("late_tsne", "late_tsne_embedding"):
+        dataset.delete_sample_field(name)
+
+
+def test_apply_model_interrupted_leaves_nothing_behind(dataset, trained):
+    def interrupt_at_the_map(fraction, label):
+        if label.startswith("embedding map"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        writeback.apply_model(dataset, "late", field="late_stopped", progress=interrupt_at_the_map)
+    assert not dataset.has_sample_field("late_stopped") and not dataset.has_sample_field("late_stopped_embedding")
+    assert "eval_late_stopped" not in dataset.list_evaluations()
+    assert "late_stopped_map" not in dataset.list_brain_runs()
+
+
+def test_apply_model_rejects_an_unknown_embedding_map(dataset, trained):
+    with pytest.raises(ExecutionError, match="embedding_map"):
+        foo.execute_operator(f"{URI}/apply_model", ctx={
+            "dataset": dataset, "params": {"run": "late", "field": "late_mds", "embedding_map": "mds"}})
+    assert not dataset.has_sample_field("late_mds")
 
 
 @pytest.mark.parametrize("params, message", [

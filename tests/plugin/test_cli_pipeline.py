@@ -19,7 +19,8 @@ def test_ingest_split_train_apply_report(tiny_data, tmp_path, capsys):
     assert cli.main(["report", "--dataset", name, "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "16 pairs added" in out and "split: 12 train, 4 val" in out
-    assert "wrote 'lidar' for 16 pairs" in out and "evaluation 'eval_lidar'" in out
+    assert "wrote 'lidar' and 'lidar_embedding' for 16 pairs" in out and "evaluation 'eval_lidar'" in out
+    assert "embedding map 'lidar_map'" in out
 
     rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
     assert [r["run"] for r in rows] == ["lidar"] and rows[0]["epochs"] == "2"
@@ -34,3 +35,5 @@ def test_errors_name_the_problem(tiny_data, capsys):
     assert "dataset 'no-such-dataset' does not exist" in capsys.readouterr().err
     assert cli.main(["train", "no-such-dataset", "--epochs", "-1"]) == 2
     assert "epochs: expected an integer >= 1" in capsys.readouterr().err
+    assert cli.main(["apply", "no-such-dataset", "lidar", "--embedding-map", "mds"]) == 2
+    assert "embedding_map: unknown method 'mds'" in capsys.readouterr().err
