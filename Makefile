@@ -33,7 +33,7 @@ demo: setup
 		$(CILP) apply $(DATASET) $$run || exit 1; done
 	$(CILP) report --dataset $(DATASET) --out $(RUNS)/report
 	@echo
-	@echo "demo: dataset '$(DATASET)' holds the predictions and evaluations of every run;"
+	@echo "demo: dataset '$(DATASET)' holds the predictions, evaluations and embedding maps of every run;"
 	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png). Open the App with: make app"
 	@echo "      (or: .venv/bin/cilp app $(DATASET) --port $(PORT), then http://127.0.0.1:$(PORT))"
 
