@@ -1,4 +1,5 @@
-"""End to end: the FiftyOne App, served on 127.0.0.1, shows every slice of an ingested dataset.
+"""End to end: the FiftyOne App, served on 127.0.0.1, shows every slice of an ingested dataset,
+and the embedding map that ``apply_model`` computes.
 
 A small synthetic data set is ingested into a persistent grouped dataset; the App
 server runs as a subprocess against the test's private database; headless
@@ -13,8 +14,12 @@ each slice the test checks that
 * the grid holds one tile per group, and each tile's pixels match the picture of
   a different sample of that slice (so the pictures were decoded and drawn).
 
+A second test trains a small model, applies it, opens the Embeddings panel as a user
+does (new panel, Embeddings, the run's map) and checks that the map plots one point
+per pair.
+
 A screenshot per slice is kept in ``test-artifacts/`` at the repository root
-(or ``$CILP_TEST_ARTIFACTS``): ``app_grid_<slice>.png``.
+(or ``$CILP_TEST_ARTIFACTS``): ``app_grid_<slice>.png`` and ``app_embeddings.png``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plugin import ingest, synth
+from plugin import arrays, ingest, synth, writeback
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium")
@@ -301,3 +306,36 @@ def test_app_grid_shows_every_slice(app_dataset, app_server, page):
     pcd_fetches = [path for _, path in page.media if path.endswith(".pcd")]
     assert not pcd_fetches, f"the grid loaded whole point clouds instead of their thumbnails: {pcd_fetches[:3]}"
     assert all(shot.stat().st_size > 0 for shot in shots)
+
+
+def test_app_embeddings_panel_shows_the_map(app_dataset, app_server, page, tmp_path):
+    from mm_models import ModelConfig, TrainConfig, train
+
+    data = arrays.from_dataset(app_dataset).tensors()
+    train(ModelConfig(family="late"), TrainConfig(epochs=1, batch_size=8), data, data, tmp_path / "late")
+    result = writeback.apply_model(app_dataset, tmp_path / "late")
+    assert result.brain_key == "late_map"
+    geometry = []  # statuses of the panel's requests for the points
+    page.on("response", lambda r: geometry.append(r.status) if r.url.endswith("/embeddings/v2/geometry") else None)
+
+    page.goto(f"{app_server.url}/datasets/{app_dataset.name}")
+    page.get_by_test_id("selector-slice").wait_for(timeout=60_000)
+    page.get_by_test_id("looker").first.wait_for()
+    dismiss_popups(page)
+    page.get_by_test_id("new-panel-btn").click()
+    page.get_by_test_id("new-panel-option-Embeddings").click()
+    panel = page.get_by_test_id("panel-content-Embeddings")
+    dismiss_popups(page)
+    panel.get_by_text("late_map").click()
+    shot = artifacts_dir() / "app_embeddings.png"
+    try:
+        panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=30_000)
+    finally:
+        page.screenshot(path=shot)
+    assert geometry and set(geometry) == {200}, f"the panel's geometry requests answered {geometry}"
+
+    plot = panel.locator("canvas").last
+    pixels = np.asarray(Image.open(io.BytesIO(plot.screenshot())).convert("RGB"), dtype=np.int16)
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    drawn = np.abs(pixels - background).sum(axis=2) > 60
+    assert drawn.sum() > 2 * N_PER_CLASS, f"the map's canvas looks empty (screenshot: {shot})"
