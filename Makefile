@@ -34,7 +34,8 @@ demo: setup
 	$(CILP) report --dataset $(DATASET) --out $(RUNS)/report
 	@echo
 	@echo "demo: dataset '$(DATASET)' holds the predictions, evaluations and embedding maps of every run;"
-	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png). Open the App with: make app"
+	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png, confusion.png, embedding_maps.png)."
+	@echo "      Open the App with: make app"
 	@echo "      (or: .venv/bin/cilp app $(DATASET) --port $(PORT), then http://127.0.0.1:$(PORT))"
 
 app: setup

@@ -175,7 +175,12 @@ def cmd_report(args) -> int:
     out = args.out or Path(runs[0]).parent / "report"
     markdown, out = write_report(runs, out)
     print(markdown)
-    print(f"wrote {out}/report.md, report.csv and curves.png")
+    written = ["report.md", "report.csv", "curves.png"]
+    if args.dataset:
+        from .pictures import write_pictures
+
+        written += write_pictures(_load(args.dataset), out)
+    print(f"wrote {', '.join(written)} to {out}")
     return 0
 
 
@@ -276,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("report", help="results table (Markdown, CSV) and curves of runs")
     p.add_argument("runs", nargs="*", type=Path, help="run folders")
-    p.add_argument("--dataset", help="also every run recorded on this dataset")
+    p.add_argument("--dataset", help="also every run recorded on this dataset, with its confusion matrices "
+                                     "and embedding maps")
     p.add_argument("--out", type=Path, help="output folder (default: report/ beside the first run)")
     p.set_defaults(handler=cmd_report)
 

@@ -4,6 +4,7 @@ import csv
 import uuid
 
 import fiftyone as fo
+from PIL import Image
 
 from plugin import cli
 
@@ -25,6 +26,11 @@ def test_ingest_split_train_apply_report(tiny_data, tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "report" / "report.csv")))
     assert [r["run"] for r in rows] == ["lidar"] and rows[0]["epochs"] == "2"
     assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
+    assert "wrote report.md, report.csv, curves.png, confusion.png, embedding_maps.png" in out
+    for picture in ("confusion.png", "embedding_maps.png"):  # one panel: eval_lidar, lidar_map
+        with Image.open(tmp_path / "report" / picture) as image:
+            assert 300 <= image.width <= 400 and image.height > 300
+            assert len(set(image.convert("RGB").getdata())) > 50, f"{picture} looks blank"
     assert (runs / "lidar" / "model.safetensors").exists()
     assert "| lidar | lidar, maxpool |" in (tmp_path / "report" / "report.md").read_text()
     fo.delete_dataset(name)

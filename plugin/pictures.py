@@ -1,0 +1,92 @@
+"""What was written back into a dataset, as pictures for a report.
+
+    from plugin.pictures import write_pictures
+    write_pictures(dataset, "runs/report")  # confusion.png, embedding_maps.png
+
+One panel per classification evaluation (its confusion matrix) and per embedding
+map (its 2-D points, coloured by ground truth), read from the dataset's stored
+evaluation and brain results, so the pictures match what the App shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fiftyone as fo
+import numpy as np
+
+from . import format as fmt
+
+CONFUSION = "confusion.png"
+EMBEDDING_MAPS = "embedding_maps.png"
+CLASS_COLOURS = {"cube": "tab:orange", "sphere": "tab:blue"}
+
+
+def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[str]]:
+    """Write the pictures there is something for; returns each file's panels (eval / brain keys)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluations = [key for key in dataset.list_evaluations()
+                   if dataset.get_evaluation_info(key).config.type == "classification"]
+    maps = [key for key in dataset.list_brain_runs()
+            if dataset.get_brain_info(key).config.type == "visualization"]
+    written = {}
+    if evaluations:
+        _save(out_dir / CONFUSION, [(key, _confusion(dataset, key)) for key in evaluations], _draw_confusion)
+        written[CONFUSION] = evaluations
+    if maps:
+        _save(out_dir / EMBEDDING_MAPS, [(key, _points(dataset, key)) for key in maps], _draw_points)
+        written[EMBEDDING_MAPS] = maps
+    return written
+
+
+def _confusion(dataset: fo.Dataset, eval_key: str) -> np.ndarray:
+    """Counts, rows = ground truth, columns = prediction, in ``fmt.LABELS`` order."""
+    return dataset.load_evaluation_results(eval_key).confusion_matrix(classes=list(fmt.LABELS))
+
+
+def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str]]:
+    """The map's 2-D points and the ground-truth label of each."""
+    results = dataset.load_brain_results(brain_key)
+    samples = dataset.load_brain_view(brain_key).select(results.sample_ids, ordered=True)
+    return np.asarray(results.points), samples.values("ground_truth.label")
+
+
+def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
+    axes.imshow(counts, cmap="Blues", vmin=0)
+    for (row, column), count in np.ndenumerate(counts):
+        colour = "white" if count > counts.max() / 2 else "black"
+        axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
+    ticks = range(len(fmt.LABELS))
+    axes.set_xticks(ticks, fmt.LABELS)
+    axes.set_yticks(ticks, fmt.LABELS)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("ground truth")
+    accuracy = np.trace(counts) / max(1, counts.sum())
+    axes.set_title(f"{key}\naccuracy {100 * accuracy:.2f}% ({counts.sum()} pairs)", fontsize="medium")
+
+
+def _draw_points(axes, key: str, data: tuple[np.ndarray, list[str]]) -> None:
+    points, labels = data
+    labels = np.asarray(labels)
+    for label, colour in CLASS_COLOURS.items():
+        chosen = labels == label
+        axes.scatter(points[chosen, 0], points[chosen, 1], s=6, c=colour, label=label, alpha=0.7)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(f"{key} ({len(points)} pairs)", fontsize="medium")
+    axes.legend(fontsize="small", markerscale=2)
+
+
+def _save(path: Path, panels: list[tuple[str, object]], draw) -> None:
+    """One row of square panels, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from mm_models.checkpoint import atomic_write
+
+    figure = Figure(figsize=(3.6 * len(panels), 3.8), layout="constrained")
+    FigureCanvasAgg(figure)
+    for axes, (key, data) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
+        draw(axes, key, data)
+    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
