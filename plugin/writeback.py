@@ -104,31 +104,40 @@ def apply_model(
         pair_ids = samples.values("pair_id")
         samples.set_values(field, [predictions.get(pid) for pid in pair_ids])
         samples.set_values(embedding_field, [embeddings.get(pid) for pid in pair_ids])
-        report = None
-        evaluated = dataset.select_group_slices("rgb").exists(field)
-        if eval_tag and len(evaluated.match_tags(eval_tag)):
-            evaluated = evaluated.match_tags(eval_tag)
-        if len(evaluated):
-            say(0.95, f"evaluating '{field}'")
-            results = evaluated.evaluate_classifications(
-                field, gt_field="ground_truth", eval_key=eval_key, classes=list(fmt.LABELS))
-            report = results.report()
-        else:
-            eval_key = None
+        say(0.95, f"evaluating '{field}'")
+        report = _evaluate(dataset, field, eval_key, eval_tag)
         if embedding_map:
             say(0.97, f"embedding map '{brain_key}' ({embedding_map})")
-            import fiftyone.brain as fob
-
-            fob.compute_visualization(dataset.select_group_slices("rgb").exists(embedding_field),
-                                      embeddings=embedding_field, method=embedding_map, brain_key=brain_key,
-                                      seed=0, progress=False, **map_options(embedding_map, *out.embeddings.shape))
-        else:
-            brain_key = None
+            _map_embeddings(dataset, embedding_field, brain_key, embedding_map, out.embeddings.shape)
     except BaseException:
         _remove(dataset, *written)
         raise
     say(1.0, f"'{field}' written")
-    return ApplyResult(field, eval_key, len(predictions), report, embedding_field, brain_key)
+    return ApplyResult(field, eval_key if report else None, len(predictions), report, embedding_field,
+                       brain_key if embedding_map else None)
+
+
+def _evaluate(dataset: fo.Dataset, field: str, eval_key: str, eval_tag: str | None) -> dict | None:
+    """FiftyOne's classification report of ``field`` on the rgb slice of the pairs tagged
+    ``eval_tag`` (of every predicted pair when none is); None when nothing was predicted."""
+    evaluated = dataset.select_group_slices("rgb").exists(field)
+    if eval_tag and len(evaluated.match_tags(eval_tag)):
+        evaluated = evaluated.match_tags(eval_tag)
+    if not len(evaluated):
+        return None
+    results = evaluated.evaluate_classifications(field, gt_field="ground_truth", eval_key=eval_key,
+                                                 classes=list(fmt.LABELS))
+    return results.report()
+
+
+def _map_embeddings(dataset: fo.Dataset, embedding_field: str, brain_key: str, method: str,
+                    shape: tuple[int, int]) -> None:
+    """A 2-D layout of the rgb slice's embeddings, stored as the brain run ``brain_key``."""
+    import fiftyone.brain as fob
+
+    fob.compute_visualization(dataset.select_group_slices("rgb").exists(embedding_field),
+                              embeddings=embedding_field, method=method, brain_key=brain_key,
+                              seed=0, progress=False, **map_options(method, *shape))
 
 
 def map_options(method: str, count: int, dim: int) -> dict:
