@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -217,9 +220,12 @@ def _validate_pair(pair: Pair, size: int) -> list[BadFile]:
 
 def scan_class(
     root: Path, folder: str, *, validate: bool = True, size: int = SIZE,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, map_: Callable = map,
 ) -> ClassReport:
-    """Pair the files of one class folder by stem; optionally read each to validate it."""
+    """Pair the files of one class folder by stem; optionally read each to validate it.
+
+    ``map_`` runs the validation (``Executor.map`` to spread it over processes).
+    """
     class_dir = root / folder
     report = ClassReport(folder=class_dir, label=CLASS_FOLDERS[folder])
     rgb_dir, lidar_dir = class_dir / "rgb", class_dir / "lidar"
@@ -236,9 +242,9 @@ def scan_class(
     lidar = {p.stem: p for p in _files(lidar_dir, ".npy")}
     report.unpaired = sorted([rgb[s] for s in rgb.keys() - lidar.keys()] +
                              [lidar[s] for s in lidar.keys() - rgb.keys()])
-    for stem in sorted(rgb.keys() & lidar.keys()):
-        pair = Pair(report.label, stem, rgb[stem], lidar[stem])
-        bad = _validate_pair(pair, size) if validate else []
+    pairs = [Pair(report.label, stem, rgb[stem], lidar[stem]) for stem in sorted(rgb.keys() & lidar.keys())]
+    checks = map_(partial(_validate_pair, size=size), pairs) if validate else ([] for _ in pairs)
+    for pair, bad in zip(pairs, checks):
         if bad:
             report.bad_files.extend(bad)
         else:
@@ -263,20 +269,25 @@ def count_candidate_pairs(root: Path | str) -> int:
 
 def scan(
     root: Path | str, *, validate: bool = True, size: int = SIZE,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, workers: int | None = None,
 ) -> ScanReport:
     """Scan a data root. Bad and unpaired files are reported, never fatal.
 
     With ``validate`` every file is read, so corrupt or malformed files end up in
-    ``bad_files`` instead of ``pairs``.
+    ``bad_files`` instead of ``pairs``; by ``workers`` processes (default: 2 from a
+    few hundred pairs on).
     """
     root = Path(root)
     if not root.is_dir():
         raise FormatError(f"{root}: data folder does not exist")
-    classes = {
-        folder: scan_class(root, folder, validate=validate, size=size, progress=progress)
-        for folder in CLASS_FOLDERS
-    }
+    if workers is None:
+        workers = 2 if validate and count_candidate_pairs(root) >= 400 else 1
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        map_ = partial(pool.map, chunksize=64) if pool else map
+        classes = {
+            folder: scan_class(root, folder, validate=validate, size=size, progress=progress, map_=map_)
+            for folder in CLASS_FOLDERS
+        }
     return ScanReport(root=root, classes=classes)
 
 

@@ -167,3 +167,18 @@ def test_depth_to_xyza_matches_the_course_formula():
     expected = [d * np.sin(-az[i]) * np.cos(-ze[j]), d * np.cos(-az[i]) * np.cos(-ze[j]), d * np.sin(-ze[j])]
     np.testing.assert_allclose(xyza[:3, i, j], expected, rtol=1e-4)
     assert xyza[3, i, j] == float(d < 50)
+
+
+def test_validation_in_worker_processes_reports_the_same(data_copy):
+    corrupt_png(data_copy / "cubes" / "rgb" / "0001.png")
+    non_finite_depth(data_copy / "spheres" / "lidar" / "0004.npy")
+    (data_copy / "spheres" / "rgb" / "0006.png").unlink()
+    counted = []
+
+    serial, parallel = fmt.scan(data_copy, workers=1), fmt.scan(data_copy, workers=2, progress=counted.append)
+
+    for folder in fmt.CLASS_FOLDERS:
+        one, two = serial.classes[folder], parallel.classes[folder]
+        assert one.pairs == two.pairs and one.bad_files == two.bad_files and one.unpaired == two.unpaired
+    assert {b.path.name for c in parallel.classes.values() for b in c.bad_files} == {"0001.png", "0004.npy"}
+    assert len(parallel.pairs) == 13 and len(counted) == 15  # progress: every pair read, bad ones included
