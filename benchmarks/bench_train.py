@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
 from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
-from mm_models.metrics import peak_memory_mb  # noqa: E402
+from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from plugin import format as fmt  # noqa: E402
 from plugin import synth  # noqa: E402
 
@@ -118,6 +118,7 @@ def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
     loader = torch.utils.data.DataLoader(ReferenceDataset(report, pairs), batch_size=batch_size,
                                          shuffle=True, num_workers=2)
     seconds = []
+    reset_peak_memory(torch.device("cpu"))
     for _ in range(epochs):
         model.train()
         started = time.perf_counter()

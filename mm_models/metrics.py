@@ -30,12 +30,26 @@ def binary_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's allocator statistics, or the process's peak RSS (Linux)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # resets VmHWM, the peak resident set size
+    except OSError:
+        pass  # elsewhere the peak RSS counts from the process's start
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated since the last reset on CUDA; else the process's peak RSS."""
+    """Peak GPU memory allocated, or peak process RSS, since the last :func:`reset_peak_memory`."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

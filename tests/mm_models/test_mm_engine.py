@@ -253,3 +253,16 @@ def test_resume_state_is_never_unpickled_as_arbitrary_objects(finished_run, smal
     torch.save({"model": {}, "evil": os.getcwd}, state)  # a pickled function
     with pytest.raises(CheckpointError, match="corrupt resume state"):
         train(TINY, TrainConfig(epochs=2, **FAST), *small_split, finished_run, resume=True)
+
+
+def test_peak_memory_counts_from_the_last_reset():
+    cpu = torch.device("cpu")
+    from mm_models.metrics import peak_memory_mb, reset_peak_memory
+
+    reset_peak_memory(cpu)
+    baseline = peak_memory_mb(cpu)
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    grown = peak_memory_mb(cpu)
+    del block
+    reset_peak_memory(cpu)
+    assert grown - baseline >= 60 and peak_memory_mb(cpu) < grown - 50
