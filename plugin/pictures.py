@@ -17,8 +17,8 @@ import numpy as np
 
 from . import format as fmt
 
-CONFUSION = "confusion.png"
-EMBEDDING_MAPS = "embedding_maps.png"
+CONFUSION_PNG = "confusion.png"
+MAPS_PNG = "embedding_maps.png"
 CLASS_COLOURS = {"cube": "tab:orange", "sphere": "tab:blue"}
 
 
@@ -32,11 +32,11 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
             if dataset.get_brain_info(key).config.type == "visualization"]
     written = {}
     if evaluations:
-        _save(out_dir / CONFUSION, [(key, _confusion(dataset, key)) for key in evaluations], _draw_confusion)
-        written[CONFUSION] = evaluations
+        _save(out_dir / CONFUSION_PNG, [(key, _confusion(dataset, key)) for key in evaluations], _draw_confusion)
+        written[CONFUSION_PNG] = evaluations
     if maps:
-        _save(out_dir / EMBEDDING_MAPS, [(key, _points(dataset, key)) for key in maps], _draw_points)
-        written[EMBEDDING_MAPS] = maps
+        _save(out_dir / MAPS_PNG, [(key, _points(dataset, key)) for key in maps], _draw_points)
+        written[MAPS_PNG] = maps
     return written
 
 
