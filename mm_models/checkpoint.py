@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -44,15 +45,20 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded."""
+    """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded.
+
+    The file is as readable as its folder (rw for whoever may read the folder), not
+    private like a temporary file (0600): run folders are shared with the App
+    server and delegated executors.
+    """
     path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        write(temp)
+        write(str(temp))
+        os.chmod(temp, stat.S_IMODE(path.parent.stat().st_mode) & 0o666)
         os.replace(temp, path)
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
 
 

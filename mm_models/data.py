@@ -10,8 +10,6 @@ permutation computed on the device: no DataLoader, no per-item work.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from .checkpoint import atomic_write
 
 #: label index -> name; the model's logit is for index 1
 CLASS_NAMES = ("cube", "sphere")
@@ -107,15 +107,7 @@ def save_tensors(data: PairTensors, path: Path | str, metadata: dict[str, str] |
     tensors = {"rgb": data.rgb.contiguous().cpu(), "lidar": data.lidar.contiguous().cpu()}
     if data.labels is not None:
         tensors["labels"] = data.labels.contiguous().cpu()
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, temp, metadata=metadata)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
 def load_tensors(path: Path | str) -> PairTensors:

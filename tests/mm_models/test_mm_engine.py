@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -46,6 +47,10 @@ def test_run_folder_holds_checkpoint_manifest_metrics_and_curves(small_split, tm
     assert sorted(p.name for p in run.iterdir()) == ["curves.png", "last.pt", "manifest.json",
                                                      "metrics.csv", "model.safetensors"]
     assert [f for f, _ in calls] == pytest.approx([1 / 3, 2 / 3, 1.0]) and "epoch 3/3" in calls[-1][1]
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert set(modes.values()) == {0o666 & ~umask}, f"files get the umask's permissions, not 0600: {modes}"
 
     rows = read_csv(run / "metrics.csv")
     assert tuple(rows[0]) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2", "3"]
