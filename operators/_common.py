@@ -41,19 +41,6 @@ def summary_output():
     return types.Property(outputs)
 
 
-def choices(values, view=None):
-    """``view`` (a RadioGroup unless given) listing each of ``values`` as a choice.
-
-    FiftyOne's choice views render their own ``choices``; an empty one shows nothing.
-    """
-    import fiftyone.operators.types as types
-
-    view = view or types.RadioGroup()
-    for value in values:
-        view.add_choice(value, label=value)
-    return view
-
-
 def file_path(value) -> str | None:
     """A path typed into a text field or picked in a FileExplorerView (a dict)."""
     if isinstance(value, dict):

@@ -3,8 +3,7 @@ import fiftyone.operators.types as types
 
 from plugin.writeback import EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
 
-from ._common import choices, params_with_defaults, progress_reporter, summary_output
-from .train_fusion import DEVICES
+from ._common import params_with_defaults, progress_reporter, summary_output
 
 DEFAULTS = dict(run=None, field=None, tags=None, eval_tag="val", embedding_map="pca", device="auto")
 
@@ -46,15 +45,17 @@ class ApplyModel(foo.Operator):
 def apply_form(ctx) -> types.Object:
     inputs = types.Object()
     runs = sorted(ctx.dataset.info.get("cilp_runs", {})) if ctx.dataset is not None else []
-    inputs.str("run", required=True, default=runs[-1] if runs else None, label="Run",
-               view=choices(runs, types.AutocompleteView()),
+    choices = types.AutocompleteView()
+    for run in runs:
+        choices.add_choice(run, label=run)
+    inputs.str("run", required=True, default=runs[-1] if runs else None, label="Run", view=choices,
                description="a run of this dataset, or a run folder" if runs
                else "no runs recorded on this dataset yet: give a run folder, or train first")
     inputs.str("field", label="Prediction field", description="default: the run's name")
     inputs.list("tags", types.String(), label="Only pairs tagged", description="default: every pair")
     inputs.str("eval_tag", default=DEFAULTS["eval_tag"], label="Evaluate on pairs tagged")
     inputs.enum("embedding_map", [*EMBEDDING_MAPS, "none"], default=DEFAULTS["embedding_map"],
-                label="Embedding map", view=choices([*EMBEDDING_MAPS, "none"]),
+                label="Embedding map", view=types.RadioGroup(),
                 description="2-D layout of the embeddings for the Embeddings panel (umap needs umap-learn)")
-    inputs.enum("device", list(DEVICES), default="auto", label="Device", view=choices(DEVICES))
+    inputs.enum("device", ["auto", "cpu", "cuda"], default="auto", label="Device", view=types.RadioGroup())
     return inputs

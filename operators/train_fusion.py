@@ -1,12 +1,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import choices, params_with_defaults, progress_reporter
+from ._common import params_with_defaults, progress_reporter
 
 FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
-FUSIONS = ("concat", "add", "mul")
-DOWNSAMPLES = ("maxpool", "strided")
-DEVICES = ("auto", "cpu", "cuda")
 #: the reference's fusion for each family (late and early fusion concatenate)
 FUSION_DEFAULTS = {"late": "concat", "early": "concat", "intermediate": "add"}
 DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=10, lr=1e-3, batch_size=32,
@@ -64,18 +61,18 @@ def train_form(ctx) -> types.Object:
     inputs = types.Object()
     inputs.enum("family", list(FAMILIES), default=DEFAULTS["family"], label="Model family",
                 description="late / intermediate / early fusion, or one modality alone",
-                view=choices(FAMILIES, types.DropdownView()))
+                view=types.DropdownView())
     family = ctx.params.get("family", DEFAULTS["family"])
     if family in FUSION_DEFAULTS:
-        inputs.enum("fusion", list(FUSIONS), default=FUSION_DEFAULTS[family], label="Fusion",
-                    view=choices(FUSIONS))
-    inputs.enum("downsample", list(DOWNSAMPLES), default=DEFAULTS["downsample"], label="Downsampling",
-                view=choices(DOWNSAMPLES))
+        inputs.enum("fusion", ["concat", "add", "mul"], default=FUSION_DEFAULTS[family], label="Fusion",
+                    view=types.RadioGroup())
+    inputs.enum("downsample", ["maxpool", "strided"], default=DEFAULTS["downsample"], label="Downsampling",
+                view=types.RadioGroup())
     inputs.int("epochs", default=DEFAULTS["epochs"], min=1, label="Epochs")
     inputs.float("lr", default=DEFAULTS["lr"], min=0, label="Learning rate")
     inputs.int("batch_size", default=DEFAULTS["batch_size"], min=1, label="Batch size")
-    inputs.enum("device", list(DEVICES), default=DEFAULTS["device"], label="Device",
-                description="auto: CUDA when present", view=choices(DEVICES))
+    inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
+                description="auto: CUDA when present", view=types.RadioGroup())
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
     tag_fields = {
         "train_tag": inputs.str("train_tag", default=DEFAULTS["train_tag"], label="Train on pairs tagged"),

@@ -128,29 +128,3 @@ def test_forms_resolve_with_validation(client, loaded, tmp_path):
         "params": {},
     }).json()
     assert {"val", "test", "subset", "seed", "stratify", "from_json", "to_json"} <= set(form["type"]["properties"])
-
-
-def test_apply_form_offers_runs_and_embedding_maps(client, loaded):
-    dataset, _ = loaded
-    form = client.post("/operators/resolve-type", json={
-        "dataset_name": dataset.name, "operator_uri": f"{URI}/apply_model", "target": "inputs", "params": {},
-    }).json()
-    fields = form["type"]["properties"]
-    assert {"run", "field", "tags", "eval_tag", "embedding_map", "device"} <= set(fields)
-    choices = [choice["value"] for choice in fields["embedding_map"]["view"]["choices"]]
-    assert choices == ["pca", "tsne", "umap", "none"] and fields["embedding_map"]["default"] == "pca"
-    assert "no runs recorded" in fields["run"]["view"]["description"]
-
-
-def test_train_form_lists_every_choice(client, loaded):
-    dataset, _ = loaded
-    form = client.post("/operators/resolve-type", json={
-        "dataset_name": dataset.name, "operator_uri": f"{URI}/train_fusion", "target": "inputs",
-        "params": {"family": "intermediate"},
-    }).json()
-    fields = form["type"]["properties"]
-    listed = {name: [c["value"] for c in fields[name]["view"]["choices"]]
-              for name in ("family", "fusion", "downsample", "device")}
-    assert listed == {"family": ["late", "intermediate", "early", "rgb", "lidar"], "fusion": ["concat", "add", "mul"],
-                      "downsample": ["maxpool", "strided"], "device": ["auto", "cpu", "cuda"]}
-    assert all(fields[name]["type"]["values"] == listed[name] for name in listed)
