@@ -128,3 +128,15 @@ def test_forms_resolve_with_validation(client, loaded, tmp_path):
         "params": {},
     }).json()
     assert {"val", "test", "subset", "seed", "stratify", "from_json", "to_json"} <= set(form["type"]["properties"])
+
+
+def test_apply_form_offers_runs_and_embedding_maps(client, loaded):
+    dataset, _ = loaded
+    form = client.post("/operators/resolve-type", json={
+        "dataset_name": dataset.name, "operator_uri": f"{URI}/apply_model", "target": "inputs", "params": {},
+    }).json()
+    fields = form["type"]["properties"]
+    assert {"run", "field", "tags", "eval_tag", "embedding_map", "device"} <= set(fields)
+    assert fields["embedding_map"]["type"]["values"] == ["pca", "tsne", "umap", "none"]
+    assert fields["embedding_map"]["default"] == "pca"
+    assert "no runs recorded" in fields["run"]["view"]["description"]
