@@ -72,11 +72,16 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
         rgb[i] = fmt.read_rgb(rgb_path)
         lidar[i] = fmt.depth_to_xyza(fmt.read_depth(range_path), *angles[class_dir])
     if cached:
+        from mm_models.checkpoint import atomic_write  # torch: not at plugin load
+
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, rgb=rgb, lidar=lidar)
-        os.replace(tmp, cached)
+        atomic_write(cached, lambda temp: _save_npz(temp, rgb=rgb, lidar=lidar))
     return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint)
+
+
+def _save_npz(path: str, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
+        np.savez(handle, **arrays)
 
 
 def from_folder(root: Path | str, pair_ids: list[str] | None = None,

@@ -168,18 +168,19 @@ def cmd_report(args) -> int:
     from mm_models.report import write_report
 
     runs = list(args.runs)
-    if args.dataset:
-        runs += list(_load(args.dataset).info.get("cilp_runs", {}).values())
+    dataset = _load(args.dataset) if args.dataset else None
+    if dataset is not None:
+        runs += list(dataset.info.get("cilp_runs", {}).values())
     if not runs:
         raise ValueError("no runs given: pass run folders or --dataset NAME")
     out = args.out or Path(runs[0]).parent / "report"
     markdown, out = write_report(runs, out)
     print(markdown)
     written = ["report.md", "report.csv", "curves.png"]
-    if args.dataset:
+    if dataset is not None:
         from .pictures import write_pictures
 
-        written += write_pictures(_load(args.dataset), out)
+        written += write_pictures(dataset, out)
     print(f"wrote {', '.join(written)} to {out}")
     return 0
 
