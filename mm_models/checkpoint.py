@@ -2,8 +2,9 @@
 
 A run folder holds::
 
-    manifest.json      model config, train config, best-epoch metrics, data fingerprint, versions
-    model.safetensors  best-val-loss weights (the model config is also in its metadata)
+    manifest.json      model spec (kind, config, parent runs), train config, best-epoch metrics,
+                       data fingerprint, versions, the checkpoint's SHA-256
+    model.safetensors  best weights, every part of the model (the spec is also in its metadata)
     last.pt            resume state: last weights, optimizer, counters, metric history
                        (tensors and plain values only; read with ``weights_only=True``)
     metrics.csv        one row per epoch
@@ -21,7 +22,6 @@ import json
 import os
 import stat
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,8 +30,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .factory import ModelConfig, build_model
-from .fusion import FusionClassifier
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"
@@ -92,9 +90,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save_weights(model: nn.Module, path: Path, config: ModelConfig | None = None) -> None:
+def save_weights(model: nn.Module, path: Path, spec: dict | None = None) -> None:
     tensors = {k: v.detach().contiguous() for k, v in unwrap(model).state_dict().items()}
-    metadata = {"model_config": json.dumps(config.to_dict())} if config else None
+    metadata = {"spec": json.dumps(spec)} if spec else None
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
@@ -145,41 +143,17 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict:
         raise CheckpointError(f"{path}: corrupt resume state ({type(exc).__name__}: {exc})") from None
 
 
-@dataclass
-class LoadedRun:
-    """A finished (or interrupted) run: its best model and its manifest."""
-
-    path: Path
-    model: FusionClassifier
-    model_config: ModelConfig
-    manifest: dict
-
-
 def read_manifest(run_dir: Path) -> dict:
     path = Path(run_dir) / MANIFEST
     manifest = read_json(path)
-    if "model" not in manifest:
-        raise CheckpointError(f"{path}: not a run manifest (no 'model' entry)")
+    if "model" not in manifest and "spec" not in manifest:
+        raise CheckpointError(f"{path}: not a run manifest (no 'spec' entry)")
     return manifest
 
 
-def model_config_of(manifest: dict, path: Path) -> ModelConfig:
-    try:
-        return ModelConfig.from_dict(manifest["model"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: invalid model config ({exc})") from None
-
-
-def load_run(run_dir: Path | str, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild a run's model from its manifest and load its best weights (eval mode)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: run folder not found")
-    manifest = read_manifest(run_dir)
-    config = model_config_of(manifest, run_dir / MANIFEST)
-    weights = run_dir / manifest.get("checkpoint", WEIGHTS)
-    expected = manifest.get("checkpoint_sha256")
-    if expected and weights.is_file() and file_sha256(weights) != expected:
-        raise CheckpointError(f"{weights}: corrupt checkpoint (its SHA-256 differs from the manifest's)")
-    model = load_weights(build_model(config), weights)
-    return LoadedRun(run_dir, model.to(device).eval(), config, manifest)
+def weights_name(manifest: dict, run_dir: Path) -> str:
+    """The checkpoint file a manifest names: a plain file name inside the run folder."""
+    name = manifest.get("checkpoint", WEIGHTS)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(f"{Path(run_dir) / MANIFEST}: checkpoint {name!r} is not a file name in the run folder")
+    return name

@@ -90,16 +90,18 @@ class PairTensors:
         labels = None if self.labels is None else self.labels[index]
         return {"rgb": rgb, "lidar": lidar}, labels
 
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[Batch, Tensor | None]]:
-        """All rows in batches; with ``shuffle`` in the order of a permutation seeded by ``seed``."""
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                drop_last: bool = False) -> Iterator[tuple[Batch, Tensor | None]]:
+        """All rows in batches; with ``shuffle`` in the order of a permutation seeded by
+        ``seed``; with ``drop_last`` without a final, smaller batch."""
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        order = None
         if shuffle:
             generator = torch.Generator(device=self.device).manual_seed(seed)
             order = torch.randperm(len(self), generator=generator, device=self.device)
-            for start in range(0, len(self), batch_size):
-                yield self.batch(order[start:start + batch_size])
-        else:
-            for start in range(0, len(self), batch_size):
-                yield self.batch(slice(start, start + batch_size))
+        for start in range(0, stop, batch_size):
+            rows = slice(start, start + batch_size)
+            yield self.batch(rows if order is None else order[rows])
 
 
 def save_tensors(data: PairTensors, path: Path | str, metadata: dict[str, str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The training loop: one run of one model on device-resident tensors.
+"""The training loop: one run of one model on device-resident tensors, for every objective.
 
     from mm_models import ModelConfig, TrainConfig, PairTensors, train, load_run, predict
 
@@ -7,6 +7,13 @@
                    train_data, val_data, "runs/add")
     run = load_run("runs/add")                                    # best-val-loss weights
     out = predict(run, val_data)                                  # logits, probabilities, embeddings
+
+What is trained is a :class:`~mm_models.stages.ModelSpec` (a ``ModelConfig`` is the
+spec of a classifier); the spec's kind supplies the objective (loss, metrics, the
+metric that selects the checkpoint), so the loop below never asks what it trains.
+A stage built from parent runs starts from their weights, trains only its
+unfrozen parameters, and records its validation metrics before training
+(``manifest["initial"]``).
 
 The device is CUDA when present; bf16 autocast is used where it is faster (CUDA
 with bf16, or a CPU where a short probe measures it faster), with fp32 weights
@@ -31,14 +38,16 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from . import checkpoint as ckpt
 from .data import CLASS_NAMES, PairTensors
 from .encoders import check_choice, config_from_dict
-from .factory import ModelConfig, build_model, count_parameters
-from .fusion import FusionClassifier
-from .metrics import binary_metrics, peak_memory_mb, reset_peak_memory
+from .factory import count_parameters
+from .inputs import fit_standardizers
+from .losses import Objective, Outputs
+from .metrics import peak_memory_mb, reset_peak_memory
+from .stages import LoadedRun, ModelSpec, as_module, build, check_parents_unchanged, objective_for, spec_of
 from .tracking import NullTracker, make_tracker, plot_curves, require_wandb, write_metrics_csv
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,7 +69,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 autocast
     compile: bool = False  # torch.compile the model (worth it on CUDA)
-    patience: int = 0  # stop after this many epochs without a better val loss; 0 = never
+    patience: int = 0  # stop after this many epochs without a better selection metric; 0 = never
     eval_batch_size: int = 256
     wandb: bool = False  # track the run with wandb (offline unless WANDB_API_KEY is set)
     wandb_project: str = "cilp-multimodal"
@@ -93,7 +102,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     run_dir: Path
-    model: FusionClassifier  # with the best-val-loss weights, in eval mode
+    model: nn.Module  # with the best weights, in eval mode
     manifest: dict
     history: list[dict]  # one metrics row per epoch
 
@@ -175,34 +184,73 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: flo
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_one_epoch(model, data: PairTensors, optimizer, schedule: Callable[[int], float], step: int, *,
-                    batch_size: int, seed: int, device: torch.device, precision: str) -> tuple[dict, int]:
-    """One pass in a seeded random order; returns the epoch's train metrics and the next step."""
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters: weight decay on weight matrices and kernels only, none on
+    biases, norms and scalars such as CILP's logit scale."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def needs_full_batches(model: nn.Module, objective: Objective) -> bool:
+    """A contrastive batch is a set of negatives; a trained batch norm cannot take a batch of 1."""
+    return objective.drop_last or any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
+        for m in model.modules())
+
+
+def concat_outputs(batches: list[Outputs]) -> Outputs:
+    """Per-batch outputs joined along the batch; a scalar (the logit scale) keeps its last value."""
+    return {key: torch.cat([b[key] for b in batches]) if batches[-1][key].ndim else batches[-1][key]
+            for key in batches[-1]}
+
+
+def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, schedule: Callable[[int], float],
+                    step: int, *, batch_size: int, seed: int, drop_last: bool, device: torch.device,
+                    precision: str) -> tuple[dict, int]:
+    """One pass in a seeded random order; returns the epoch's train metrics and the next step.
+
+    The metrics are the objective's over the outputs seen during the epoch, with
+    the loss the mean of the batch losses that were optimised.
+    """
     model.train()
-    all_logits, all_targets = [], []
-    for inputs, targets in data.batches(batch_size, shuffle=True, seed=seed):
+    outputs, labels_seen, losses = [], [], []
+    for inputs, labels in data.batches(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
         with autocast(device, precision):
-            logits = model(inputs)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), targets)
+            out = model(inputs)
+        loss = objective.loss(out, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        all_logits.append(logits.detach())
-        all_targets.append(targets)
-    return binary_metrics(torch.cat(all_logits), torch.cat(all_targets)), step
+        outputs.append({k: v.detach() for k, v in out.items()})
+        labels_seen.append(labels)
+        losses.append(loss.detach())
+    labels = None if data.labels is None else torch.cat(labels_seen)
+    metrics = objective.metrics(concat_outputs(outputs), labels)
+    metrics["loss"] = torch.stack(losses).mean().item()  # batches are equal but for a last, smaller one
+    return metrics, step
 
 
 @torch.no_grad()
-def evaluate(model, data: PairTensors, *, batch_size: int, device: torch.device, precision: str) -> dict:
+def infer(model, data: PairTensors, *, batch_size: int, device: torch.device, precision: str) -> Outputs:
+    """The model's outputs for every pair, in order, concatenated (eval mode, no gradients)."""
     model.eval()
-    logits = []
+    outputs = []
     for inputs, _ in data.batches(batch_size):
         with autocast(device, precision):
-            logits.append(model(inputs).float())
-    return binary_metrics(torch.cat(logits), data.labels)
+            outputs.append({k: v.float() for k, v in model(inputs).items()})
+    return concat_outputs(outputs)
+
+
+def evaluate(model, objective: Objective, data: PairTensors, *, batch_size: int, device: torch.device,
+             precision: str) -> dict:
+    return objective.metrics(infer(model, data, batch_size=batch_size, device=device, precision=precision),
+                             data.labels)
 
 
 def seed_everything(seed: int) -> None:
@@ -210,20 +258,21 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def check_split(name: str, data: PairTensors, config: ModelConfig) -> None:
+def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Objective) -> None:
     if not isinstance(data, PairTensors):
         raise ValueError(f"{name}: expected PairTensors, got {type(data).__name__}")
     if len(data) == 0:
         raise ValueError(f"{name}: the split is empty")
-    if data.labels is None:
+    if objective.needs_labels and data.labels is None:
         raise ValueError(f"{name}: labels are required for training")
-    size = config.image_size
-    if tuple(data.rgb.shape[1:3]) != (size, size):
-        raise ValueError(f"{name}: images are {tuple(data.rgb.shape[1:3])}, the model expects image_size {size}")
-    for modality, channels in (("rgb", data.rgb.shape[3]), ("lidar", data.lidar.shape[1])):
-        expected = getattr(config, f"{modality}_channels")
-        if modality in config.modalities and channels != expected:
-            raise ValueError(f"{name}.{modality}: {channels} channels, the model expects {expected}")
+    found = {"rgb": (data.rgb.shape[3], *data.rgb.shape[1:3]), "lidar": tuple(data.lidar.shape[1:])}
+    for modality, expected in spec.input_shapes().items():
+        channels, *size = expected
+        if tuple(found[modality][1:]) != tuple(size):
+            raise ValueError(f"{name}.{modality}: grids are {tuple(found[modality][1:])}, "
+                             f"the model expects image_size {size[0]}")
+        if found[modality][0] != channels:
+            raise ValueError(f"{name}.{modality}: {found[modality][0]} channels, the model expects {channels}")
 
 
 def package_version() -> str:
@@ -235,7 +284,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def _resume_state(run_dir: Path, model_config: ModelConfig, data_fingerprint: str) -> dict | None:
+def _resume_state(run_dir: Path, spec: ModelSpec, model: nn.Module, data_fingerprint: str) -> dict | None:
     """The saved state of an interrupted run in ``run_dir`` (validated), or None to start fresh."""
     if not (run_dir / ckpt.STATE).is_file():
         if run_dir.is_dir() and any(run_dir.iterdir()):
@@ -243,12 +292,13 @@ def _resume_state(run_dir: Path, model_config: ModelConfig, data_fingerprint: st
         return None
     manifest_path = run_dir / ckpt.MANIFEST
     manifest = ckpt.read_manifest(run_dir)
-    saved = ckpt.model_config_of(manifest, manifest_path)
-    if saved != model_config:
+    saved = spec_of(manifest, run_dir)
+    if saved != spec:
         raise ckpt.CheckpointError(
-            f"{manifest_path}: the run was trained with another model config "
-            f"({saved.to_dict()}), not {model_config.to_dict()}"
+            f"{manifest_path}: the run was trained with another model config or parents "
+            f"({saved.kind}: {saved.config.to_dict()}), not ({spec.kind}: {spec.config.to_dict()})"
         )
+    check_parents_unchanged(spec, run_dir)
     saved_fingerprint = manifest.get("data_fingerprint", "")
     if data_fingerprint and saved_fingerprint and data_fingerprint != saved_fingerprint:
         raise ValueError(
@@ -258,12 +308,13 @@ def _resume_state(run_dir: Path, model_config: ModelConfig, data_fingerprint: st
     for key in ("model", "optimizer", "epoch", "step", "history", "best", "bad_epochs"):
         if key not in state:
             raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE}: resume state lacks {key!r}")
-    ckpt.check_compatible(build_model(model_config), state["model"], run_dir / ckpt.STATE)
+    ckpt.check_compatible(model, state["model"], run_dir / ckpt.STATE)
+    state["manifest"] = manifest
     return state
 
 
 def train(
-    model_config: ModelConfig,
+    model: ModelSpec | object,
     train_config: TrainConfig,
     train_data: PairTensors,
     val_data: PairTensors,
@@ -273,7 +324,8 @@ def train(
     resume: bool = False,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train ``model_config`` into ``run_dir`` (one folder per run); see the module docstring.
+    """Train the model ``model`` describes (a :class:`ModelSpec`, or a ``ModelConfig`` /
+    ``CILPConfig``) into ``run_dir`` (one folder per run); see the module docstring.
 
     With ``resume`` an interrupted run in ``run_dir`` continues after its last
     finished epoch (weights, optimizer, LR step and metric history restored);
@@ -282,10 +334,12 @@ def train(
     anything is written.
     """
     # 1) validate everything before writing anything
-    if not isinstance(model_config, ModelConfig) or not isinstance(train_config, TrainConfig):
-        raise ValueError("model_config / train_config: expected ModelConfig and TrainConfig instances")
-    check_split("train_data", train_data, model_config)
-    check_split("val_data", val_data, model_config)
+    spec = model if isinstance(model, ModelSpec) else ModelSpec.of(model)
+    if not isinstance(train_config, TrainConfig):
+        raise ValueError("train_config: expected a TrainConfig instance")
+    objective = objective_for(spec, train_config.batch_size)
+    check_split("train_data", train_data, spec, objective)
+    check_split("val_data", val_data, spec, objective)
     device = resolve_device(train_config.device)
     precision = resolve_precision(train_config.precision, device)
     run_dir = Path(run_dir).resolve()
@@ -293,17 +347,27 @@ def train(
         raise ValueError(f"run_dir: {run_dir} is a file")
     if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
         raise ValueError(f"run_dir: {run_dir} already holds files (pass resume=True to continue that run)")
-    state = _resume_state(run_dir, model_config, data_fingerprint) if resume else None
     if train_config.wandb:
         require_wandb()
 
-    # 2) model, optimizer, schedule
+    # 2) model (from the parents' weights), optimizer, schedule
     seed_everything(train_config.seed)
-    model = build_model(model_config).to(device, memory_format=torch.channels_last)
+    model = build(spec, load_parents=True)
+    state = _resume_state(run_dir, spec, model, data_fingerprint) if resume else None
+    drop_last = needs_full_batches(model, objective)
+    if drop_last and len(train_data) < train_config.batch_size:
+        raise ValueError(f"train_data: {len(train_data)} pairs, fewer than one full batch of "
+                         f"{train_config.batch_size} (this model trains on full batches only)")
+    if objective.drop_last and len(val_data) < 2:
+        raise ValueError("val_data: a contrastive model needs at least 2 validation pairs")
+    fitted = [] if state else fit_standardizers(model, lambda m: (x[m] for x, _ in train_data.batches(1024)))
+    model = model.to(device, memory_format=torch.channels_last)
     params = count_parameters(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(param_groups(model, train_config.weight_decay), lr=train_config.lr,
                                   fused=True)  # one kernel for all parameters (CPU and CUDA)
-    steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
+    steps_per_epoch = len(train_data) // train_config.batch_size if drop_last else \
+        math.ceil(len(train_data) / train_config.batch_size)
     total_steps = train_config.epochs * steps_per_epoch
     warmup_steps = round(train_config.warmup_epochs * steps_per_epoch)
     min_lr = train_config.lr * train_config.min_lr_ratio
@@ -312,7 +376,7 @@ def train(
         return lr_at(step, total_steps, warmup_steps, train_config.lr, min_lr)
 
     start_epoch, step, history, bad_epochs = 1, 0, [], 0
-    best = {"epoch": 0, "val/loss": math.inf}
+    best = {"epoch": 0, objective.select: objective.worst}
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -322,13 +386,19 @@ def train(
     # 3) the run folder and its manifest
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "format": "mm_models.run/1",
-        "model": model_config.to_dict(),
+        "format": "mm_models.run/2",
+        "kind": spec.kind,
+        "spec": spec.to_dict(),
+        "model": spec.config.to_dict(),
+        "objective": type(objective).__name__,
+        "select": objective.select,
         "train": train_config.to_dict(),
         "data_fingerprint": data_fingerprint,
         "train_size": len(train_data),
         "val_size": len(val_data),
         "params": params,
+        "trainable_params": trainable,
+        "input_statistics": fitted,
         "device": str(device),
         "precision": precision,
         "package_version": package_version(),
@@ -338,11 +408,16 @@ def train(
         "epochs_completed": start_epoch - 1,
         "best": best if best["epoch"] else None,
     }
+    if state is not None:
+        for key in ("initial", "checkpoint_sha256", "input_statistics"):
+            if key in state["manifest"]:
+                manifest[key] = state["manifest"][key]
     ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
     tracker = NullTracker()
+    title = f"{run_dir.name}: {spec.describe()}"
     try:
         tracker = make_tracker(train_config.wandb, run_dir, run_dir.name,
-                               {"model": model_config.to_dict(), "train": train_config.to_dict(),
+                               {"spec": spec.to_dict(), "train": train_config.to_dict(),
                                 "params": params, "data_fingerprint": data_fingerprint},
                                train_config.wandb_project)
         if device.type == "cuda":
@@ -350,18 +425,26 @@ def train(
         train_data, val_data = train_data.to(device), val_data.to(device)
         forward = torch.compile(model) if train_config.compile else model
 
+        def validate() -> dict:
+            return evaluate(forward, objective, val_data, batch_size=train_config.eval_batch_size,
+                            device=device, precision=precision)
+
+        if spec.parents and state is None:
+            # what the parents' weights give before any training (e.g. rgb2lidar before fine-tuning)
+            manifest["initial"] = {f"val/{k}": v for k, v in validate().items()}
+            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+
         # 4) the epochs
         for epoch in range(start_epoch, train_config.epochs + 1):
             reset_peak_memory(device)
             started = time.perf_counter()
             train_metrics, step = train_one_epoch(
-                forward, train_data, optimizer, schedule, step, batch_size=train_config.batch_size,
-                seed=train_config.seed * 100_003 + epoch, device=device, precision=precision)
+                forward, objective, train_data, optimizer, schedule, step, batch_size=train_config.batch_size,
+                seed=train_config.seed * 100_003 + epoch, drop_last=drop_last, device=device, precision=precision)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - started
-            val_metrics = evaluate(forward, val_data, batch_size=train_config.eval_batch_size,
-                                   device=device, precision=precision)
+            val_metrics = validate()
             row = {
                 "epoch": epoch,
                 **{f"train/{k}": v for k, v in train_metrics.items()},
@@ -369,16 +452,17 @@ def train(
                 "lr": schedule(step - 1),
                 "params": params,
                 "epoch_seconds": time.perf_counter() - started,
-                "samples_per_s": len(train_data) / train_seconds,
+                "samples_per_s": steps_per_epoch * train_config.batch_size / train_seconds if drop_last
+                else len(train_data) / train_seconds,
                 "peak_memory_mb": peak_memory_mb(device),
             }
             history.append(row)
             if not math.isfinite(row["val/loss"]):
                 raise FloatingPointError(f"epoch {epoch}: val loss is {row['val/loss']}; training diverged")
 
-            if row["val/loss"] < best["val/loss"]:
+            if objective.better(row[objective.select], best[objective.select]):
                 best, bad_epochs = dict(row), 0
-                ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, model_config)
+                ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, spec.to_dict())
                 # the manifest follows at once: it holds the checksum load_run verifies
                 manifest.update(best=best, checkpoint_sha256=ckpt.file_sha256(run_dir / ckpt.WEIGHTS))
                 ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
@@ -395,18 +479,19 @@ def train(
             tracker.log_epoch(row)
             if progress:
                 progress(epoch / train_config.epochs,
-                         f"epoch {epoch}/{train_config.epochs}: val loss {row['val/loss']:.4f}, "
-                         f"accuracy {100 * row['val/accuracy']:.2f}%")
+                         f"epoch {epoch}/{train_config.epochs}: {describe_metrics(row, objective)}")
             if train_config.patience and bad_epochs >= train_config.patience:
                 manifest["stopped_early"] = True
                 break
 
-        # 5) the best weights back into the model; curves, predictions table, artifact
+        # 5) the best weights back into the model; curves and the objective's pictures
         ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
         model.eval()
-        plot_curves(run_dir / ckpt.CURVES, history, f"{run_dir.name}: {_describe(model_config)}")
-        if train_config.wandb and train_config.logged_predictions:
-            tracker.log_predictions(_prediction_rows(model, val_data, train_config.logged_predictions))
+        plot_curves(run_dir / ckpt.CURVES, history, title, objective.headline)
+        val_outputs = infer(model, val_data, batch_size=train_config.eval_batch_size, device=device,
+                            precision=precision)
+        manifest["pictures"] = objective.pictures(val_outputs, val_data, run_dir, tracker,
+                                                  train_config.logged_predictions if train_config.wandb else 0)
         tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
         manifest["status"] = "finished"
         ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
@@ -415,31 +500,25 @@ def train(
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
         if history:
-            plot_curves(run_dir / ckpt.CURVES, history, f"{run_dir.name}: {_describe(model_config)} (failed)")
+            plot_curves(run_dir / ckpt.CURVES, history, f"{title} (failed)", objective.headline)
         tracker.finish(exit_code=1)
         raise
     return TrainResult(run_dir, model, manifest, history)
 
 
-def _describe(config: ModelConfig) -> str:
-    fusion = f" {config.fusion}" if config.family in ("early", "late", "intermediate") else ""
-    return f"{config.family}{fusion}, {config.downsample}"
+def describe_metrics(row: dict, objective: Objective, prefix: str = "val/") -> str:
+    """``val loss 0.0123, accuracy 99.50%``: the loss and the objective's headline metrics."""
+    parts = [f"val loss {row[prefix + 'loss']:.4f}"]
+    for name in objective.headline:
+        value = row.get(prefix + name)
+        if value is not None:
+            parts.append(f"{name} {100 * value:.2f}%" if name == "accuracy" or "top" in name
+                         else f"{name} {value:.4f}")
+    return ", ".join(parts)
 
 
 def _artifact_name(name: str) -> str:
     return "model-" + (re.sub(r"[^A-Za-z0-9_.-]", "-", name) or "run")
-
-
-def _prediction_rows(model, data: PairTensors, count: int) -> list[dict]:
-    sample = data.subset(slice(0, count))
-    out = predict(model, sample, device=str(data.device.type))
-    rgb = sample.rgb.cpu().numpy()
-    labels = sample.labels.cpu().numpy().astype(int)
-    return [
-        {"index": i, "image": rgb[i], "label": CLASS_NAMES[labels[i]],
-         "prediction": CLASS_NAMES[int(out.labels[i])], "p_sphere": float(out.probabilities[i])}
-        for i in range(len(sample))
-    ]
 
 
 # --------------------------------------------------------------------------- prediction
@@ -461,35 +540,44 @@ class Predictions:
         return [CLASS_NAMES[i] for i in self.labels]
 
 
-@torch.no_grad()
-def predict(
-    model_or_run: FusionClassifier | ckpt.LoadedRun | TrainResult | str | os.PathLike,
+def outputs_of(
+    model_or_run: nn.Module | LoadedRun | TrainResult | str | os.PathLike,
     data: PairTensors,
     *,
     batch_size: int = 256,
     device: str = "auto",
     precision: str = "fp32",
     progress: Progress | None = None,
-) -> Predictions:
-    """Logits, P(sphere) and embeddings for every pair of ``data`` (labels not needed)."""
-    if isinstance(model_or_run, (str, os.PathLike)):
-        model_or_run = ckpt.load_run(model_or_run)
-    model = model_or_run if isinstance(model_or_run, torch.nn.Module) else model_or_run.model
-    model = ckpt.unwrap(model)
+) -> dict[str, np.ndarray]:
+    """Every output of a model (or run) for every pair of ``data``, as numpy arrays (labels not needed).
+
+    A classifier gives ``logits`` and ``embedding``; a CILP model ``rgb_features``,
+    ``lidar_features`` and ``logit_scale``.
+    """
+    model = as_module(model_or_run)
     if len(data) == 0:
         raise ValueError("data: no pairs to predict")
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
     model.to(device_).eval()
     data = data.to(device_)
-    logits, embeddings = [], []
-    for i, (inputs, _) in enumerate(data.batches(batch_size)):
-        with autocast(device_, precision):
-            embedding = model.embed(inputs)
-            logits.append(model.head[-1](embedding).squeeze(-1).float().cpu())
-        embeddings.append(embedding.float().cpu())
-        if progress:
-            done = min(len(data), (i + 1) * batch_size)
-            progress(done / len(data), f"predicted {done} of {len(data)}")
-    logits = torch.cat(logits)
-    return Predictions(logits.numpy(), torch.sigmoid(logits).numpy(), torch.cat(embeddings).numpy())
+    outputs = []
+    with torch.no_grad():
+        for i, (inputs, _) in enumerate(data.batches(batch_size)):
+            with autocast(device_, precision):
+                outputs.append({k: v.float().cpu() for k, v in model(inputs).items()})
+            if progress:
+                done = min(len(data), (i + 1) * batch_size)
+                progress(done / len(data), f"predicted {done} of {len(data)}")
+    return {k: v.numpy() for k, v in concat_outputs(outputs).items()}
+
+
+def predict(model_or_run, data: PairTensors, **options) -> Predictions:
+    """Logits, P(sphere) and embeddings of a classifier for every pair of ``data``; the options are
+    :func:`outputs_of`'s."""
+    outputs = outputs_of(model_or_run, data, **options)
+    if "logits" not in outputs:
+        raise ValueError(f"this model predicts no classes (its outputs: {', '.join(outputs)}); "
+                         f"use outputs_of for its embeddings")
+    logits = outputs["logits"]
+    return Predictions(logits, torch.sigmoid(torch.from_numpy(logits)).numpy(), outputs["embedding"])

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
-from .fusion import FUSION_MODES, Fusion, FusionClassifier, MaskNoReturn, mlp_head
+from .fusion import FUSION_MODES, Fusion, FusionClassifier, mlp_head
+from .inputs import RGB_INPUTS, MaskNoReturn, input_step
 
 MODALITIES = ("rgb", "lidar")
 FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
@@ -40,11 +41,13 @@ class ModelConfig:
     late_dim: int = 2  # vector size of each late-fusion embedder
     vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
     mask_no_return: bool = True  # zero the XYZ of no-return beams (False: the reference's raw XYZA)
+    rgb_input: str = "standardize"  # standardize (training-split statistics) | raw (the reference's [0, 1])
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
         check_choice("fusion", self.fusion, FUSION_MODES)
         check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
+        check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
         for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
             value = getattr(self, name)
@@ -58,6 +61,11 @@ class ModelConfig:
     @property
     def modalities(self) -> tuple[str, ...]:
         return (self.family,) if self.family in MODALITIES else MODALITIES
+
+    def input_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """``(channels, size, size)`` of each input the model reads."""
+        channels = {"rgb": self.rgb_channels, "lidar": self.lidar_channels}
+        return {m: (channels[m], self.image_size, self.image_size) for m in self.modalities}
 
     def to_dict(self) -> dict:
         return {**asdict(self), "widths": list(self.widths)}
@@ -89,7 +97,11 @@ def build_model(config: ModelConfig) -> FusionClassifier:
         encoders = {m: embedder(channels[m]) for m in config.modalities}
         shape = next(iter(encoders.values())).out_shape
         head_in = fusion.out_channels([shape[0]] * len(encoders)) * shape[1] * shape[2]
-    preprocess = {"lidar": MaskNoReturn()} if config.mask_no_return and "lidar" in config.modalities else None
+    preprocess = {}
+    if "rgb" in config.modalities:
+        preprocess["rgb"] = input_step(config.rgb_input, config.rgb_channels)
+    if "lidar" in config.modalities and config.mask_no_return:
+        preprocess["lidar"] = MaskNoReturn()
     head = mlp_head(head_in, HEAD_HIDDEN[config.family])
     return FusionClassifier(encoders, fusion, head, trunk, preprocess)
 

@@ -3,11 +3,11 @@
 Every model here is one :class:`FusionClassifier`:
 
     inputs {"rgb": (B,4,S,S), "lidar": (B,4,S,S)}
-      -> parameter-free input steps        (MaskNoReturn on the LiDAR, by default)
+      -> parameter-free input steps        (RGB standardised, LiDAR no-returns masked, by default)
       -> an encoder per modality          (identity for early fusion)
       -> Fusion: concat / add / mul        (along channels)
       -> a trunk                           (the embedder for early fusion, else identity)
-      -> flatten -> MLP head -> one logit  (cube 0 / sphere 1)
+      -> flatten -> MLP head -> one logit  (cube 0 / sphere 1) and the penultimate embedding
 
 so early, late and intermediate fusion, and the single-modality classifiers, differ
 only in which encoders, trunk and head :func:`mm_models.factory.build_model` plugs in.
@@ -48,20 +48,6 @@ class Fusion(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
-
-
-class MaskNoReturn(nn.Module):
-    """Zero the XYZ of beams without a return (mask channel 0); parameter-free.
-
-    The course's XYZA puts no-return beams at the fictitious ``NO_RETURN`` range
-    (50 m), a large constant that swamps the object's 9-14 m points. Zeroing them
-    leaves the shape to the mask channel and the object's own XYZ; on the synthetic
-    data the reference networks then learn several times faster.
-    """
-
-    def forward(self, xyza: Tensor) -> Tensor:
-        xyz, valid = xyza[:, :-1], xyza[:, -1:]
-        return torch.cat([xyz * valid, valid], dim=1)
 
 
 def mlp_head(in_features: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -115,6 +101,7 @@ class FusionClassifier(nn.Module):
         """The head's penultimate activations ``(B, hidden)``: the sample's embedding."""
         return self.head[:-1](self.fuse(inputs))
 
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        """Logits ``(B,)``; ``sigmoid(logit)`` is the probability of "sphere"."""
-        return self.head(self.fuse(inputs)).squeeze(-1)
+    def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``logits`` ``(B,)`` (``sigmoid(logit)`` is P(sphere)) and the ``embedding`` they come from."""
+        embedding = self.embed(inputs)
+        return {"logits": self.head[-1](embedding).squeeze(-1), "embedding": embedding}

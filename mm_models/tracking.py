@@ -14,42 +14,42 @@ from pathlib import Path
 
 from .checkpoint import atomic_write
 
-#: metrics.csv columns, in order
-METRIC_COLUMNS = (
-    "epoch",
-    *(f"{split}/{name}" for split in ("train", "val") for name in ("loss", "accuracy", "precision", "recall", "f1")),
-    "lr", "params", "epoch_seconds", "samples_per_s", "peak_memory_mb",
-)
+def metric_columns(history: list[dict]) -> list[str]:
+    """Every key of every row, in order of first appearance: whatever the objective reported."""
+    return list(dict.fromkeys(key for row in history for key in row))
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=metric_columns(history), lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     atomic_write(path, lambda temp: Path(temp).write_text(buffer.getvalue()))
 
 
-def plot_curves(path: Path, history: list[dict], title: str = "") -> None:
-    """Loss, accuracy and learning rate per epoch, as a PNG."""
+def plot_curves(path: Path, history: list[dict], title: str = "", metrics: tuple[str, ...] = ("accuracy",)) -> None:
+    """Loss, each of ``metrics`` and the learning rate per epoch, train and val, as a PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     epochs = [row["epoch"] for row in history]
-    figure = Figure(figsize=(12, 3.8))
+    metrics = tuple(m for m in metrics if f"val/{m}" in history[0])
+    figure = Figure(figsize=(4 * (len(metrics) + 2), 3.8))
     FigureCanvasAgg(figure)
-    loss, accuracy, lr = figure.subplots(1, 3)
-    for split in ("train", "val"):
-        loss.plot(epochs, [row[f"{split}/loss"] for row in history], marker=".", label=split)
-        accuracy.plot(epochs, [row[f"{split}/accuracy"] for row in history], marker=".", label=split)
-    lr.plot(epochs, [row["lr"] for row in history], marker=".")
-    loss.set_yscale("log")
-    for axes, name in ((loss, "BCE loss"), (accuracy, "accuracy"), (lr, "learning rate (epoch end)")):
-        axes.set_xlabel("epoch")
+    panels = figure.subplots(1, len(metrics) + 2)
+    for axes, name in zip(panels[:-1], ("loss", *metrics)):
+        for split in ("train", "val"):
+            values = [row.get(f"{split}/{name}") for row in history]
+            if any(v is not None for v in values):
+                axes.plot(epochs, values, marker=".", label=split)
         axes.set_title(name)
+        axes.legend()
+    panels[0].set_yscale("log")
+    panels[-1].plot(epochs, [row["lr"] for row in history], marker=".")
+    panels[-1].set_title("learning rate (epoch end)")
+    for axes in panels:
+        axes.set_xlabel("epoch")
         axes.grid(alpha=0.3)
-    loss.legend()
-    accuracy.legend()
     if title:
         figure.suptitle(title)
     figure.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.82, wspace=0.3)
@@ -69,6 +69,7 @@ class NullTracker:
 
     def log_epoch(self, row: dict) -> None: ...
     def log_predictions(self, rows: list[dict]) -> None: ...
+    def log_images(self, images: dict[str, Path]) -> None: ...
     def log_checkpoint(self, name: str, files: list[Path]) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
 
@@ -99,6 +100,10 @@ class WandbTracker:
             table.add_data(row["index"], self.wandb.Image(row["image"][..., :3]), row["label"],
                            row["prediction"], row["p_sphere"], row["label"] == row["prediction"])
         self.run.log({"val/predictions": table})
+
+    def log_images(self, images: dict[str, Path]) -> None:
+        """PNG files under their keys (e.g. ``val/similarity``)."""
+        self.run.log({key: self.wandb.Image(str(path)) for key, path in images.items()})
 
     def log_checkpoint(self, name: str, files: list[Path]) -> None:
         artifact = self.wandb.Artifact(name, type="model")

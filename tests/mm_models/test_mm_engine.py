@@ -15,7 +15,6 @@ from mm_models import (CheckpointError, ModelConfig, PairTensors, TrainConfig, b
 from mm_models import checkpoint as ckpt
 from mm_models import engine
 from mm_models.engine import lr_at
-from mm_models.tracking import METRIC_COLUMNS
 from mm_testdata import TINY
 
 FAST = dict(batch_size=8, precision="fp32", device="cpu")
@@ -53,7 +52,11 @@ def test_run_folder_holds_checkpoint_manifest_metrics_and_curves(small_split, tm
     assert set(modes.values()) == {0o666 & ~umask}, f"files get the umask's permissions, not 0600: {modes}"
 
     rows = read_csv(run / "metrics.csv")
-    assert tuple(rows[0]) == METRIC_COLUMNS and [r["epoch"] for r in rows] == ["1", "2", "3"]
+    classification = [f"{split}/{name}" for split in ("train", "val")
+                      for name in ("loss", "accuracy", "precision", "recall", "f1")]
+    assert list(rows[0]) == ["epoch", *classification, "lr", "params", "epoch_seconds", "samples_per_s",
+                             "peak_memory_mb"]
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert all(float(r["samples_per_s"]) > 0 and float(r["peak_memory_mb"]) > 0 for r in rows)
     assert int(rows[0]["params"]) == sum(p.numel() for p in build_model(TINY).parameters())
     lrs = [float(r["lr"]) for r in rows]

@@ -47,11 +47,13 @@ def test_embedder_sizes_follow_input_size_and_widths():
 def test_every_family_runs_and_embeds(family, downsample):
     model = build_model(ModelConfig(family=family, downsample=downsample, widths=(4, 8, 8, 8)))
     x = inputs(3)
-    assert model(x).shape == (3,)
+    out = model(x)
+    assert out["logits"].shape == (3,)
     embedding = model.embed(x)
     assert embedding.ndim == 2 and embedding.shape[0] == 3
     # the logit is the head's last layer applied to the embedding
-    torch.testing.assert_close(model.head[-1](embedding).squeeze(-1), model(x))
+    torch.testing.assert_close(out["embedding"], embedding)
+    torch.testing.assert_close(model.head[-1](embedding).squeeze(-1), out["logits"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -68,14 +70,14 @@ def test_single_modality_classifier_exposes_3200_embedding(family):
     model = build_model(ModelConfig(family=family))
     x = {family: torch.rand(2, 4, 64, 64)}  # the other modality is not needed
     assert model.fuse(x).shape == (2, 3200)
-    assert model(x).shape == (2,) and model.embed(x).shape == (2, 128)
+    assert model(x)["logits"].shape == (2,) and model.embed(x).shape == (2, 128)
     assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Linear"]
 
 
 def test_early_fusion_concatenates_eight_input_channels():
     model = build_model(ModelConfig(family="early", fusion="concat"))
     assert model.trunk.blocks[0][0].in_channels == 8
-    assert model(inputs(2)).shape == (2,)
+    assert model(inputs(2))["logits"].shape == (2,)
 
 
 @pytest.mark.parametrize("mode, op", [("add", torch.add), ("mul", torch.mul)])

@@ -65,7 +65,7 @@ def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split,
     for logged, row in zip(history, rows):
         for key in ("train/loss", "val/loss", "val/accuracy", "val/f1", "lr", "samples_per_s"):
             assert json.loads(logged[key]) == pytest.approx(float(row[key]), rel=1e-6), key
-    assert json.loads(config["model"])["family"] == "intermediate"
+    assert json.loads(config["spec"])["config"]["family"] == "intermediate"
     assert sorted(artifacts["model"]) == ["manifest.json", "model.safetensors"]
 
     [table_file] = wandb_run.glob("files/media/table/val/predictions*.table.json")
