@@ -151,9 +151,11 @@ class FrozenParts(nn.Module):
     frozen: tuple[str, ...] = ()
 
     def freeze(self, names: tuple[str, ...]) -> None:
+        """Freeze the parts ``names`` and make every other part trainable (parts built from a
+        parent's model arrive as that model left them, frozen or not)."""
         self.frozen = tuple(names)
-        for name in self.frozen:
-            getattr(self, name).requires_grad_(False)
+        for name, part in self.named_children():
+            part.requires_grad_(name not in self.frozen)
         self.train(self.training)
 
     def train(self, mode: bool = True):

@@ -110,6 +110,10 @@ class TrainResult:
     def best(self) -> dict:
         return self.manifest["best"]
 
+    @property
+    def spec(self) -> ModelSpec:
+        return spec_of(self.manifest, self.run_dir)
+
 
 # --------------------------------------------------------------------------- device & precision
 

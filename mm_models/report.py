@@ -1,7 +1,11 @@
 """The results table of finished runs, as in the reference: Markdown, CSV and curves.
 
-Every figure comes from the run folders (the manifest's best-val-loss epoch and
-``metrics.csv``), never from globals, so a report can be rebuilt at any time:
+Every figure comes from the run folders (the manifest's best epoch and
+``metrics.csv``), never from globals, so a report can be rebuilt at any time.
+A stage built from parent runs adds a row for its model before training (for
+``rgb2lidar``: the chain with only the projector trained, before fine-tuning).
+The val loss is each objective's (BCE, CILP's symmetric cross-entropy, the
+projector's MSE); top-1 / top-5 are RGB -> LiDAR retrieval over the val split.
 
     from mm_models.report import write_report
     write_report(["runs/late", "runs/intermediate_add"], "runs/report")
@@ -15,32 +19,37 @@ import statistics
 from pathlib import Path
 
 from .checkpoint import CURVES, METRICS, atomic_write, read_manifest
+from .stages import spec_of
 
 #: the table's columns, in order
-COLUMNS = ("run", "model", "val loss", "accuracy %", "params", "s/epoch", "samples/s", "memory MB",
-           "best epoch", "epochs", "device")
+COLUMNS = ("run", "model", "val loss", "accuracy %", "top-1 %", "top-5 %", "params", "s/epoch", "samples/s",
+           "memory MB", "best epoch", "epochs", "device", "precision")
 
 
-def _model_label(model: dict) -> str:
-    family = model["family"]
-    fusion = f" {model['fusion']}" if family in ("early", "intermediate") else ""
-    return f"{family}{fusion}, {model['downsample']}"
+def _percent(metrics: dict, key: str) -> float | None:
+    return 100 * metrics[key] if key in metrics else None
 
 
-def run_row(run_dir: Path | str) -> dict:
-    """One table row: metrics at the best epoch, timing and memory over all epochs."""
+def _scores(metrics: dict) -> dict:
+    return {"val loss": metrics["val/loss"], "accuracy %": _percent(metrics, "val/accuracy"),
+            "top-1 %": _percent(metrics, "val/rgb2lidar_top1"), "top-5 %": _percent(metrics, "val/rgb2lidar_top5")}
+
+
+def run_rows(run_dir: Path | str) -> list[dict]:
+    """The run's row (metrics at the best epoch, timing and memory over all epochs) and, for a
+    stage built from parents, the row of its model before training."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     best = manifest.get("best")
     if not best:
         raise ValueError(f"{run_dir}: the run has no finished epoch yet")
     with open(run_dir / METRICS, newline="") as handle:
-        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-    return {
+        history = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+    label = spec_of(manifest, run_dir).describe()
+    row = {
         "run": run_dir.name,
-        "model": _model_label(manifest["model"]),
-        "val loss": best["val/loss"],
-        "accuracy %": 100 * best["val/accuracy"],
+        "model": label,
+        **_scores(best),
         "params": manifest["params"],
         "s/epoch": statistics.mean(row["epoch_seconds"] for row in history),
         "samples/s": statistics.mean(row["samples_per_s"] for row in history),
@@ -48,16 +57,30 @@ def run_row(run_dir: Path | str) -> dict:
         "best epoch": int(best["epoch"]),
         "epochs": len(history),
         "device": manifest.get("device", ""),
+        "precision": manifest.get("precision", ""),
         "history": history,
     }
+    if not manifest.get("initial"):
+        return [row]
+    before = {**{c: None for c in COLUMNS}, "run": f"{run_dir.name} (before training)",
+              "model": f"{label}, parents' weights only", **_scores(manifest["initial"]),
+              "params": manifest["params"], "device": row["device"], "precision": row["precision"]}
+    return [before, row]
+
+
+def run_row(run_dir: Path | str) -> dict:
+    """The run's own row (see :func:`run_rows`)."""
+    return run_rows(run_dir)[-1]
 
 
 def _format(column: str, value) -> str:
+    if value is None:
+        return ""
     if column == "val loss":
         return f"{value:.5f}"
     if column == "params":
         return f"{value:,}"
-    if column in ("accuracy %", "s/epoch", "memory MB"):
+    if column in ("accuracy %", "top-1 %", "top-5 %", "s/epoch", "memory MB"):
         return f"{value:.2f}"
     if column == "samples/s":
         return f"{value:,.0f}"
@@ -87,11 +110,16 @@ def plot_runs(path: Path, rows: list[dict]) -> None:
     FigureCanvasAgg(figure)
     loss, accuracy = figure.subplots(1, 2)
     for row in rows:
+        if "history" not in row:
+            continue  # a before-training row
         epochs = [r["epoch"] for r in row["history"]]
         loss.plot(epochs, [r["val/loss"] for r in row["history"]], marker=".", label=row["run"])
-        accuracy.plot(epochs, [100 * r["val/accuracy"] for r in row["history"]], marker=".", label=row["run"])
+        if "val/accuracy" in row["history"][0]:
+            accuracy.plot(epochs, [100 * r["val/accuracy"] for r in row["history"]], marker=".", label=row["run"])
+        else:
+            accuracy.plot([], [])  # keep the runs' colours the same in both panels
     loss.set_yscale("log")
-    for axes, title in ((loss, "validation loss (BCE)"), (accuracy, "validation accuracy %")):
+    for axes, title in ((loss, "validation loss (each run's objective)"), (accuracy, "validation accuracy %")):
         axes.set_xlabel("epoch")
         axes.set_title(title)
         axes.grid(alpha=0.3)
@@ -103,7 +131,7 @@ def write_report(run_dirs: list[Path | str], out_dir: Path | str) -> tuple[str, 
     """Write ``report.md``, ``report.csv`` and ``curves.png`` to ``out_dir``; return the Markdown."""
     if not run_dirs:
         raise ValueError("no runs to report")
-    rows = [run_row(run_dir) for run_dir in run_dirs]
+    rows = [row for run_dir in run_dirs for row in run_rows(run_dir)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(rows)

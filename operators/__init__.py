@@ -2,8 +2,10 @@
 
 from .apply_model import ApplyModel
 from .create_splits import CreateSplits
+from .find_cross_modal_matches import FindCrossModalMatches
 from .load_dataset import LoadRGBLidarDataset
+from .train_cilp import TrainCILP
 from .train_fusion import TrainFusion
 
 # in fiftyone.yml order
-OPERATORS = [LoadRGBLidarDataset, CreateSplits, TrainFusion, ApplyModel]
+OPERATORS = [LoadRGBLidarDataset, CreateSplits, TrainFusion, TrainCILP, ApplyModel, FindCrossModalMatches]

@@ -46,3 +46,19 @@ def file_path(value) -> str | None:
     if isinstance(value, dict):
         return value.get("absolute_path")
     return value or None
+
+
+def split_tag_fields(ctx, inputs, defaults: dict) -> None:
+    """The "train on" / "select on" tag fields, shown invalid when no pair carries the tag."""
+    fields = {
+        "train_tag": inputs.str("train_tag", default=defaults["train_tag"], label="Train on pairs tagged"),
+        "val_tag": inputs.str("val_tag", default=defaults["val_tag"], label="Select the checkpoint on pairs tagged"),
+    }
+    if ctx.dataset is None or ctx.dataset.media_type != "group":
+        return
+    tags = ctx.dataset.select_group_slices("rgb").count_sample_tags()
+    for key, prop in fields.items():
+        tag = ctx.params.get(key) or defaults[key]
+        if not tags.get(tag):
+            prop.invalid = True
+            prop.error_message = f"No pairs are tagged '{tag}': run 'create splits' first"

@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter
+from ._common import params_with_defaults, progress_reporter, split_tag_fields
 
 FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
 #: the reference's fusion for each family (late and early fusion concatenate)
@@ -74,17 +74,7 @@ def train_form(ctx) -> types.Object:
     inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
                 description="auto: CUDA when present", view=types.RadioGroup())
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
-    tag_fields = {
-        "train_tag": inputs.str("train_tag", default=DEFAULTS["train_tag"], label="Train on pairs tagged"),
-        "val_tag": inputs.str("val_tag", default=DEFAULTS["val_tag"], label="Select the checkpoint on pairs tagged"),
-    }
+    split_tag_fields(ctx, inputs, DEFAULTS)
     inputs.str("name", label="Run name", description="default: from the model, e.g. intermediate_add")
     inputs.bool("overwrite", default=False, label="Replace a run of the same name")
-    if ctx.dataset is not None and ctx.dataset.media_type == "group":
-        tags = ctx.dataset.select_group_slices("rgb").count_sample_tags()
-        for key, prop in tag_fields.items():
-            tag = ctx.params.get(key) or DEFAULTS[key]
-            if not tags.get(tag):
-                prop.invalid = True
-                prop.error_message = f"No pairs are tagged '{tag}': run 'create splits' first"
     return inputs

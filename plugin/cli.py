@@ -8,6 +8,10 @@
     cilp train cilp-assessment --family intermediate --fusion add --epochs 10
     cilp train cilp-assessment --suite fusion --epochs 5
     cilp apply cilp-assessment intermediate_add
+    cilp train-cilp cilp-assessment --stages lidar,cilp,projector,rgb2lidar
+    cilp apply cilp-assessment cilp          # embeddings, maps, similarity indexes, pair scores
+    cilp apply cilp-assessment rgb2lidar     # RGB -> LiDAR predictions and their evaluation
+    cilp search cilp-assessment cube_0001 --slice rgb --k 5
     cilp report --dataset cilp-assessment --out runs/report
     cilp app cilp-assessment
 """
@@ -152,15 +156,54 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_train_cilp(args) -> int:
+    from .pipeline import parse_stages, train_cilp
+
+    stages = parse_stages(args.stages)  # before the dataset is looked up
+    dataset = _load(args.name)
+    with _Bar("train-cilp") as bar:
+        results = train_cilp(dataset, stages=stages, epochs=args.epochs, batch_size=args.batch_size,
+                             preset=args.preset, device=args.device,
+                             precision=args.precision, seed=args.seed, wandb=args.wandb,
+                             run_prefix=args.run_prefix, train_tag=args.train_tag, val_tag=args.val_tag,
+                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume, progress=bar)
+    from mm_models.engine import describe_metrics
+    from mm_models.stages import objective_for
+
+    for stage, result in results.items():
+        objective = objective_for(result.spec, 1)
+        line = f"{result.run_dir.name}: best epoch {result.best['epoch']}, {describe_metrics(result.best, objective)}"
+        if "initial" in result.manifest:
+            line += f" (before training: {describe_metrics(result.manifest['initial'], objective)})"
+        print(f"{line}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
+    return 0
+
+
 def cmd_apply(args) -> int:
-    from .writeback import apply_model, check_embedding_map
+    from .writeback import apply_run, check_embedding_map
 
     check_embedding_map(args.embedding_map)  # before the dataset is looked up
     with _Bar("applying") as bar:
-        result = apply_model(_load(args.name), args.run, field=args.field, tags=args.tags,
-                             eval_tag=args.eval_tag, embedding_map=args.embedding_map, device=args.device,
-                             progress=bar)
+        result = apply_run(_load(args.name), args.run, field=args.field, tags=args.tags,
+                           eval_tag=args.eval_tag, embedding_map=args.embedding_map, device=args.device,
+                           progress=bar)
     print(result.summary())
+    return 0
+
+
+def cmd_search(args) -> int:
+    import fiftyone as fo
+
+    from .crossmodal import find_cross_modal_matches
+
+    dataset = _load(args.name)
+    query = dataset.select_group_slices(args.slice).match(fo.ViewField("pair_id") == args.pair_id)
+    if not len(query):
+        raise ValueError(f"pair_id: no pair '{args.pair_id}' on the {args.slice} slice of '{args.name}'")
+    matches = find_cross_modal_matches(dataset, query.values("id"), k=args.k, run=args.run)
+    print(f"nearest to the {args.slice} of {args.pair_id}:")
+    for rank, (pid, label) in enumerate(zip(*matches.values(["pair_id", "ground_truth.label"])), 1):
+        print(f"  {rank}. {pid} ({label}){'  <- its own pair' if pid == args.pair_id else ''}")
     return 0
 
 
@@ -269,6 +312,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.set_defaults(handler=cmd_train)
 
+    p = commands.add_parser("train-cilp", help="train the CILP stages (lidar, cilp, projector, rgb2lidar) as linked runs")
+    p.add_argument("name", help="dataset name")
+    p.add_argument("--stages", default="lidar,cilp,projector,rgb2lidar",
+                   help="comma-separated stages; a later stage alone reuses the dataset's earlier runs")
+    p.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the preset's)")
+    p.add_argument("--batch-size", type=_positive_int, help="batch size of every stage (default: the preset's)")
+    p.add_argument("--preset", default="auto", help="auto (gpu on CUDA, else cpu) | cpu | gpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
+    p.add_argument("--run-prefix", default="", help="run names become PREFIX + stage (e.g. exp1_cilp)")
+    p.add_argument("--train-tag", default="train")
+    p.add_argument("--val-tag", default="val")
+    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
+    p.add_argument("--overwrite", action="store_true", help="replace runs of the same names")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    p.set_defaults(handler=cmd_train_cilp)
+
     p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
     p.add_argument("name", help="dataset name")
     p.add_argument("run", help="a run name recorded on the dataset, or a run folder")
@@ -279,6 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2-D map of the embeddings for the App: pca (default) | tsne | umap | none")
     p.add_argument("--device", default="auto")
     p.set_defaults(handler=cmd_apply)
+
+    p = commands.add_parser("search", help="cross-modal search: a pair's RGB (or LiDAR) -> the nearest LiDAR (or RGB)")
+    p.add_argument("name", help="dataset name")
+    p.add_argument("pair_id", help="the query pair, e.g. cube_0001")
+    p.add_argument("--slice", default="rgb", choices=["rgb", "depth", "lidar"], help="the query's modality (rgb)")
+    p.add_argument("--k", type=_positive_int, default=5, help="matches to list (5)")
+    p.add_argument("--run", default="cilp", help="the applied cilp run (cilp)")
+    p.set_defaults(handler=cmd_search)
 
     p = commands.add_parser("report", help="results table (Markdown, CSV) and curves of runs")
     p.add_argument("runs", nargs="*", type=Path, help="run folders")

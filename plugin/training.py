@@ -24,8 +24,19 @@ def default_runs_dir() -> Path:
     return Path(fo.config.default_dataset_dir) / "cilp" / "runs"
 
 
-def default_run_name(model_config) -> str:
-    """``late``, ``late_add``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ..."""
+def default_run_name(model) -> str:
+    """``late``, ``late_add``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ``cilp``, ...
+
+    ``model`` is a ``ModelConfig`` or a ``ModelSpec``; a spec other than a
+    classifier's is named after its kind.
+    """
+    from mm_models import ModelSpec
+
+    if isinstance(model, ModelSpec):
+        if model.kind != "classifier":
+            return model.kind
+        model = model.config
+    model_config = model
     parts = [model_config.family]
     if model_config.family == "intermediate" or (
             model_config.family in ("early", "late") and model_config.fusion != "concat"):
@@ -42,18 +53,19 @@ def check_run_name(name: str) -> str:
 
 
 def train_on_dataset(
-    dataset: fo.Dataset, model_config, train_config, *, train_tag: str = "train", val_tag: str = "val",
+    dataset: fo.Dataset, model, train_config, *, train_tag: str = "train", val_tag: str = "val",
     runs_dir: Path | str | None = None, name: str | None = None, overwrite: bool = False,
     resume: bool = False, progress=None,
 ):
-    """Train on the pairs tagged ``train_tag``, select the checkpoint on ``val_tag``.
+    """Train ``model`` (a ``ModelConfig`` or a ``ModelSpec``) on the pairs tagged
+    ``train_tag``, select the checkpoint on ``val_tag``.
 
     Returns the engine's ``TrainResult``. Everything is validated (splits non-empty,
     configs, run folder) before anything is written.
     """
     from mm_models import train
 
-    name = check_run_name(name or default_run_name(model_config))
+    name = check_run_name(name or default_run_name(model))
     say = progress or (lambda fraction, label: None)
     say(0.0, f"{name}: loading the '{train_tag}' and '{val_tag}' pairs")
     train_arrays = arrays.from_dataset(dataset, train_tag)
@@ -66,7 +78,7 @@ def train_on_dataset(
     if run_dir.exists() and overwrite and not resume:
         shutil.rmtree(run_dir)
     result = train(
-        model_config, train_config, train_arrays.tensors(), val_arrays.tensors(), run_dir,
+        model, train_config, train_arrays.tensors(), val_arrays.tensors(), run_dir,
         data_fingerprint=f"{train_arrays.fingerprint}/{val_arrays.fingerprint}", resume=resume,
         progress=lambda fraction, label: say(fraction, f"{name}: {label}"),
     )

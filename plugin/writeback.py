@@ -61,6 +61,28 @@ def check_embedding_map(method: str | None) -> str | None:
     return method
 
 
+def apply_run(dataset: fo.Dataset, run: str | Path, **options):
+    """Write back whatever a run of any kind gives: a classifier's (fusion, lidar, rgb2lidar)
+    predictions with :func:`apply_model`, a CILP run's embeddings with
+    :func:`plugin.crossmodal.apply_cilp`. The options are theirs."""
+    from mm_models.checkpoint import read_manifest
+    from mm_models.stages import spec_of
+
+    run_dir = find_run(dataset, run)
+    kind = spec_of(read_manifest(run_dir), run_dir).kind
+    if kind == "cilp":
+        from .crossmodal import apply_cilp
+
+        unused = sorted(k for k in ("field", "eval_tag") if options.pop(k, None) not in (None, "val"))
+        if unused:
+            raise ValueError(f"{', '.join(unused)}: not used by a cilp run (its names follow the run's)")
+        return apply_cilp(dataset, run, **options)
+    if kind == "projector":
+        raise ValueError(f"run '{run}': a projector run has nothing to write back on its own; "
+                         f"apply the rgb2lidar run built from it")
+    return apply_model(dataset, run, **options)
+
+
 def apply_model(
     dataset: fo.Dataset, run: str | Path, *, field: str | None = None, tags: str | list[str] | None = None,
     eval_tag: str | None = "val", embedding_map: str | None = "pca", batch_size: int = 256,

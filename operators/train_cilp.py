@@ -1,0 +1,70 @@
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ._common import params_with_defaults, progress_reporter, split_tag_fields
+
+STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
+DEFAULTS = dict(stages=list(STAGES), epochs=None, preset="auto", device="auto", precision="auto", wandb=False,
+                run_prefix="", train_tag="train", val_tag="val", overwrite=False)
+
+
+class TrainCILP(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="train_cilp",
+            label="CILP: train the cross-modal pipeline",
+            description="Train the LiDAR classifier, contrastive RGB-LiDAR pre-training, the projector and the "
+                        "RGB -> LiDAR classifier as linked runs (GPU when present)",
+            icon="/assets/icon.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        return types.Property(train_cilp_form(ctx), view=types.View(label="Train the CILP stages"))
+
+    def execute(self, ctx):
+        from plugin.pipeline import train_cilp
+
+        p = params_with_defaults(ctx, DEFAULTS)
+        results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], preset=p["preset"],
+                             device=p["device"], precision=p["precision"], wandb=p["wandb"],
+                             run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
+                             overwrite=p["overwrite"], progress=progress_reporter(ctx))
+        return {
+            "runs": {stage: result.run_dir.name for stage, result in results.items()},
+            "best": {stage: result.best for stage, result in results.items()},
+            "initial": {stage: result.manifest["initial"] for stage, result in results.items()
+                        if "initial" in result.manifest},
+            "summary": "; ".join(f"{stage}: val loss {result.best['val/loss']:.4f}"
+                                 + (f", accuracy {100 * result.best['val/accuracy']:.2f}%"
+                                    if "val/accuracy" in result.best else "")
+                                 for stage, result in results.items()),
+        }
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("summary", label="Best epoch of each stage")
+        return types.Property(outputs)
+
+
+def train_cilp_form(ctx) -> types.Object:
+    inputs = types.Object()
+    inputs.list("stages", types.String(), default=list(STAGES), label="Stages",
+                description="lidar, cilp, projector, rgb2lidar; a later stage alone reuses this dataset's "
+                            "earlier runs", view=types.AutocompleteView(choices=[types.Choice(s) for s in STAGES]))
+    inputs.int("epochs", min=1, label="Epochs of every stage", description="default: the preset's")
+    inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
+                description="auto: the GPU protocol on CUDA, the CPU preset otherwise", view=types.RadioGroup())
+    inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
+                description="auto: CUDA when present", view=types.RadioGroup())
+    inputs.enum("precision", ["auto", "fp32", "bf16"], default=DEFAULTS["precision"], label="Precision",
+                view=types.RadioGroup())
+    inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
+    inputs.str("run_prefix", default="", label="Run name prefix", description="runs are named PREFIX + stage")
+    split_tag_fields(ctx, inputs, DEFAULTS)
+    inputs.bool("overwrite", default=False, label="Replace runs of the same names")
+    return inputs
