@@ -29,12 +29,16 @@ demo: setup
 	$(CILP) ingest $(DATA) --name $(DATASET)
 	$(CILP) split $(DATASET) --val 0.2 --seed 42 --to-json $(DATA).split.json
 	$(CILP) train $(DATASET) --suite fusion --epochs $(EPOCHS) --runs-dir $(RUNS) --overwrite
-	for run in late intermediate_concat intermediate_add intermediate_mul intermediate_add_strided; do \
+	$(CILP) train-cilp $(DATASET) --runs-dir $(RUNS) --overwrite
+	for run in late intermediate_concat intermediate_add intermediate_mul intermediate_add_strided cilp rgb2lidar; do \
 		$(CILP) apply $(DATASET) $$run || exit 1; done
+	$(CILP) search $(DATASET) $$($(PY) -c "import json; print(json.load(open('$(DATA).split.json'))['val'][0])")
 	$(CILP) report --dataset $(DATASET) --out $(RUNS)/report
 	@echo
-	@echo "demo: dataset '$(DATASET)' holds the predictions, evaluations and embedding maps of every run;"
-	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png, confusion.png, embedding_maps.png)."
+	@echo "demo: dataset '$(DATASET)' holds the predictions, evaluations and embedding maps of every run,"
+	@echo "      CILP's per-slice embeddings, similarity indexes, maps and pair scores;"
+	@echo "      results in $(RUNS)/report (report.md, report.csv, curves.png, confusion.png, embedding_maps.png),"
+	@echo "      CILP's similarity matrix and matches in $(RUNS)/cilp (similarity.png, matches.png)."
 	@echo "      Open the App with: make app"
 	@echo "      (or: .venv/bin/cilp app $(DATASET) --port $(PORT), then http://127.0.0.1:$(PORT))"
 

@@ -7,6 +7,11 @@ torch DataLoader with 2 workers, batch 32, float32 NCHW, Adam, on intermediate
 fusion (add). Throughput is training samples per second, from the epochs after the
 first (which pays one-time start-up costs) when there are several.
 
+Then the four CILP stages (LiDAR classifier, contrastive pre-training, projector,
+RGB -> LiDAR classifier) train on the same data, each from the previous stages'
+runs, as ``cilp train-cilp`` trains them; their last column is the stage's own
+validation figure (accuracy, RGB -> LiDAR top-1 retrieval, or the projector's MSE).
+
 The last line is a ceiling: the model's convolutions alone, each timed forward +
 backward at its own shapes, as samples per second. No loop over the same network
 and precision can beat it; it tells how much of a step is left to optimise.
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
 from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
+from mm_models.stages import PIPELINE, pipeline_spec  # noqa: E402
 from plugin import format as fmt  # noqa: E402
 from plugin import synth  # noqa: E402
 
@@ -52,7 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=2, help="engine epochs per model (default 2)")
     parser.add_argument("--reference-epochs", type=int, default=2, help="reference-loop epochs (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--stages", nargs="*", choices=list(PIPELINE), default=list(PIPELINE),
+                        help="CILP stages to time (default: all four; a stage needs the ones before it)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
@@ -63,6 +71,22 @@ def parse_args(argv=None):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1")
     return args
+
+
+def engine_row(name: str, history: list[dict]) -> float:
+    """Print the engine's row for one run; return its samples/s."""
+    samples_per_s = steady([row["samples_per_s"] for row in history])
+    last = history[-1]
+    if "val/accuracy" in last:
+        score = f"accuracy {100 * last['val/accuracy']:.1f} %"
+    elif "val/rgb2lidar_top1" in last:
+        score = f"top-1 {100 * last['val/rgb2lidar_top1']:.1f} %"
+    else:
+        score = f"MSE {last['val/loss']:.4f}"
+    print(f"| engine | {name} | {history[0]['params']:,} | {samples_per_s:.1f} | "
+          f"{steady([row['epoch_seconds'] for row in history]):.2f} | "
+          f"{max(row['peak_memory_mb'] for row in history):.0f} | {score} |", flush=True)
+    return samples_per_s
 
 
 def steady(values: list[float]) -> float:
@@ -203,19 +227,21 @@ def main(argv=None) -> None:
               f"batch {args.batch_size}, {torch.get_num_threads()} threads")
 
         memory = "GPU MB" if device.type == "cuda" else "RSS MB"
-        print(f"\n| loop | model | params | samples/s | s/epoch | peak {memory} | val acc % |")
+        print(f"\n| loop | model | params | samples/s | s/epoch | peak {memory} | val (last epoch) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
+        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                             precision=args.precision, compile=args.compile)
         results = {}
         for name in args.models:
-            config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
-                                 precision=args.precision, compile=args.compile)
             run = train(MODELS[name], config, train_data, val_data, tmp / "runs" / name)
-            history = run.history
-            results[name] = steady([row["samples_per_s"] for row in history])
-            print(f"| engine | {name} | {history[0]['params']:,} | {results[name]:.1f} | "
-                  f"{steady([row['epoch_seconds'] for row in history]):.2f} | "
-                  f"{max(row['peak_memory_mb'] for row in history):.0f} | "
-                  f"{100 * history[-1]['val/accuracy']:.1f} |", flush=True)
+            results[name] = engine_row(name, run.history)
+        for stage in args.stages:
+            missing = [p for p in PIPELINE[stage][2].values() if p not in args.stages]
+            if missing:
+                raise SystemExit(f"--stages: {stage} is built from {', '.join(missing)}; time those too")
+            spec = pipeline_spec(stage, {role: tmp / "runs" / parent for role, parent in PIPELINE[stage][2].items()})
+            run = train(spec, config, train_data, val_data, tmp / "runs" / stage)
+            results[stage] = engine_row(stage, run.history)
         if not args.skip_reference:
             reference = reference_loop(report, train_pairs, args.reference_epochs)
             print(f"| reference (DataLoader x2, fp32) | add | {sum(p.numel() for p in build_model(MODELS['add']).parameters()):,} | "

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
+from .augment import AUGMENTATIONS, make_augmentation
 from .data import CLASS_NAMES, PairTensors
 from .encoders import check_choice, config_from_dict
 from .factory import count_parameters
@@ -70,6 +71,7 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 autocast
     compile: bool = False  # torch.compile the model (worth it on CUDA)
     patience: int = 0  # stop after this many epochs without a better selection metric; 0 = never
+    augment: str = "none"  # none | rgb-affine: training-time augmentation (mm_models.augment)
     eval_batch_size: int = 256
     wandb: bool = False  # track the run with wandb (offline unless WANDB_API_KEY is set)
     wandb_project: str = "cilp-multimodal"
@@ -78,6 +80,7 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("augment", self.augment, AUGMENTATIONS)
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
                           ("logged_predictions", 0), ("seed", 0)):
             value = getattr(self, name)
@@ -213,7 +216,7 @@ def concat_outputs(batches: list[Outputs]) -> Outputs:
 
 def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, schedule: Callable[[int], float],
                     step: int, *, batch_size: int, seed: int, drop_last: bool, device: torch.device,
-                    precision: str) -> tuple[dict, int]:
+                    precision: str, augment=None) -> tuple[dict, int]:
     """One pass in a seeded random order; returns the epoch's train metrics and the next step.
 
     The metrics are the objective's over the outputs seen during the epoch, with
@@ -224,6 +227,8 @@ def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, s
     for inputs, labels in data.batches(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
+        if augment:
+            inputs = augment(inputs)
         with autocast(device, precision):
             out = model(inputs)
         loss = objective.loss(out, labels)
@@ -428,6 +433,7 @@ def train(
             torch.backends.cudnn.benchmark = True
         train_data, val_data = train_data.to(device), val_data.to(device)
         forward = torch.compile(model) if train_config.compile else model
+        augment = make_augmentation(train_config.augment)
 
         def validate() -> dict:
             return evaluate(forward, objective, val_data, batch_size=train_config.eval_batch_size,
@@ -444,7 +450,8 @@ def train(
             started = time.perf_counter()
             train_metrics, step = train_one_epoch(
                 forward, objective, train_data, optimizer, schedule, step, batch_size=train_config.batch_size,
-                seed=train_config.seed * 100_003 + epoch, drop_last=drop_last, device=device, precision=precision)
+                seed=train_config.seed * 100_003 + epoch, drop_last=drop_last, device=device, precision=precision,
+                augment=augment)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - started

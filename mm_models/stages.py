@@ -183,6 +183,22 @@ KINDS: dict[str, Kind] = {
 }
 
 
+#: the cross-modal pipeline: stage -> (kind, config, {parent role: stage})
+PIPELINE = {
+    "lidar": ("classifier", ModelConfig(family="lidar"), {}),
+    "cilp": ("cilp", CILPConfig(), {}),
+    "projector": ("projector", ProjectorConfig(), {"cilp": "cilp", "lidar": "lidar"}),
+    "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig(), {"projector": "projector"}),
+}
+
+
+def pipeline_spec(stage: str, parents: dict[str, Path | str]) -> ModelSpec:
+    """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (role -> folder)."""
+    check_choice("stage", stage, tuple(PIPELINE))
+    kind, config, _ = PIPELINE[stage]
+    return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
+
+
 def objective_for(spec: ModelSpec, batch_size: int) -> Objective:
     objective = KINDS[spec.kind].objective
     return objective(set_size=batch_size) if objective is Contrastive else objective()

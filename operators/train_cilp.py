@@ -4,8 +4,8 @@ import fiftyone.operators.types as types
 from ._common import params_with_defaults, progress_reporter, split_tag_fields
 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
-DEFAULTS = dict(stages=list(STAGES), epochs=None, preset="auto", device="auto", precision="auto", wandb=False,
-                run_prefix="", train_tag="train", val_tag="val", overwrite=False)
+DEFAULTS = dict(stages=list(STAGES), epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
+                wandb=False, run_prefix="", train_tag="train", val_tag="val", overwrite=False)
 
 
 class TrainCILP(foo.Operator):
@@ -30,8 +30,8 @@ class TrainCILP(foo.Operator):
         from plugin.pipeline import train_cilp
 
         p = params_with_defaults(ctx, DEFAULTS)
-        results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], preset=p["preset"],
-                             device=p["device"], precision=p["precision"], wandb=p["wandb"],
+        results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], batch_size=p["batch_size"],
+                             preset=p["preset"], device=p["device"], precision=p["precision"], wandb=p["wandb"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
                              overwrite=p["overwrite"], progress=progress_reporter(ctx))
         return {
@@ -57,6 +57,7 @@ def train_cilp_form(ctx) -> types.Object:
                 description="lidar, cilp, projector, rgb2lidar; a later stage alone reuses this dataset's "
                             "earlier runs", view=types.AutocompleteView(choices=[types.Choice(s) for s in STAGES]))
     inputs.int("epochs", min=1, label="Epochs of every stage", description="default: the preset's")
+    inputs.int("batch_size", min=1, label="Batch size of every stage", description="default: the preset's")
     inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
                 description="auto: the GPU protocol on CUDA, the CPU preset otherwise", view=types.RadioGroup())
     inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",

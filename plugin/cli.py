@@ -72,13 +72,19 @@ def cmd_download(args) -> int:
 
 
 class _Bar:
-    """``progress(fraction, label)`` drawn as a tqdm bar."""
+    """``progress(fraction, label)`` drawn as a tqdm bar on a terminal, as plain lines elsewhere."""
 
     def __init__(self, desc: str):
+        self.desc, self.last = desc, None
         self.bar = tqdm(total=100, desc=desc, unit="%", dynamic_ncols=True, disable=None,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
     def __call__(self, fraction: float, label: str) -> None:
+        if self.bar.disable:
+            if label != self.last:
+                print(f"{self.desc}: {100 * fraction:3.0f}% {label}", flush=True)
+            self.last = label
+            return
         self.bar.n = round(100 * fraction)
         self.bar.set_postfix_str(label)
 

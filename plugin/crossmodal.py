@@ -151,6 +151,9 @@ def find_cross_modal_matches(dataset: fo.Dataset, sample_ids: list[str], *, k: i
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k: expected a positive integer, got {k!r}")
     keys = names(check_run_name(run))
+    if not dataset.has_sample_field(keys["embedding"]):
+        raise ValueError(f"selection: no sample of dataset '{dataset.name}' has a '{keys['embedding']}' field: "
+                         f"apply the '{run}' run first (cilp apply {dataset.name} {run})")
     selected = all_slices(dataset).select(sample_ids)
     slices, vectors, pair_ids = selected.values(["group.name", keys["embedding"], "pair_id"])
     if len(slices) != len(set(sample_ids)):

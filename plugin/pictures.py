@@ -20,6 +20,8 @@ from . import format as fmt
 CONFUSION_PNG = "confusion.png"
 MAPS_PNG = "embedding_maps.png"
 CLASS_COLOURS = {"cube": "tab:orange", "sphere": "tab:blue"}
+#: the modality a slice's embedding comes from, for map legends
+SLICE_NAMES = {"rgb": "RGB", "depth": "LiDAR", "lidar": "LiDAR"}
 
 
 def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[str]]:
@@ -45,11 +47,12 @@ def _confusion(dataset: fo.Dataset, eval_key: str) -> np.ndarray:
     return dataset.load_evaluation_results(eval_key).confusion_matrix(classes=list(fmt.LABELS))
 
 
-def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str]]:
-    """The map's 2-D points and the ground-truth label of each."""
+def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """The map's 2-D points, the ground-truth label and the slice of each."""
     results = dataset.load_brain_results(brain_key)
     samples = dataset.load_brain_view(brain_key).select(results.sample_ids, ordered=True)
-    return np.asarray(results.points), samples.values("ground_truth.label")
+    labels, slices = samples.values(["ground_truth.label", "group.name"])
+    return np.asarray(results.points), labels, slices
 
 
 def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
@@ -66,15 +69,22 @@ def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
     axes.set_title(f"{key}\naccuracy {100 * accuracy:.2f}% ({counts.sum()} pairs)", fontsize="medium")
 
 
-def _draw_points(axes, key: str, data: tuple[np.ndarray, list[str]]) -> None:
-    points, labels = data
-    labels = np.asarray(labels)
-    for label, colour in CLASS_COLOURS.items():
-        chosen = labels == label
-        axes.scatter(points[chosen, 0], points[chosen, 1], s=6, c=colour, label=label, alpha=0.7)
+def _draw_points(axes, key: str, data: tuple[np.ndarray, list[str], list[str]]) -> None:
+    """Points coloured by ground truth; on a map of several slices (CILP's joint map) each
+    slice has its own marker, so aligned modalities show as overlapping markers."""
+    points, labels, slices = data
+    labels, slices = np.asarray(labels), np.asarray(slices)
+    names = sorted(set(slices), key=["rgb", "depth", "lidar"].index)
+    for name, marker in zip(names, "o+x"):
+        for label, colour in CLASS_COLOURS.items():
+            chosen = (labels == label) & (slices == name)
+            axes.scatter(points[chosen, 0], points[chosen, 1], s=8 if marker == "o" else 14, c=colour,
+                         marker=marker, alpha=0.6, linewidths=0.8,
+                         label=label if len(names) == 1 else f"{label}, {SLICE_NAMES.get(name, name)}")
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.set_title(f"{key} ({len(points)} pairs)", fontsize="medium")
+    what = "pairs" if len(names) == 1 else f"samples of {' + '.join(names)}"
+    axes.set_title(f"{key} ({len(points)} {what})", fontsize="medium")
     axes.legend(fontsize="small", markerscale=2)
 
 

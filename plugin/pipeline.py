@@ -16,11 +16,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
-from .training import check_run_name, find_run, train_on_dataset
-
-#: what each stage is built from: stage -> {parent role: stage}
-PARENTS = {"lidar": {}, "cilp": {}, "projector": {"cilp": "cilp", "lidar": "lidar"},
-           "rgb2lidar": {"projector": "projector"}}
+from .training import check_run_name, train_on_dataset
 
 
 def parse_stages(stages) -> list[str]:
@@ -36,53 +32,58 @@ def parse_stages(stages) -> list[str]:
     return [s for s in STAGES if s in stages]
 
 
-def stage_spec(stage: str, parents: dict[str, Path]):
-    """The model spec of ``stage`` built from the parent run folders ``parents`` (role -> folder)."""
-    from mm_models import CILPConfig, ModelConfig, ModelSpec, ProjectorConfig, RGBToLiDARConfig, parent
-
-    kind, config = {"lidar": ("classifier", ModelConfig(family="lidar")), "cilp": ("cilp", CILPConfig()),
-                    "projector": ("projector", ProjectorConfig()),
-                    "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig())}[stage]
-    return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
-
-
 def train_cilp(
     dataset: fo.Dataset, *, stages=("lidar", "cilp", "projector", "rgb2lidar"), epochs: int | dict | None = None,
-    batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto", seed: int = 42, wandb: bool = False,
-    run_prefix: str = "", train_tag: str = "train", val_tag: str = "val", runs_dir: Path | str | None = None,
-    overwrite: bool = False, resume: bool = False, progress=None,
+    batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto",
+    seed: int = 42, wandb: bool = False, run_prefix: str = "", train_tag: str = "train", val_tag: str = "val",
+    runs_dir: Path | str | None = None, overwrite: bool = False, resume: bool = False, progress=None,
 ) -> dict:
     """Train ``stages`` (in pipeline order); returns stage -> the engine's ``TrainResult``.
 
     ``epochs`` overrides the preset's (one number for every stage, or stage ->
-    epochs), ``batch_size`` its batch size (every stage). Progress is labelled ``stage 2/4 cilp: epoch 3/10: ...``.
+    epochs), ``batch_size`` its batch size (every stage). Progress is labelled
+    ``stage 2/4 cilp: epoch 3/10: ...``.
     """
     from mm_models import TrainConfig
     from mm_models.engine import resolve_device
     from mm_models.presets import preset_for
+    from mm_models.stages import PIPELINE, pipeline_spec
 
+    parents_of = {stage: roles for stage, (_, _, roles) in PIPELINE.items()}  # stage -> {role: parent stage}
     stages = parse_stages(stages)
-    names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PARENTS}
+    names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
     settings = preset_for(preset, resolve_device(device).type)
-    epochs = epochs if isinstance(epochs, dict) else {stage: epochs for stage in stages if epochs is not None}
-    configs = {stage: TrainConfig(epochs=epochs.get(stage) or settings[stage].epochs, lr=settings[stage].lr,
-                                  batch_size=batch_size or settings[stage].batch_size, device=device, precision=precision,
-                                  seed=seed, wandb=wandb)
+    if isinstance(epochs, dict):
+        unknown = sorted(map(str, set(epochs) - set(PIPELINE)))
+        if unknown:
+            raise ValueError(f"epochs: unknown stages {', '.join(unknown)}; expected some of {', '.join(PIPELINE)}")
+    else:
+        epochs = {stage: epochs for stage in stages} if epochs is not None else {}
+    configs = {stage: TrainConfig(epochs=settings[stage].epochs if epochs.get(stage) is None else epochs[stage],
+                                  lr=settings[stage].lr, batch_size=batch_size or settings[stage].batch_size,
+                                  device=device, precision=precision, seed=seed, wandb=wandb)
                for stage in stages}  # validates every number before anything trains
-    for stage in stages:  # every parent exists before the first stage starts
-        for role, parent_stage in PARENTS[stage].items():
+    recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
+    for stage in stages:
+        for role, parent_stage in parents_of[stage].items():
             if parent_stage not in stages:
-                _recorded(dataset, names[parent_stage], stage, role)
+                recorded[parent_stage] = _recorded(dataset, names[parent_stage], stage, role)
+        if parents_of[stage] and all(p in recorded for p in parents_of[stage].values()):
+            try:  # fine alone, they must also fit together (e.g. the projector's input sizes)
+                pipeline_spec(stage, {role: recorded[p] for role, p in parents_of[stage].items()})
+            except ValueError as exc:
+                runs = ", ".join(f"'{names[p]}'" for p in parents_of[stage].values())
+                raise ValueError(f"stage '{stage}': the runs {runs} cannot be combined: {exc}") from None
 
     say = progress or (lambda fraction, label: None)
     runs: dict[str, Path] = {}
     results = {}
     for i, stage in enumerate(stages):
-        parents = {role: runs.get(parent_stage) or _recorded(dataset, names[parent_stage], stage, role)
-                   for role, parent_stage in PARENTS[stage].items()}
+        parents = {role: runs.get(parent_stage) or recorded[parent_stage]
+                   for role, parent_stage in parents_of[stage].items()}
         label = f"stage {i + 1}/{len(stages)} {stage}"
         result = train_on_dataset(
-            dataset, stage_spec(stage, parents), configs[stage], train_tag=train_tag, val_tag=val_tag,
+            dataset, pipeline_spec(stage, parents), configs[stage], train_tag=train_tag, val_tag=val_tag,
             runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,
             progress=lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}"))
         runs[stage] = result.run_dir
@@ -91,8 +92,19 @@ def train_cilp(
 
 
 def _recorded(dataset: fo.Dataset, name: str, stage: str, role: str) -> Path:
-    try:
-        return find_run(dataset, name)
-    except ValueError:
+    """The folder of the run ``name`` recorded on the dataset (never a folder of the working directory
+    that shares its name), checked to be a finished run that the ``role`` of ``stage`` accepts."""
+    from mm_models import parent
+    from mm_models.stages import KINDS, PIPELINE
+
+    folder = dataset.info.get("cilp_runs", {}).get(name)
+    if folder is None:
         raise ValueError(f"stage '{stage}' is built from the '{role}' run '{name}', which dataset "
-                         f"'{dataset.name}' does not have: train it first (--stages {role},{stage})") from None
+                         f"'{dataset.name}' does not have: train it first (--stages {role},{stage})")
+    try:
+        found = parent(folder, role)  # finished, its checkpoint as its manifest says
+        KINDS[PIPELINE[stage][0]].parents[role](role, found.spec)
+    except ValueError as exc:
+        raise ValueError(f"stage '{stage}': the '{role}' run '{name}' of dataset '{dataset.name}' "
+                         f"cannot be used: {exc}") from None
+    return Path(folder)

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fiftyone as fo
+import numpy as np
 
 from . import arrays
 from . import format as fmt
 from .splits import all_slices
+from .staging import StagedWrite
 from .training import check_run_name, find_run
 
 
@@ -90,8 +92,9 @@ def apply_model(
 ) -> ApplyResult:
     """Predict every pair (or those with ``tags``) with a run's best checkpoint and write back.
 
-    Nothing is written unless the checkpoint loads and predicts; a failure while
-    writing removes the fields, the evaluation and the map again.
+    Nothing is written unless the checkpoint loads and predicts; everything is
+    written under temporary names and swapped in at the end, so a failure (or an
+    interrupt) keeps the previous results of this run untouched.
     """
     from mm_models import load_run, predict
 
@@ -118,48 +121,55 @@ def apply_model(
         raise ValueError(f"embedding_map: a map needs at least 3 pairs, got {len(embeddings)}; pass 'none'")
 
     embedding_field, eval_key, brain_key = f"{field}_embedding", f"eval_{field}", f"{field}_map"
-    written = (field, embedding_field, eval_key, brain_key)
-    _remove(dataset, *written)
-    try:
+    with StagedWrite(dataset) as staged:
         say(0.85, f"writing '{field}' and '{embedding_field}'")
         samples = all_slices(dataset)
         pair_ids = samples.values("pair_id")
-        samples.set_values(field, [predictions.get(pid) for pid in pair_ids])
-        samples.set_values(embedding_field, [embeddings.get(pid) for pid in pair_ids])
+        samples.set_values(staged.field(field), [predictions.get(pid) for pid in pair_ids])
+        samples.set_values(staged.field(embedding_field), [embeddings.get(pid) for pid in pair_ids])
         say(0.95, f"evaluating '{field}'")
-        report = _evaluate(dataset, field, eval_key, eval_tag)
+        report = _evaluate(dataset, staged, field, eval_key, eval_tag)
+        if not report:
+            staged.discard(eval_key)
         if embedding_map:
             say(0.97, f"embedding map '{brain_key}' ({embedding_map})")
-            _map_embeddings(dataset, embedding_field, brain_key, embedding_map, out.embeddings.shape)
-    except BaseException:
-        _remove(dataset, *written)
-        raise
+            _map_embeddings(dataset, staged.field(embedding_field), staged.brain_key(brain_key), embedding_map,
+                            embeddings)
+        else:
+            staged.discard(brain_key)
     say(1.0, f"'{field}' written")
     return ApplyResult(field, eval_key if report else None, len(predictions), report, embedding_field,
                        brain_key if embedding_map else None)
 
 
-def _evaluate(dataset: fo.Dataset, field: str, eval_key: str, eval_tag: str | None) -> dict | None:
-    """FiftyOne's classification report of ``field`` on the rgb slice of the pairs tagged
-    ``eval_tag`` (of every predicted pair when none is); None when nothing was predicted."""
-    evaluated = dataset.select_group_slices("rgb").exists(field)
+def _evaluate(dataset: fo.Dataset, staged: StagedWrite, field: str, eval_key: str,
+              eval_tag: str | None) -> dict | None:
+    """FiftyOne's classification report of the staged predictions ``field`` on the rgb slice of the
+    pairs tagged ``eval_tag`` (of every predicted pair when none is); None when nothing was predicted."""
+    evaluated = dataset.select_group_slices("rgb").exists(staged.field(field))
     if eval_tag and len(evaluated.match_tags(eval_tag)):
         evaluated = evaluated.match_tags(eval_tag)
     if not len(evaluated):
         return None
-    results = evaluated.evaluate_classifications(field, gt_field="ground_truth", eval_key=eval_key,
+    results = evaluated.evaluate_classifications(staged.field(field), gt_field="ground_truth",
+                                                 eval_key=staged.evaluation(eval_key, field),
                                                  classes=list(fmt.LABELS))
     return results.report()
 
 
 def _map_embeddings(dataset: fo.Dataset, embedding_field: str, brain_key: str, method: str,
-                    shape: tuple[int, int]) -> None:
-    """A 2-D layout of the rgb slice's embeddings, stored as the brain run ``brain_key``."""
+                    embeddings: dict[str, np.ndarray]) -> None:
+    """A 2-D layout of the rgb slice's embeddings, stored as the brain run ``brain_key``.
+
+    The embeddings go in as an array, not a field name: the run then names no field
+    that a rename could leave stale.
+    """
     import fiftyone.brain as fob
 
-    fob.compute_visualization(dataset.select_group_slices("rgb").exists(embedding_field),
-                              embeddings=embedding_field, method=method, brain_key=brain_key,
-                              seed=0, progress=False, **map_options(method, *shape))
+    view = dataset.select_group_slices("rgb").exists(embedding_field)
+    vectors = np.stack([embeddings[pid] for pid in view.values("pair_id")])
+    fob.compute_visualization(view, embeddings=vectors, method=method, brain_key=brain_key,
+                              seed=0, progress=False, **map_options(method, *vectors.shape))
 
 
 def map_options(method: str, count: int, dim: int) -> dict:
@@ -174,14 +184,3 @@ def map_options(method: str, count: int, dim: int) -> dict:
     if method == "umap":
         return {"num_neighbors": min(15, count - 1), "verbose": False}
     return {}
-
-
-def _remove(dataset: fo.Dataset, field: str, embedding_field: str, eval_key: str, brain_key: str) -> None:
-    """Delete what :func:`apply_model` writes under these names, where it exists."""
-    if eval_key in dataset.list_evaluations():
-        dataset.delete_evaluation(eval_key)
-    if brain_key in dataset.list_brain_runs():
-        dataset.delete_brain_run(brain_key)
-    for name in (field, embedding_field):
-        if dataset.has_sample_field(name):
-            dataset.delete_sample_field(name)

@@ -34,11 +34,15 @@ def test_bench_ingest_prints_pairs_per_second():
 
 def test_bench_train_prints_a_row_per_loop_and_the_ceiling():
     out = run_benchmark("bench_train.py", "--pairs-per-class", "8", "--epochs", "1", "--reference-epochs", "1",
-                        "--models", "add", "late")
-    for loop, model in (("engine", "add"), ("engine", "late"), (r"reference \(DataLoader x2, fp32\)", "add")):
+                        "--models", "add", "late", "--batch-size", "4")
+    for loop, model in (("engine", "add"), ("engine", "late"), ("engine", "lidar"), ("engine", "cilp"),
+                        ("engine", "projector"), ("engine", "rgb2lidar"),
+                        (r"reference \(DataLoader x2, fp32\)", "add")):
         assert re.search(rf"^\| {loop} \| {model} \| {NUMBER} \| {NUMBER} \|", out, re.MULTILINE), out
     assert re.search(rf"engine / reference on intermediate add: {NUMBER}x", out), out
     assert re.search(rf"ceiling for intermediate add .*: {NUMBER} samples/s = {NUMBER}x the reference", out), out
+    assert re.search(rf"^\| engine \| cilp \| .* \| top-1 {NUMBER} % \|$", out, re.MULTILINE), out
+    assert re.search(rf"^\| engine \| projector \| .* \| MSE {NUMBER} \|$", out, re.MULTILINE), out
 
 
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])

@@ -101,6 +101,38 @@ def test_apply_model_interrupted_leaves_nothing_behind(dataset, trained):
     assert not dataset.has_sample_field("late_stopped") and not dataset.has_sample_field("late_stopped_embedding")
     assert "eval_late_stopped" not in dataset.list_evaluations()
     assert "late_stopped_map" not in dataset.list_brain_runs()
+    assert not [f for f in dataset.get_field_schema() if f.startswith("staged_")]
+
+
+def test_an_interrupted_re_apply_keeps_the_previous_results(dataset, trained):
+    writeback.apply_model(dataset, "late", field="late_again")
+    flat = splits.all_slices(dataset)
+    before = (flat.values("late_again.confidence"), flat.values("eval_late_again"),
+              dataset.load_brain_results("late_again_map").points.copy())
+    dataset.select_group_slices("rgb").set_field("late_again.confidence", 0.5).save()  # tell old from new
+
+    def interrupt_at_the_map(fraction, label):
+        if label.startswith("embedding map"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        writeback.apply_model(dataset, "late", field="late_again", progress=interrupt_at_the_map)
+    rgb = dataset.select_group_slices("rgb")
+    assert set(rgb.values("late_again.confidence")) == {0.5}, "the previous predictions were replaced"
+    assert flat.values("eval_late_again") == before[1]
+    assert np.array_equal(dataset.load_brain_results("late_again_map").points, before[2])
+    assert not [f for f in dataset.get_field_schema() if f.startswith("staged_")]
+    assert not [k for k in dataset.list_evaluations() + dataset.list_brain_runs() if k.startswith("staged_")]
+
+    writeback.apply_model(dataset, "late", field="late_again", embedding_map="none")  # completes: replaced
+    assert flat.values("late_again.confidence") == before[0]
+    info = dataset.get_evaluation_info("eval_late_again").config
+    assert info.pred_field == "late_again"  # the swapped-in evaluation names the final field
+    assert dataset.load_evaluation_results("eval_late_again").confusion_matrix().sum() == 4
+    assert "late_again_map" not in dataset.list_brain_runs()  # this apply made no map
+    dataset.delete_evaluation("eval_late_again")
+    for name in ("late_again", "late_again_embedding"):
+        dataset.delete_sample_field(name)
 
 
 def test_apply_model_rejects_an_unknown_embedding_map(dataset, trained):

@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 from plugin import splits
 
 URI = "@cilp/multimodal"
-EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "apply_model"]
+EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "train_cilp", "apply_model",
+            "find_cross_modal_matches"]
 
 
 @pytest.fixture(scope="module")
