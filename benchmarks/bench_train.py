@@ -137,7 +137,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
 
 def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(family="intermediate", fusion="add", mask_no_return=False))
+    model = build_model(ModelConfig(family="intermediate", fusion="add", mask_no_return=False, rgb_input="raw"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(ReferenceDataset(report, pairs), batch_size=batch_size,
                                          shuffle=True, num_workers=2)
@@ -147,7 +147,7 @@ def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
         model.train()
         started = time.perf_counter()
         for rgb, xyza, labels in loader:
-            loss = F.binary_cross_entropy_with_logits(model({"rgb": rgb, "lidar": xyza}), labels)
+            loss = F.binary_cross_entropy_with_logits(model({"rgb": rgb, "lidar": xyza})["logits"], labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

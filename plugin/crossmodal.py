@@ -105,7 +105,7 @@ def apply_cilp(
     with StagedWrite(dataset) as staged:
         say(0.65, f"writing {keys['embedding']}, {keys['pair_similarity']}, {keys['pair_rank']}")
         for slice_name, modality in SLICE_MODALITY.items():
-            view = _written(dataset.select_group_slices(slice_name), data.pair_ids)
+            view = _written(dataset.select_group_slices(slice_name), tags)
             index = rows(view)
             view.set_values(staged.field(keys["embedding"]), list(features[modality][index]))
             view.set_values(staged.field(keys["pair_similarity"]), pair_similarity[index].tolist())
@@ -114,14 +114,14 @@ def apply_cilp(
         import fiftyone.brain as fob
 
         for modality, slice_name in INDEX_SLICE.items():
-            view = _written(dataset.select_group_slices(slice_name), data.pair_ids)
+            view = _written(dataset.select_group_slices(slice_name), tags)
             fob.compute_similarity(view, embeddings=features[modality][rows(view)], metric="cosine",
                                    backend="sklearn", brain_key=staged.brain_key(keys[f"{modality}_sim"]),
                                    progress=False)
         say(0.85, f"embedding maps ({embedding_map})")
         for key, slices in ((keys["rgb_map"], ["rgb"]), (keys["lidar_map"], ["depth"]),
                             (keys["joint_map"], ["rgb", "depth"])):
-            view = _written(dataset.select_group_slices(slices), data.pair_ids)
+            view = _written(dataset.select_group_slices(slices), tags)
             vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
                                 for s, p in zip(view.values("group.name"), view.values("pair_id"))])
             fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
@@ -134,8 +134,10 @@ def apply_cilp(
                            retrieval)
 
 
-def _written(view, pair_ids: list[str]):
-    return view.match(fo.ViewField("pair_id").is_in(pair_ids))
+def _written(view, tags):
+    """The samples of ``view`` that were embedded: those with ``tags`` (a tag stage, not a list of
+    ids, so the brain runs' stored views stay small)."""
+    return view.match_tags(tags) if tags else view
 
 
 def find_cross_modal_matches(dataset: fo.Dataset, sample_ids: list[str], *, k: int = 5, run: str = "cilp"):

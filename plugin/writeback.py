@@ -128,13 +128,14 @@ def apply_model(
         samples.set_values(staged.field(field), [predictions.get(pid) for pid in pair_ids])
         samples.set_values(staged.field(embedding_field), [embeddings.get(pid) for pid in pair_ids])
         say(0.95, f"evaluating '{field}'")
-        report = _evaluate(dataset, staged, field, eval_key, eval_tag)
+        predicted = dataset.select_group_slices("rgb")
+        predicted = predicted.match_tags(tags) if tags else predicted
+        report = _evaluate(predicted, staged, field, eval_key, eval_tag)
         if not report:
             staged.discard(eval_key)
         if embedding_map:
             say(0.97, f"embedding map '{brain_key}' ({embedding_map})")
-            _map_embeddings(dataset, staged.field(embedding_field), staged.brain_key(brain_key), embedding_map,
-                            embeddings)
+            _map_embeddings(predicted, staged.brain_key(brain_key), embedding_map, embeddings)
         else:
             staged.discard(brain_key)
     say(1.0, f"'{field}' written")
@@ -142,11 +143,14 @@ def apply_model(
                        brain_key if embedding_map else None)
 
 
-def _evaluate(dataset: fo.Dataset, staged: StagedWrite, field: str, eval_key: str,
-              eval_tag: str | None) -> dict | None:
-    """FiftyOne's classification report of the staged predictions ``field`` on the rgb slice of the
-    pairs tagged ``eval_tag`` (of every predicted pair when none is); None when nothing was predicted."""
-    evaluated = dataset.select_group_slices("rgb").exists(staged.field(field))
+def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str, eval_tag: str | None) -> dict | None:
+    """FiftyOne's classification report of the staged predictions ``field`` on the ``predicted`` rgb
+    samples tagged ``eval_tag`` (on all of them when none is); None when nothing was predicted.
+
+    The evaluated view selects pairs by tag, never by the staged field's name, so it
+    stays valid once the field is renamed.
+    """
+    evaluated = predicted
     if eval_tag and len(evaluated.match_tags(eval_tag)):
         evaluated = evaluated.match_tags(eval_tag)
     if not len(evaluated):
@@ -157,16 +161,14 @@ def _evaluate(dataset: fo.Dataset, staged: StagedWrite, field: str, eval_key: st
     return results.report()
 
 
-def _map_embeddings(dataset: fo.Dataset, embedding_field: str, brain_key: str, method: str,
-                    embeddings: dict[str, np.ndarray]) -> None:
-    """A 2-D layout of the rgb slice's embeddings, stored as the brain run ``brain_key``.
+def _map_embeddings(view, brain_key: str, method: str, embeddings: dict[str, np.ndarray]) -> None:
+    """A 2-D layout of the embeddings of the rgb samples ``view``, stored as the brain run ``brain_key``.
 
-    The embeddings go in as an array, not a field name: the run then names no field
-    that a rename could leave stale.
+    The embeddings go in as an array, not a field name, and the view selects pairs by
+    tag: the run names no staged field that the swap would leave stale.
     """
     import fiftyone.brain as fob
 
-    view = dataset.select_group_slices("rgb").exists(embedding_field)
     vectors = np.stack([embeddings[pid] for pid in view.values("pair_id")])
     fob.compute_visualization(view, embeddings=vectors, method=method, brain_key=brain_key,
                               seed=0, progress=False, **map_options(method, *vectors.shape))

@@ -35,6 +35,19 @@ def wandb_records(path):
             pending = b""
 
 
+def complete_records(path, timeout: float = 30.0):
+    """The records once the log holds its exit record: wandb's service may still be writing
+    the file for a moment after ``finish()`` returns."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.25)
+
+
 def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
@@ -48,7 +61,7 @@ def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split,
     [wandb_run] = (run / "wandb").glob("offline-run-*")  # inside the run folder, offline
     [log] = wandb_run.glob("run-*.wandb")
     history, artifacts, config = [], {}, {}
-    for record in wandb_records(log):
+    for record in complete_records(log):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             items = {"/".join(item.nested_key) or item.key: item.value_json for item in record.history.item}

@@ -73,6 +73,7 @@ def test_apply_model_writes_embeddings_and_an_embedding_map(dataset, trained):
         assert np.array_equal(by_pair.setdefault(pid, embedding), embedding), f"slices of {pid} disagree"
 
     assert dataset.list_brain_runs() == ["late_map"]
+    assert len(dataset.load_brain_view("late_map")) == 16  # its view names no staged field
     rgb = dataset.select_group_slices("rgb")
     results = dataset.load_brain_results("late_map")
     assert results.points.shape == (16, 2) and sorted(results.sample_ids) == sorted(rgb.values("id"))
@@ -128,6 +129,7 @@ def test_an_interrupted_re_apply_keeps_the_previous_results(dataset, trained):
     assert flat.values("late_again.confidence") == before[0]
     info = dataset.get_evaluation_info("eval_late_again").config
     assert info.pred_field == "late_again"  # the swapped-in evaluation names the final field
+    assert len(dataset.load_evaluation_view("eval_late_again")) == 4  # the val pairs: no staged field named
     assert dataset.load_evaluation_results("eval_late_again").confusion_matrix().sum() == 4
     assert "late_again_map" not in dataset.list_brain_runs()  # this apply made no map
     dataset.delete_evaluation("eval_late_again")

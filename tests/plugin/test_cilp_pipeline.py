@@ -175,6 +175,10 @@ def test_maps_and_similarity_indexes_exist_and_nothing_staged_is_left(dataset):
     assert points["cilp_rgb_map"].shape == points["cilp_lidar_map"].shape == (n, 2)
     assert points["cilp_joint_map"].shape == (2 * n, 2)
     assert all(np.isfinite(p).all() and p.std(axis=0).min() > 0 for p in points.values())
+    # the runs' views name no staged field: the App and the report load them with every point
+    assert [len(dataset.load_brain_view(key)) for key in MAPS] == [n, n, 2 * n]
+    val = dataset.select_group_slices("rgb").match_tags("val")
+    assert len(dataset.load_evaluation_view("eval_rgb2lidar")) == len(val)
     assert leftovers(dataset) == []
 
 
