@@ -304,18 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--patience", type=int, default=0, help="early stopping after N epochs without progress")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
-    p.add_argument("--train-tag", default="train")
-    p.add_argument("--val-tag", default="val")
     p.add_argument("--run-name", help="default: from the model, e.g. intermediate_add")
-    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
-    p.add_argument("--overwrite", action="store_true", help="replace runs of the same name")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    _training_flags(p)
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("train-cilp", help="train the CILP stages (lidar, cilp, projector, rgb2lidar) as linked runs")
@@ -325,16 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, help="batch size of every stage (default: the preset's)")
     p.add_argument("--preset", default="auto", help="auto (gpu on CUDA, else cpu) | cpu | gpu")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
     p.add_argument("--run-prefix", default="", help="run names become PREFIX + stage (e.g. exp1_cilp)")
-    p.add_argument("--train-tag", default="train")
-    p.add_argument("--val-tag", default="val")
-    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
-    p.add_argument("--overwrite", action="store_true", help="replace runs of the same names")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+    _training_flags(p)
     p.set_defaults(handler=cmd_train_cilp)
 
     p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
@@ -369,6 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1")
     p.set_defaults(handler=cmd_app)
     return parser
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    """The flags ``train`` and ``train-cilp`` share: where and how runs train, where they go."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
+    p.add_argument("--train-tag", default="train")
+    p.add_argument("--val-tag", default="val")
+    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
+    p.add_argument("--overwrite", action="store_true", help="replace runs of the same names")
+    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
 
 
 def _positive_int(text: str) -> int:
