@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
 from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
-from mm_models.stages import PIPELINE, pipeline_spec  # noqa: E402
+from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
 from plugin import format as fmt  # noqa: E402
 from plugin import synth  # noqa: E402
 
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--reference-epochs", type=int, default=2, help="reference-loop epochs (default 2)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--stages", nargs="*", choices=list(PIPELINE), default=list(PIPELINE),
+    parser.add_argument("--stages", nargs="*", choices=PIPELINE, default=list(PIPELINE),
                         help="CILP stages to time (default: all four; a stage needs the ones before it)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
@@ -236,10 +236,10 @@ def main(argv=None) -> None:
             run = train(MODELS[name], config, train_data, val_data, tmp / "runs" / name)
             results[name] = engine_row(name, run.history)
         for stage in args.stages:
-            missing = [p for p in PIPELINE[stage][2].values() if p not in args.stages]
+            missing = [p for p in pipeline_parents(stage) if p not in args.stages]
             if missing:
                 raise SystemExit(f"--stages: {stage} is built from {', '.join(missing)}; time those too")
-            spec = pipeline_spec(stage, {role: tmp / "runs" / parent for role, parent in PIPELINE[stage][2].items()})
+            spec = pipeline_spec(stage, {role: tmp / "runs" / role for role in pipeline_parents(stage)})
             run = train(spec, config, train_data, val_data, tmp / "runs" / stage)
             results[stage] = engine_row(stage, run.history)
         if not args.skip_reference:

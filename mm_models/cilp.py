@@ -5,7 +5,10 @@ The four stages of the cross-modal pipeline, each one run of the engine:
 1. ``lidar``: a LiDAR-only classifier (:class:`~mm_models.fusion.FusionClassifier`);
    its flattened 200x4x4 map is the target space of stage 3.
 2. ``cilp``: :class:`CILP`, an RGB and a LiDAR vector encoder whose L2-normalised
-   embeddings are pulled together for true pairs (objective ``Contrastive``).
+   embeddings are pulled together for true pairs (objective ``Contrastive``). The
+   LiDAR encoder is either trained with the RGB one (``lidar_tower="trained"``, the
+   reference) or locked (``"locked"``, as LiT locks one tower): the stage-1 LiDAR
+   classifier's penultimate layer, frozen, then one trained linear map.
 3. ``projector``: :class:`EmbeddingProjection`, a :class:`Projector` MLP from the
    CILP RGB embedding to the LiDAR classifier's embedding (objective ``Regression``);
    both parents are frozen.
@@ -32,6 +35,10 @@ from .fusion import FusionClassifier
 from .inputs import RGB_INPUTS, MaskNoReturn, input_step
 
 
+#: CILP's LiDAR encoder: trained with the RGB encoder, or the LiDAR classifier locked (parent 'lidar')
+LIDAR_TOWERS = ("trained", "locked")
+
+
 @dataclass(frozen=True)
 class CILPConfig:
     """The two encoders of :class:`CILP`; round-trips through a plain dict."""
@@ -47,9 +54,11 @@ class CILPConfig:
     mask_no_return: bool = True  # zero the XYZ of no-return beams
     init_temperature: float = 0.07  # CLIP's: logit scale starts at log(1 / 0.07)
     max_logit_scale: float = 100.0  # CLIP's clamp on exp(logit scale)
+    lidar_tower: str = "trained"  # trained | locked: the LiDAR classifier's penultimate layer, frozen
 
     def __post_init__(self):
         check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
+        check_choice("lidar_tower", self.lidar_tower, LIDAR_TOWERS)
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
         for name in ("embed_dim", "vector_hidden", "image_size", "rgb_channels", "lidar_channels"):
@@ -94,9 +103,10 @@ class CILP(nn.Module):
     """Two unit-vector encoders and the learnable logit scale of their similarities.
 
     ``forward`` returns the keyword arguments of :func:`mm_models.losses.clip_loss`.
+    A locked LiDAR tower needs the trained LiDAR classifier (``lidar_classifier``).
     """
 
-    def __init__(self, config: CILPConfig = CILPConfig()):
+    def __init__(self, config: CILPConfig = CILPConfig(), lidar_classifier: FusionClassifier | None = None):
         super().__init__()
 
         def encoder(step: nn.Module, channels: int) -> UnitEncoder:
@@ -104,7 +114,12 @@ class CILP(nn.Module):
                                               out_dim=config.embed_dim, hidden=config.vector_hidden))
 
         self.rgb = encoder(input_step(config.rgb_input, config.rgb_channels), config.rgb_channels)
-        self.lidar = encoder(MaskNoReturn() if config.mask_no_return else nn.Identity(), config.lidar_channels)
+        if config.lidar_tower == "locked":
+            if lidar_classifier is None:
+                raise ValueError("lidar_tower: 'locked' needs the LiDAR classifier it locks (parent 'lidar')")
+            self.lidar = LockedTower(lidar_classifier, config.embed_dim)
+        else:
+            self.lidar = encoder(MaskNoReturn() if config.mask_no_return else nn.Identity(), config.lidar_channels)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         self.max_log_scale = math.log(config.max_logit_scale)
 
@@ -163,6 +178,30 @@ class FrozenParts(nn.Module):
         for name in self.frozen:
             getattr(self, name).eval()
         return self
+
+
+class LockedTower(FrozenParts):
+    """A LiDAR encoder locked to a trained classifier: its penultimate activations (frozen),
+    a trained ``Linear`` to the shared size, L2 normalisation.
+
+    On the generated data a LiDAR encoder trained contrastively matches pairs by where
+    the object sits and how large it is, and its embedding hardly knows cubes from
+    spheres; locked to the classifier, both CILP embeddings separate the classes and
+    the RGB -> LiDAR chain classifies before any fine-tuning (see the README).
+    """
+
+    def __init__(self, classifier: FusionClassifier, out_features: int):
+        super().__init__()
+        self.classifier = classifier
+        self.linear = nn.Linear(classifier.head[-1].in_features, out_features)
+        self.freeze(("classifier",))
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.normalize(self.linear(self.classifier.embed({"lidar": x})).float(), dim=-1)
 
 
 class EmbeddingProjection(FrozenParts):

@@ -48,7 +48,8 @@ from .factory import count_parameters
 from .inputs import fit_standardizers
 from .losses import Objective, Outputs
 from .metrics import peak_memory_mb, reset_peak_memory
-from .stages import LoadedRun, ModelSpec, as_module, build, check_parents_unchanged, objective_for, spec_of
+from .stages import (KINDS, LoadedRun, ModelSpec, as_module, build, check_parents_unchanged, objective_for,
+                     spec_of)
 from .tracking import NullTracker, make_tracker, plot_curves, require_wandb, write_metrics_csv
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -116,6 +117,15 @@ class TrainResult:
     @property
     def spec(self) -> ModelSpec:
         return spec_of(self.manifest, self.run_dir)
+
+    def summary(self) -> str:
+        """``cilp: best epoch 10, val loss 0.2130, rgb2lidar_top1 80.00%, ...`` and, for a stage built
+        from parents, the same before training."""
+        objective = KINDS[self.spec.kind].objective
+        text = f"{self.run_dir.name}: best epoch {self.best['epoch']}, {describe_metrics(self.best, objective)}"
+        if self.manifest.get("initial"):
+            text += f" (before training: {describe_metrics(self.manifest['initial'], objective)})"
+        return text
 
 
 # --------------------------------------------------------------------------- device & precision

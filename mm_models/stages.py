@@ -18,7 +18,9 @@ loading alike.
 kind         config              parents                     objective
 ===========  ==================  ==========================  ===============
 classifier   ModelConfig         -                           Classification
-cilp         CILPConfig          -                           Contrastive
+cilp         CILPConfig          lidar (classifier, family   Contrastive
+                                 lidar) when its LiDAR tower
+                                 is locked; else none
 projector    ProjectorConfig     cilp (cilp), lidar          Regression
                                  (classifier, family lidar)
 rgb2lidar    RGBToLiDARConfig    projector (projector)       Classification
@@ -68,14 +70,15 @@ class ModelSpec:
         if not isinstance(self.config, kind.config):
             raise ValueError(f"config: a {self.kind} model needs a {kind.config.__name__}, "
                              f"got {type(self.config).__name__}")
-        missing = [role for role in kind.parents if role not in self.parents]
-        unexpected = sorted(set(self.parents) - set(kind.parents))
+        roles = kind.parents(self.config)
+        missing = [role for role in roles if role not in self.parents]
+        unexpected = sorted(set(self.parents) - set(roles))
         if missing or unexpected:
-            raise ValueError(f"parents: a {self.kind} model is built from {', '.join(kind.parents) or 'no parent'}"
+            raise ValueError(f"parents: this {self.kind} model is built from {', '.join(roles) or 'no parent'}"
                              + (f"; missing {', '.join(missing)}" if missing else "")
                              + (f"; unexpected {', '.join(unexpected)}" if unexpected else ""))
         for role, parent in self.parents.items():
-            kind.parents[role](role, parent.spec)
+            roles[role](role, parent.spec)
         kind.check(self)
 
     @property
@@ -107,7 +110,7 @@ class ModelSpec:
     def of(cls, config) -> "ModelSpec":
         """The spec of a parent-less model from its config (``ModelConfig`` -> classifier, ...)."""
         for name, kind in KINDS.items():
-            if isinstance(config, kind.config) and not kind.parents:
+            if isinstance(config, kind.config) and not kind.parents(config):
                 return cls(name, config)
         raise ValueError(f"config: {type(config).__name__} does not describe a model without parents")
 
@@ -115,7 +118,7 @@ class ModelSpec:
 # --------------------------------------------------------------------------- the kinds
 
 
-def _any(kind: str) -> Callable[[str, ModelSpec], None]:
+def _kind_is(kind: str) -> Callable[[str, ModelSpec], None]:
     def check(role: str, spec: ModelSpec) -> None:
         if spec.kind != kind:
             raise ValueError(f"parent '{role}': expected a {kind} run, got a {spec.kind} run")
@@ -143,7 +146,8 @@ class Kind:
     build: Callable[[Any, dict[str, nn.Module]], nn.Module]
     inputs: Callable[[ModelSpec], dict]
     describe: Callable[[ModelSpec], str]
-    parents: dict[str, Callable[[str, ModelSpec], None]] = field(default_factory=dict)
+    #: config -> the parent roles it needs, each with the check of a parent's spec
+    parents: Callable[[Any], dict[str, Callable[[str, ModelSpec], None]]] = lambda config: {}
     check: Callable[[ModelSpec], None] = lambda spec: None
 
 
@@ -167,35 +171,46 @@ def _classifier_label(spec: ModelSpec) -> str:
 KINDS: dict[str, Kind] = {
     "classifier": Kind(ModelConfig, Classification, lambda config, parents: build_model(config),
                        lambda spec: spec.config.input_shapes(), _classifier_label),
-    "cilp": Kind(CILPConfig, Contrastive, lambda config, parents: CILP(config),
+    "cilp": Kind(CILPConfig, Contrastive, lambda config, parents: CILP(config, parents.get("lidar")),
                  lambda spec: spec.config.input_shapes(),
-                 lambda spec: f"cilp ({spec.config.embed_dim}-d, {spec.config.rgb_input} rgb)"),
+                 lambda spec: f"cilp ({spec.config.embed_dim}-d, {spec.config.lidar_tower} lidar tower)",
+                 parents=lambda config: {"lidar": _lidar_classifier} if config.lidar_tower == "locked" else {}),
     "projector": Kind(ProjectorConfig, Regression, _build_projection,
                       lambda spec: {**spec.parents["cilp"].spec.input_shapes(),
                                     **spec.parents["lidar"].spec.input_shapes()},
                       lambda spec: "projector (cilp rgb -> lidar embedding)",
-                      parents={"cilp": _any("cilp"), "lidar": _lidar_classifier}, check=_check_projector),
+                      parents=lambda config: {"cilp": _kind_is("cilp"), "lidar": _lidar_classifier},
+                      check=_check_projector),
     "rgb2lidar": Kind(RGBToLiDARConfig, Classification, _build_rgb2lidar,
                       lambda spec: {"rgb": spec.parents["projector"].spec.input_shapes()["rgb"]},
                       lambda spec: "rgb -> lidar classifier" + (
                           f" (frozen: {', '.join(spec.config.freeze)})" if spec.config.freeze else ""),
-                      parents={"projector": _any("projector")}),
+                      parents=lambda config: {"projector": _kind_is("projector")}),
 }
 
 
-#: the cross-modal pipeline: stage -> (kind, config, {parent role: stage})
-PIPELINE = {
-    "lidar": ("classifier", ModelConfig(family="lidar"), {}),
-    "cilp": ("cilp", CILPConfig(), {}),
-    "projector": ("projector", ProjectorConfig(), {"cilp": "cilp", "lidar": "lidar"}),
-    "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig(), {"projector": "projector"}),
-}
+#: the stages of the cross-modal pipeline, in training order; a parent role is named after its stage
+PIPELINE = ("lidar", "cilp", "projector", "rgb2lidar")
 
 
-def pipeline_spec(stage: str, parents: dict[str, Path | str]) -> ModelSpec:
-    """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (role -> folder)."""
-    check_choice("stage", stage, tuple(PIPELINE))
-    kind, config, _ = PIPELINE[stage]
+def pipeline_model(stage: str, lidar_tower: str = "locked") -> tuple[str, Any]:
+    """The kind and config of the pipeline stage ``stage``."""
+    check_choice("stage", stage, PIPELINE)
+    return {"lidar": ("classifier", ModelConfig(family="lidar")),
+            "cilp": ("cilp", CILPConfig(lidar_tower=lidar_tower)),
+            "projector": ("projector", ProjectorConfig()),
+            "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig())}[stage]
+
+
+def pipeline_parents(stage: str, lidar_tower: str = "locked") -> tuple[str, ...]:
+    """The stages ``stage`` is built from."""
+    kind, config = pipeline_model(stage, lidar_tower)
+    return tuple(KINDS[kind].parents(config))
+
+
+def pipeline_spec(stage: str, parents: dict[str, Path | str], lidar_tower: str = "locked") -> ModelSpec:
+    """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (stage -> folder)."""
+    kind, config = pipeline_model(stage, lidar_tower)
     return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
 
 

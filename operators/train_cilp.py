@@ -5,7 +5,7 @@ from ._common import params_with_defaults, progress_reporter, split_tag_fields
 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 DEFAULTS = dict(stages=list(STAGES), epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
-                wandb=False, run_prefix="", train_tag="train", val_tag="val", overwrite=False)
+                wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False)
 
 
 class TrainCILP(foo.Operator):
@@ -32,6 +32,7 @@ class TrainCILP(foo.Operator):
         p = params_with_defaults(ctx, DEFAULTS)
         results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], batch_size=p["batch_size"],
                              preset=p["preset"], device=p["device"], precision=p["precision"], wandb=p["wandb"],
+                             lidar_tower=p["lidar_tower"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
                              overwrite=p["overwrite"], progress=progress_reporter(ctx))
         return {
@@ -39,10 +40,7 @@ class TrainCILP(foo.Operator):
             "best": {stage: result.best for stage, result in results.items()},
             "initial": {stage: result.manifest["initial"] for stage, result in results.items()
                         if "initial" in result.manifest},
-            "summary": "; ".join(f"{stage}: val loss {result.best['val/loss']:.4f}"
-                                 + (f", accuracy {100 * result.best['val/accuracy']:.2f}%"
-                                    if "val/accuracy" in result.best else "")
-                                 for stage, result in results.items()),
+            "summary": "; ".join(result.summary() for result in results.values()),
         }
 
     def resolve_output(self, ctx):
@@ -64,6 +62,9 @@ def train_cilp_form(ctx) -> types.Object:
                 description="auto: CUDA when present", view=types.RadioGroup())
     inputs.enum("precision", ["auto", "fp32", "bf16"], default=DEFAULTS["precision"], label="Precision",
                 view=types.RadioGroup())
+    inputs.enum("lidar_tower", ["locked", "trained"], default=DEFAULTS["lidar_tower"], label="CILP's LiDAR encoder",
+                description="locked: the LiDAR classifier, frozen (the RGB side learns the classes); trained: "
+                            "learned with the RGB encoder, as the reference", view=types.RadioGroup())
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
     inputs.str("run_prefix", default="", label="Run name prefix", description="runs are named PREFIX + stage")
     split_tag_fields(ctx, inputs, DEFAULTS)

@@ -169,19 +169,12 @@ def cmd_train_cilp(args) -> int:
     dataset = _load(args.name)
     with _Bar("train-cilp") as bar:
         results = train_cilp(dataset, stages=stages, epochs=args.epochs, batch_size=args.batch_size,
-                             preset=args.preset, device=args.device,
-                             precision=args.precision, seed=args.seed, wandb=args.wandb,
-                             run_prefix=args.run_prefix, train_tag=args.train_tag, val_tag=args.val_tag,
-                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume, progress=bar)
-    from mm_models.engine import describe_metrics
-    from mm_models.stages import objective_for
-
-    for stage, result in results.items():
-        objective = objective_for(result.spec, 1)
-        line = f"{result.run_dir.name}: best epoch {result.best['epoch']}, {describe_metrics(result.best, objective)}"
-        if "initial" in result.manifest:
-            line += f" (before training: {describe_metrics(result.manifest['initial'], objective)})"
-        print(f"{line}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
+                             preset=args.preset, device=args.device, precision=args.precision, seed=args.seed,
+                             wandb=args.wandb, lidar_tower=args.lidar_tower, run_prefix=args.run_prefix,
+                             train_tag=args.train_tag, val_tag=args.val_tag, runs_dir=args.runs_dir,
+                             overwrite=args.overwrite, resume=args.resume, progress=bar)
+    for result in results.values():
+        print(f"{result.summary()}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
     return 0
 
 
@@ -317,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, help="batch size of every stage (default: the preset's)")
     p.add_argument("--preset", default="auto", help="auto (gpu on CUDA, else cpu) | cpu | gpu")
+    p.add_argument("--lidar-tower", default="locked", choices=["locked", "trained"],
+                   help="CILP's LiDAR encoder: locked (the lidar stage's classifier, frozen; default) or "
+                        "trained with the RGB encoder (the reference's)")
     p.add_argument("--run-prefix", default="", help="run names become PREFIX + stage (e.g. exp1_cilp)")
     _training_flags(p)
     p.set_defaults(handler=cmd_train_cilp)

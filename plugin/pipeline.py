@@ -35,21 +35,27 @@ def parse_stages(stages) -> list[str]:
 def train_cilp(
     dataset: fo.Dataset, *, stages=("lidar", "cilp", "projector", "rgb2lidar"), epochs: int | dict | None = None,
     batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto",
-    seed: int = 42, wandb: bool = False, run_prefix: str = "", train_tag: str = "train", val_tag: str = "val",
-    runs_dir: Path | str | None = None, overwrite: bool = False, resume: bool = False, progress=None,
+    seed: int = 42, wandb: bool = False, lidar_tower: str = "locked", run_prefix: str = "", train_tag: str = "train",
+    val_tag: str = "val", runs_dir: Path | str | None = None, overwrite: bool = False, resume: bool = False,
+    progress=None,
 ) -> dict:
     """Train ``stages`` (in pipeline order); returns stage -> the engine's ``TrainResult``.
 
     ``epochs`` overrides the preset's (one number for every stage, or stage ->
-    epochs), ``batch_size`` its batch size (every stage). Progress is labelled
+    epochs), ``batch_size`` its batch size (every stage). ``lidar_tower`` is CILP's
+    LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
+    from it) or ``trained`` (the reference's). Progress is labelled
     ``stage 2/4 cilp: epoch 3/10: ...``.
     """
     from mm_models import TrainConfig
     from mm_models.engine import resolve_device
     from mm_models.presets import preset_for
-    from mm_models.stages import PIPELINE, pipeline_spec
+    from mm_models.cilp import LIDAR_TOWERS
+    from mm_models.encoders import check_choice
+    from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
 
-    parents_of = {stage: roles for stage, (_, _, roles) in PIPELINE.items()}  # stage -> {role: parent stage}
+    check_choice("lidar_tower", lidar_tower, LIDAR_TOWERS)
+    parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}
     stages = parse_stages(stages)
     names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
     settings = preset_for(preset, resolve_device(device).type)
@@ -65,25 +71,24 @@ def train_cilp(
                for stage in stages}  # validates every number before anything trains
     recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
     for stage in stages:
-        for role, parent_stage in parents_of[stage].items():
-            if parent_stage not in stages:
-                recorded[parent_stage] = _recorded(dataset, names[parent_stage], stage, role)
-        if parents_of[stage] and all(p in recorded for p in parents_of[stage].values()):
+        for role in parents_of[stage]:
+            if role not in stages:
+                recorded[role] = _recorded(dataset, names[role], stage, role, lidar_tower)
+        if parents_of[stage] and all(role in recorded for role in parents_of[stage]):
             try:  # fine alone, they must also fit together (e.g. the projector's input sizes)
-                pipeline_spec(stage, {role: recorded[p] for role, p in parents_of[stage].items()})
+                pipeline_spec(stage, {role: recorded[role] for role in parents_of[stage]}, lidar_tower)
             except ValueError as exc:
-                runs = ", ".join(f"'{names[p]}'" for p in parents_of[stage].values())
+                runs = ", ".join(f"'{names[role]}'" for role in parents_of[stage])
                 raise ValueError(f"stage '{stage}': the runs {runs} cannot be combined: {exc}") from None
 
     say = progress or (lambda fraction, label: None)
     runs: dict[str, Path] = {}
     results = {}
     for i, stage in enumerate(stages):
-        parents = {role: runs.get(parent_stage) or recorded[parent_stage]
-                   for role, parent_stage in parents_of[stage].items()}
+        parents = {role: runs.get(role) or recorded[role] for role in parents_of[stage]}
         label = f"stage {i + 1}/{len(stages)} {stage}"
         result = train_on_dataset(
-            dataset, pipeline_spec(stage, parents), configs[stage], train_tag=train_tag, val_tag=val_tag,
+            dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=train_tag, val_tag=val_tag,
             runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,
             progress=lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}"))
         runs[stage] = result.run_dir
@@ -91,11 +96,11 @@ def train_cilp(
     return results
 
 
-def _recorded(dataset: fo.Dataset, name: str, stage: str, role: str) -> Path:
+def _recorded(dataset: fo.Dataset, name: str, stage: str, role: str, lidar_tower: str) -> Path:
     """The folder of the run ``name`` recorded on the dataset (never a folder of the working directory
     that shares its name), checked to be a finished run that the ``role`` of ``stage`` accepts."""
     from mm_models import parent
-    from mm_models.stages import KINDS, PIPELINE
+    from mm_models.stages import KINDS, pipeline_model
 
     folder = dataset.info.get("cilp_runs", {}).get(name)
     if folder is None:
@@ -103,7 +108,8 @@ def _recorded(dataset: fo.Dataset, name: str, stage: str, role: str) -> Path:
                          f"'{dataset.name}' does not have: train it first (--stages {role},{stage})")
     try:
         found = parent(folder, role)  # finished, its checkpoint as its manifest says
-        KINDS[PIPELINE[stage][0]].parents[role](role, found.spec)
+        kind, config = pipeline_model(stage, lidar_tower)
+        KINDS[kind].parents(config)[role](role, found.spec)
     except ValueError as exc:
         raise ValueError(f"stage '{stage}': the '{role}' run '{name}' of dataset '{dataset.name}' "
                          f"cannot be used: {exc}") from None

@@ -224,7 +224,7 @@ def test_missing_or_unfinished_parents_and_wrong_kinds_are_named(stages, tmp_pat
                                          "got a cilp run"):
         ModelSpec("projector", ProjectorConfig(), {"cilp": parent(root / "cilp", "cilp"),
                                                    "lidar": parent(root / "cilp", "lidar")})
-    with pytest.raises(ValueError, match="parents: a rgb2lidar model is built from projector; missing projector"):
+    with pytest.raises(ValueError, match="parents: this rgb2lidar model is built from projector; missing projector"):
         ModelSpec("rgb2lidar", RGBToLiDARConfig())
     manifest = json.loads((root / "cilp" / "manifest.json").read_text())
     (tmp_path / "failed").mkdir()
@@ -233,6 +233,28 @@ def test_missing_or_unfinished_parents_and_wrong_kinds_are_named(stages, tmp_pat
     (tmp_path / "failed" / "manifest.json").write_text(json.dumps({**manifest, "status": "failed"}))
     with pytest.raises(CheckpointError, match="has status 'failed', not 'finished'"):
         parent(tmp_path / "failed", "cilp")
+
+
+def test_a_locked_lidar_tower_is_the_lidar_classifier_frozen(stages, tmp_path):
+    locked = CILPConfig(widths=W, embed_dim=16, vector_hidden=16, lidar_tower="locked")
+    with pytest.raises(ValueError, match="parents: this cilp model is built from lidar; missing lidar"):
+        ModelSpec("cilp", locked)
+    with pytest.raises(ValueError, match=r"lidar_tower: 'locked' needs the LiDAR classifier"):
+        CILP(locked)
+    with pytest.raises(ValueError, match="parent 'lidar': expected a LiDAR-only classifier"):
+        ModelSpec("cilp", locked, {"lidar": parent(stages["root"] / "cilp", "lidar")})
+    spec = ModelSpec("cilp", locked, {"lidar": parent(stages["root"] / "lidar", "lidar")})
+    result = train(spec, TrainConfig(**FAST), stages["train"], stages["val"], tmp_path / "locked")
+    classifier = load_run(stages["root"] / "lidar").model
+    tower = result.model.lidar
+    for name, tensor in classifier.state_dict().items():
+        assert torch.equal(tower.classifier.state_dict()[name], tensor), name
+    trainable = {name for name, p in result.model.named_parameters() if p.requires_grad}
+    assert {"lidar.linear.weight", "lidar.linear.bias", "logit_scale"} <= trainable
+    assert not any(name.startswith("lidar.classifier") for name in trainable)
+    features = outputs_of(tmp_path / "locked", stages["val"])["lidar_features"]
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    assert load_run(tmp_path / "locked").spec.parents["lidar"].run == str(stages["root"] / "lidar")
 
 
 def test_mismatched_input_sizes_between_parents_are_refused(stages, tmp_path):
