@@ -63,7 +63,7 @@ def run_rows(run_dir: Path | str) -> list[dict]:
     if not manifest.get("initial"):
         return [row]
     before = {**{c: None for c in COLUMNS}, "run": f"{run_dir.name} (before training)",
-              "model": f"{label}, parents' weights only", **_scores(manifest["initial"]),
+              "model": f"{label}, as built from its parents", **_scores(manifest["initial"]),
               "params": manifest["params"], "device": row["device"], "precision": row["precision"]}
     return [before, row]
 

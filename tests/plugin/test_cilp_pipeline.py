@@ -6,6 +6,7 @@ reads what they wrote. The last test retrains rgb2lidar through the operator.
 """
 
 import contextlib
+import csv
 import io
 import shutil
 import uuid
@@ -435,3 +436,19 @@ def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipel
     assert (loaded.manifest["train_size"], loaded.manifest["val_size"]) == (32, 16)
     assert dataset.count_sample_tags().keys() == {"train", "val"}
     assert loaded.spec.parents["projector"].run == recorded["projector"]
+
+
+def test_report_has_the_cilp_rows_and_the_chain_before_fine_tuning(dataset, tmp_path, capsys):
+    assert cli.main(["report", "--dataset", dataset.name, "--out", str(tmp_path / "report")]) == 0
+    rows = {row["run"]: row for row in csv.DictReader(open(tmp_path / "report" / "report.csv"))}
+    manifests = {stage: load_run(folder).manifest for stage, folder in dataset.info["cilp_runs"].items()}
+    cilp = manifests["cilp"]["best"]
+    assert float(rows["cilp"]["top-1 %"]) == pytest.approx(100 * cilp["val/rgb2lidar_top1"])
+    assert float(rows["cilp"]["top-5 %"]) == pytest.approx(100 * cilp["val/rgb2lidar_top5"])
+    assert rows["cilp"]["accuracy %"] == ""  # a contrastive run has no accuracy
+    assert float(rows["projector"]["val loss"]) == pytest.approx(manifests["projector"]["best"]["val/loss"])
+    before = manifests["rgb2lidar"]["initial"]["val/accuracy"]
+    assert float(rows["rgb2lidar (before training)"]["accuracy %"]) == pytest.approx(100 * before)
+    assert float(rows["rgb2lidar"]["accuracy %"]) == pytest.approx(100 * manifests["rgb2lidar"]["best"]["val/accuracy"])
+    assert "embedding_maps.png" in capsys.readouterr().out
+    assert (tmp_path / "report" / "embedding_maps.png").read_bytes()[:4] == b"\x89PNG"
