@@ -256,13 +256,17 @@ def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, s
 
 
 @torch.no_grad()
-def infer(model, data: PairTensors, *, batch_size: int, device: torch.device, precision: str) -> Outputs:
+def infer(model, data: PairTensors, *, batch_size: int, device: torch.device, precision: str,
+          progress: Progress | None = None) -> Outputs:
     """The model's outputs for every pair, in order, concatenated (eval mode, no gradients)."""
     model.eval()
     outputs = []
-    for inputs, _ in data.batches(batch_size):
+    for i, (inputs, _) in enumerate(data.batches(batch_size)):
         with autocast(device, precision):
             outputs.append({k: v.float() for k, v in model(inputs).items()})
+        if progress:
+            done = min(len(data), (i + 1) * batch_size)
+            progress(done / len(data), f"predicted {done} of {len(data)}")
     return concat_outputs(outputs)
 
 
@@ -387,6 +391,7 @@ def train(
                                   fused=True)  # one kernel for all parameters (CPU and CUDA)
     steps_per_epoch = len(train_data) // train_config.batch_size if drop_last else \
         math.ceil(len(train_data) / train_config.batch_size)
+    samples_per_epoch = steps_per_epoch * train_config.batch_size if drop_last else len(train_data)
     total_steps = train_config.epochs * steps_per_epoch
     warmup_steps = round(train_config.warmup_epochs * steps_per_epoch)
     min_lr = train_config.lr * train_config.min_lr_ratio
@@ -473,8 +478,7 @@ def train(
                 "lr": schedule(step - 1),
                 "params": params,
                 "epoch_seconds": time.perf_counter() - started,
-                "samples_per_s": steps_per_epoch * train_config.batch_size / train_seconds if drop_last
-                else len(train_data) / train_seconds,
+                "samples_per_s": samples_per_epoch / train_seconds,
                 "peak_memory_mb": peak_memory_mb(device),
             }
             history.append(row)
@@ -580,17 +584,9 @@ def outputs_of(
         raise ValueError("data: no pairs to predict")
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    model.to(device_).eval()
-    data = data.to(device_)
-    outputs = []
-    with torch.no_grad():
-        for i, (inputs, _) in enumerate(data.batches(batch_size)):
-            with autocast(device_, precision):
-                outputs.append({k: v.float().cpu() for k, v in model(inputs).items()})
-            if progress:
-                done = min(len(data), (i + 1) * batch_size)
-                progress(done / len(data), f"predicted {done} of {len(data)}")
-    return {k: v.numpy() for k, v in concat_outputs(outputs).items()}
+    outputs = infer(model.to(device_), data.to(device_), batch_size=batch_size, device=device_,
+                    precision=precision, progress=progress)
+    return {k: v.cpu().numpy() for k, v in outputs.items()}
 
 
 def predict(model_or_run, data: PairTensors, **options) -> Predictions:

@@ -98,10 +98,9 @@ def from_folder(root: Path | str, pair_ids: list[str] | None = None,
 def from_dataset(dataset, tags: str | list[str] | None = None, cache_dir: Path | str | None = None) -> PairArrays:
     """Arrays of the pairs of a grouped dataset, optionally only those with ``tags``."""
     from .ingest import default_cache_dir
+    from .splits import with_tags  # fiftyone: only where a dataset is read
 
-    view = dataset.select_group_slices("rgb")
-    if tags:
-        view = view.match_tags(tags)
+    view = with_tags(dataset.select_group_slices("rgb"), tags)
     ids, labels, rgb, ranges = view.values(["pair_id", "ground_truth.label", "filepath", "range_path"])
     if not ids:
         raise ValueError(f"dataset '{dataset.name}' has no pairs tagged {tags!r} (create splits first)")

@@ -32,7 +32,7 @@ import fiftyone as fo
 import numpy as np
 
 from . import arrays
-from .splits import all_slices
+from .splits import all_slices, with_tags
 from .staging import StagedWrite
 from .training import check_run_name, find_run
 
@@ -105,7 +105,7 @@ def apply_cilp(
     with StagedWrite(dataset) as staged:
         say(0.65, f"writing {keys['embedding']}, {keys['pair_similarity']}, {keys['pair_rank']}")
         for slice_name, modality in SLICE_MODALITY.items():
-            view = _written(dataset.select_group_slices(slice_name), tags)
+            view = with_tags(dataset.select_group_slices(slice_name), tags)
             index = rows(view)
             view.set_values(staged.field(keys["embedding"]), list(features[modality][index]))
             view.set_values(staged.field(keys["pair_similarity"]), pair_similarity[index].tolist())
@@ -114,16 +114,16 @@ def apply_cilp(
         import fiftyone.brain as fob
 
         for modality, slice_name in INDEX_SLICE.items():
-            view = _written(dataset.select_group_slices(slice_name), tags)
+            view = with_tags(dataset.select_group_slices(slice_name), tags)
             fob.compute_similarity(view, embeddings=features[modality][rows(view)], metric="cosine",
                                    backend="sklearn", brain_key=staged.brain_key(keys[f"{modality}_sim"]),
                                    progress=False)
         say(0.85, f"embedding maps ({embedding_map})")
         for key, slices in ((keys["rgb_map"], ["rgb"]), (keys["lidar_map"], ["depth"]),
                             (keys["joint_map"], ["rgb", "depth"])):
-            view = _written(dataset.select_group_slices(slices), tags)
+            view = with_tags(dataset.select_group_slices(slices), tags)
             vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
-                                for s, p in zip(view.values("group.name"), view.values("pair_id"))])
+                                for s, p in zip(*view.values(["group.name", "pair_id"]))])
             fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
                                       brain_key=staged.brain_key(key), seed=0, progress=False,
                                       **map_options(embedding_map, *vectors.shape))
@@ -132,12 +132,6 @@ def apply_cilp(
     return CILPApplyResult(base, len(data), [keys["embedding"], keys["pair_similarity"], keys["pair_rank"]],
                            [keys[k] for k in ("rgb_map", "lidar_map", "joint_map", "rgb_sim", "lidar_sim")],
                            retrieval)
-
-
-def _written(view, tags):
-    """The samples of ``view`` that were embedded: those with ``tags`` (a tag stage, not a list of
-    ids, so the brain runs' stored views stay small)."""
-    return view.match_tags(tags) if tags else view
 
 
 def find_cross_modal_matches(dataset: fo.Dataset, sample_ids: list[str], *, k: int = 5, run: str = "cilp"):

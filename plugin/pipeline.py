@@ -50,12 +50,9 @@ def train_cilp(
     from mm_models import TrainConfig
     from mm_models.engine import resolve_device
     from mm_models.presets import preset_for
-    from mm_models.cilp import LIDAR_TOWERS
-    from mm_models.encoders import check_choice
     from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
 
-    check_choice("lidar_tower", lidar_tower, LIDAR_TOWERS)
-    parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}
+    parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
     stages = parse_stages(stages)
     names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
     settings = preset_for(preset, resolve_device(device).type)

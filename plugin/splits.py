@@ -139,6 +139,11 @@ def all_slices(dataset: fo.Dataset):
     return dataset.select_group_slices(_allow_mixed=True)
 
 
+def with_tags(view, tags: str | list[str] | None):
+    """The samples of ``view`` with any of ``tags``; all of them when no tag is given."""
+    return view.match_tags(tags) if tags else view
+
+
 def pair_ids(dataset: fo.Dataset) -> list[str]:
     return all_slices(dataset).distinct("pair_id")
 

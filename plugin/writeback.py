@@ -21,7 +21,7 @@ import numpy as np
 
 from . import arrays
 from . import format as fmt
-from .splits import all_slices
+from .splits import all_slices, with_tags
 from .staging import StagedWrite
 from .training import check_run_name, find_run
 
@@ -128,8 +128,7 @@ def apply_model(
         samples.set_values(staged.field(field), [predictions.get(pid) for pid in pair_ids])
         samples.set_values(staged.field(embedding_field), [embeddings.get(pid) for pid in pair_ids])
         say(0.95, f"evaluating '{field}'")
-        predicted = dataset.select_group_slices("rgb")
-        predicted = predicted.match_tags(tags) if tags else predicted
+        predicted = with_tags(dataset.select_group_slices("rgb"), tags)
         report = _evaluate(predicted, staged, field, eval_key, eval_tag)
         if not report:
             staged.discard(eval_key)
