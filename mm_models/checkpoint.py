@@ -96,13 +96,50 @@ def save_weights(model: nn.Module, path: Path, spec: dict | None = None) -> None
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 
 
+#: weight tensors of at least this many values are shipped in 8 bits (:func:`compact`)
+INT8_MIN_VALUES = 65_536
+INT8_SCALE = ".int8_scale"
+
+
+def compact(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights made small for shipping: each large weight tensor as int8 with one float32 scale
+    per output row (symmetric, ``weight = int8 * scale``), other floats as float16."""
+    small = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point() and tensor.ndim >= 2 and tensor.numel() >= INT8_MIN_VALUES:
+            rows = tensor.float().flatten(1)
+            scale = rows.abs().amax(1).clamp_min(1e-12) / 127
+            small[name] = (rows / scale[:, None]).round().to(torch.int8).reshape(tensor.shape).contiguous()
+            small[name + INT8_SCALE] = scale
+        elif tensor.is_floating_point() and (tensor.numel() == 0 or tensor.abs().max() < 60_000):  # float16's range
+            small[name] = tensor.half().contiguous()
+        else:
+            small[name] = tensor.contiguous()
+    return small
+
+
+def expand(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float32 weights from :func:`compact`'s (unchanged for weights that were not compacted)."""
+    full = {}
+    for name, tensor in tensors.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        scale = tensors.get(name + INT8_SCALE)
+        if scale is not None:
+            tensor = (tensor.float().flatten(1) * scale[:, None]).reshape(tensor.shape)
+        full[name] = tensor.float() if tensor.is_floating_point() else tensor
+    return full
+
+
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
-    """Load safetensors weights into ``model``; a mismatch or a bad file names the file."""
+    """Load safetensors weights (full or :func:`compact`) into ``model``; a mismatch or a bad file
+    names the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        tensors = load_file(path)
+        tensors = expand(load_file(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or not a safetensors checkpoint ({exc})") from None
     check_compatible(unwrap(model), tensors, path)

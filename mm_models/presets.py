@@ -1,9 +1,10 @@
-"""How long and how fast each CILP stage trains: a CPU preset and the reference's GPU protocol.
+"""How long and how fast each model trains: a CPU preset and the reference's GPU protocol.
 
     from mm_models.presets import preset_for
     settings = preset_for("cpu")["cilp"]        # StageSettings(epochs=..., lr=..., batch_size=...)
 
-``cpu`` is sized so that the four stages train in a few minutes on 2 cores on the
+A preset has an entry per CILP stage and one, ``fusion``, for every fusion model.
+``cpu`` is sized so that the demo's models train in a few minutes on 2 cores on the
 default data (2 x 1,000 pairs, 80/20) and reach the targets in the README under
 fp32 and bf16 alike. ``gpu`` follows the reference protocol (batch 32, more epochs;
 the reference trained on a 30 % subset of 2 x 9,999 pairs, see ``cilp split --subset``).
@@ -29,12 +30,14 @@ class StageSettings:
 
 PRESETS: dict[str, dict[str, StageSettings]] = {
     "cpu": {
+        "fusion": StageSettings(epochs=6, lr=1e-3),
         "lidar": StageSettings(epochs=6, lr=1e-3),
         "cilp": StageSettings(epochs=10, lr=1e-3),
         "projector": StageSettings(epochs=10, lr=1e-3),
         "rgb2lidar": StageSettings(epochs=4, lr=1e-3),
     },
     "gpu": {
+        "fusion": StageSettings(epochs=15, lr=1e-3),
         "lidar": StageSettings(epochs=15, lr=1e-3),
         "cilp": StageSettings(epochs=40, lr=1e-3),
         "projector": StageSettings(epochs=40, lr=1e-3),

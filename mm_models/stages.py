@@ -214,6 +214,26 @@ def pipeline_spec(stage: str, parents: dict[str, Path | str], lidar_tower: str =
     return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
 
 
+def default_run_name(model) -> str:
+    """``late``, ``late_add``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ``cilp``, ...
+
+    ``model`` is a ``ModelConfig`` or a ``ModelSpec``; a spec other than a
+    classifier's is named after its kind.
+    """
+    if isinstance(model, ModelSpec):
+        if model.kind != "classifier":
+            return model.kind
+        model = model.config
+    model_config = model
+    parts = [model_config.family]
+    if model_config.family == "intermediate" or (
+            model_config.family in ("early", "late") and model_config.fusion != "concat"):
+        parts.append(model_config.fusion)
+    if model_config.downsample != "maxpool":
+        parts.append(model_config.downsample)
+    return "_".join(parts)
+
+
 def objective_for(spec: ModelSpec, batch_size: int) -> Objective:
     objective = KINDS[spec.kind].objective
     return objective(set_size=batch_size) if objective is Contrastive else objective()
@@ -264,8 +284,8 @@ def check_parents_unchanged(spec: ModelSpec, run_dir: Path | str) -> None:
     """Refuse a model whose parent run still exists but holds another checkpoint now."""
     for role, parent_ in spec.parents.items():
         folder = Path(parent_.run)
-        if not (folder / ckpt.MANIFEST).is_file():
-            continue  # moved or shipped without its parents: the checkpoint is self-contained
+        if not folder.is_absolute() or not (folder / ckpt.MANIFEST).is_file():
+            continue  # shipped (parents named, not placed) or moved: the checkpoint is self-contained
         weights = folder / ckpt.weights_name(ckpt.read_manifest(folder), folder)
         current = ckpt.file_sha256(weights) if weights.is_file() else "missing"
         if current != parent_.sha256:

@@ -6,7 +6,8 @@ then spheres by stem; ``random.seed(seed)``, shuffle, keep the first
 it exactly; ``stratify=True`` (the default) applies it to each class, so every
 split keeps the class balance. The JSON form is the reference's:
 ``{"train": [...], "val": [...], "seed": 42, "subset_percentage": 0.3}``
-(plus ``"test"`` when there is one).
+(plus ``"test"`` when there is one). The protocol itself (``make_split``) needs no
+FiftyOne, so scripts that train without a dataset cut the same splits.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import fiftyone as fo
+from typing import TYPE_CHECKING
 
 from . import format as fmt
+
+if TYPE_CHECKING:
+    import fiftyone as fo
 
 SPLITS = ("train", "val", "test")
 
@@ -154,12 +157,14 @@ def apply_split(dataset: fo.Dataset, split: Split) -> SplitResult:
     Tags are written with one database update per split (``set_values`` on a grouped
     dataset costs about a millisecond per sample).
     """
+    from fiftyone import ViewField
+
     samples = all_slices(dataset)
     samples.untag_samples(list(SPLITS))
     for name in SPLITS:
         members = getattr(split, name)
         if members:
-            samples.match(fo.ViewField("pair_id").is_in(members)).tag_samples(name)
+            samples.match(ViewField("pair_id").is_in(members)).tag_samples(name)
     present = set(samples.distinct("pair_id"))
     return SplitResult(split, missing=sorted(pid for pid in split.assignments() if pid not in present))
 

@@ -24,28 +24,6 @@ def default_runs_dir() -> Path:
     return Path(fo.config.default_dataset_dir) / "cilp" / "runs"
 
 
-def default_run_name(model) -> str:
-    """``late``, ``late_add``, ``intermediate_add``, ``intermediate_add_strided``, ``lidar``, ``cilp``, ...
-
-    ``model`` is a ``ModelConfig`` or a ``ModelSpec``; a spec other than a
-    classifier's is named after its kind.
-    """
-    from mm_models import ModelSpec
-
-    if isinstance(model, ModelSpec):
-        if model.kind != "classifier":
-            return model.kind
-        model = model.config
-    model_config = model
-    parts = [model_config.family]
-    if model_config.family == "intermediate" or (
-            model_config.family in ("early", "late") and model_config.fusion != "concat"):
-        parts.append(model_config.fusion)
-    if model_config.downsample != "maxpool":
-        parts.append(model_config.downsample)
-    return "_".join(parts)
-
-
 def check_run_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name or ""):
         raise ValueError(f"run name: expected letters, digits and underscores (it names a field), got {name!r}")
@@ -64,6 +42,7 @@ def train_on_dataset(
     configs, run folder) before anything is written.
     """
     from mm_models import train
+    from mm_models.stages import default_run_name
 
     name = check_run_name(name or default_run_name(model))
     say = progress or (lambda fraction, label: None)

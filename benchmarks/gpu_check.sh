@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The CUDA path on one GPU, in a few minutes: the test suite's CUDA tests (bf16 and compiled
+# training, resume across devices, CPU/GPU agreement, the CILP stages), then the GPU benchmark;
+# one table at the end. Needs torch with CUDA; FiftyOne is not needed.
+#
+#     bash benchmarks/gpu_check.sh            # PYTHON=... to choose the interpreter
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+junit=$(mktemp --suffix .xml)
+trap 'rm -f "$junit"' EXIT
+
+"$PYTHON" -m pytest -q -m cuda tests/mm_models/test_mm_cuda.py -p no:cacheprovider --junitxml "$junit"
+tests=$?
+"$PYTHON" benchmarks/bench_gpu.py --junit "$junit"
+bench=$?
+exit $(( tests || bench ))
