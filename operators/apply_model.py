@@ -5,7 +5,9 @@ from plugin.writeback import EMBEDDING_MAPS  # fiftyone and numpy only: cheap at
 
 from ._common import params_with_defaults, progress_reporter, summary_output
 
-DEFAULTS = dict(run=None, field=None, tags=None, eval_tag="val", embedding_map="pca", device="auto")
+DEFAULTS = dict(source="run", run=None, checkpoint=None, field=None, tags=None, eval_tag="val",
+                embedding_map="pca", device="auto")
+SOURCES = {"run": "A run of this dataset", "checkpoint": "A shipped checkpoint"}
 
 
 class ApplyModel(foo.Operator):
@@ -14,8 +16,8 @@ class ApplyModel(foo.Operator):
         return foo.OperatorConfig(
             name="apply_model",
             label="CILP: apply a trained model",
-            description="Write a run's predictions and embeddings to every slice, evaluate them "
-                        "(confusion matrix) and map the embeddings (Embeddings panel)",
+            description="Write the predictions and embeddings of a run or a shipped checkpoint to every "
+                        "slice, evaluate them (confusion matrix) and map the embeddings (Embeddings panel)",
             icon="/assets/icon.svg",
             dynamic=True,
             allow_immediate_execution=True,
@@ -26,31 +28,50 @@ class ApplyModel(foo.Operator):
         return types.Property(apply_form(ctx), view=types.View(label="Apply a trained model"))
 
     def execute(self, ctx):
-        from plugin.writeback import apply_model
+        from plugin.training import shipped_checkpoint
+        from plugin.writeback import apply_run
 
         p = params_with_defaults(ctx, DEFAULTS)
-        if not p["run"]:
-            raise ValueError("run: choose a run of this dataset or give a run folder")
-        result = apply_model(ctx.dataset, p["run"], field=p["field"], tags=p["tags"], eval_tag=p["eval_tag"],
-                             embedding_map=p["embedding_map"], device=p["device"], progress=progress_reporter(ctx))
+        source = ctx.params.get("source") or ("checkpoint" if p["checkpoint"] else "run")  # SDK calls name one
+        run = shipped_checkpoint(p["checkpoint"]) if source == "checkpoint" else p["run"]
+        if not run:
+            raise ValueError("run: choose a run of this dataset (or give a run folder), or a shipped checkpoint")
+        result = apply_run(ctx.dataset, run, field=p["field"], tags=p["tags"], eval_tag=p["eval_tag"],
+                           embedding_map=p["embedding_map"], device=p["device"], progress=progress_reporter(ctx))
         ctx.trigger("reload_dataset")
-        return {"field": result.field, "embedding_field": result.embedding_field, "eval_key": result.eval_key,
-                "brain_key": result.brain_key, "predicted": result.predicted,
-                "accuracy": result.report["accuracy"] if result.report else None, "summary": result.summary()}
+        return {"summary": result.summary(), **{key: getattr(result, key, None) for key in (
+            "field", "embedding_field", "eval_key", "brain_key", "predicted", "fields", "brain_keys")},
+            "accuracy": result.report["accuracy"] if getattr(result, "report", None) else None}
 
     def resolve_output(self, ctx):
         return summary_output()
 
 
 def apply_form(ctx) -> types.Object:
+    from plugin.training import shipped_checkpoints
+
     inputs = types.Object()
     runs = sorted(ctx.dataset.info.get("cilp_runs", {})) if ctx.dataset is not None else []
-    choices = types.AutocompleteView()
-    for run in runs:
-        choices.add_choice(run, label=run)
-    inputs.str("run", required=True, default=runs[-1] if runs else None, label="Run", view=choices,
-               description="a run of this dataset, or a run folder" if runs
-               else "no runs recorded on this dataset yet: give a run folder, or train first")
+    source = ctx.params.get("source") or ("run" if runs else "checkpoint")
+    sources = types.RadioGroup()
+    for value, label in SOURCES.items():
+        sources.add_choice(value, label=label)
+    inputs.enum("source", list(SOURCES), default=source, label="Apply", view=sources)
+    if source == "checkpoint":
+        shipped = shipped_checkpoints()
+        choices = types.DropdownView()
+        for name in shipped:
+            choices.add_choice(name, label=name)
+        inputs.enum("checkpoint", shipped, required=True, default=shipped[0] if shipped else None,
+                    label="Shipped checkpoint", view=choices,
+                    description="trained on the generated data (checkpoints/); no training needed")
+    else:
+        choices = types.AutocompleteView()
+        for run in runs:
+            choices.add_choice(run, label=run)
+        inputs.str("run", required=True, default=runs[-1] if runs else None, label="Run", view=choices,
+                   description="a run of this dataset, or a run folder" if runs
+                   else "no runs recorded on this dataset yet: give a run folder, or train first")
     inputs.str("field", label="Prediction field", description="default: the run's name")
     inputs.list("tags", types.String(), label="Only pairs tagged", description="default: every pair")
     inputs.str("eval_tag", default=DEFAULTS["eval_tag"], label="Evaluate on pairs tagged")

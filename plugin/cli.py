@@ -11,6 +11,7 @@
     cilp train-cilp cilp-assessment --stages lidar,cilp,projector,rgb2lidar
     cilp apply cilp-assessment cilp          # embeddings, maps, similarity indexes, pair scores
     cilp apply cilp-assessment rgb2lidar     # RGB -> LiDAR predictions and their evaluation
+    cilp apply cilp-assessment --checkpoint intermediate_add   # a shipped checkpoint: no training
     cilp search cilp-assessment cube_0001 --slice rgb --k 5
     cilp report --dataset cilp-assessment --out runs/report
     cilp app cilp-assessment
@@ -179,11 +180,15 @@ def cmd_train_cilp(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from .training import shipped_checkpoint
     from .writeback import apply_run, check_embedding_map
 
     check_embedding_map(args.embedding_map)  # before the dataset is looked up
+    if (args.run is None) == (args.checkpoint is None):
+        raise ValueError("apply: give a run or --checkpoint NAME (one of them)")
+    run = shipped_checkpoint(args.checkpoint) if args.checkpoint else args.run
     with _Bar("applying") as bar:
-        result = apply_run(_load(args.name), args.run, field=args.field, tags=args.tags,
+        result = apply_run(_load(args.name), run, field=args.field, tags=args.tags,
                            eval_tag=args.eval_tag, embedding_map=args.embedding_map, device=args.device,
                            progress=bar)
     print(result.summary())
@@ -319,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
     p.add_argument("name", help="dataset name")
-    p.add_argument("run", help="a run name recorded on the dataset, or a run folder")
+    p.add_argument("run", nargs="?", help="a run name recorded on the dataset, or a run folder")
+    p.add_argument("--checkpoint", metavar="NAME",
+                   help="a shipped checkpoint instead of a run (checkpoints/: intermediate_add, cilp, rgb2lidar, ...)")
     p.add_argument("--field", help="prediction field (default: the run's name)")
     p.add_argument("--tags", nargs="+", help="only pairs with these tags (default: all)")
     p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")

@@ -18,6 +18,10 @@ import fiftyone as fo
 from . import arrays
 
 
+#: the checkpoints shipped with the project (``scripts/ship_checkpoints.py`` writes them)
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
 def default_runs_dir() -> Path:
     if os.environ.get("CILP_RUNS_DIR"):
         return Path(os.environ["CILP_RUNS_DIR"]).expanduser()
@@ -78,3 +82,22 @@ def find_run(dataset: fo.Dataset, run: str | Path) -> Path:
         return path.resolve()
     known = ", ".join(sorted(recorded)) or "none yet"
     raise ValueError(f"run {str(run)!r}: not a run folder, nor a run of dataset '{dataset.name}' ({known})")
+
+
+def shipped_checkpoints_dir() -> Path:
+    return Path(os.environ.get("CILP_CHECKPOINTS_DIR") or SHIPPED_DIR).expanduser()
+
+
+def shipped_checkpoints() -> list[str]:
+    """The names of the shipped checkpoints (``intermediate_add``, ``cilp``, ...)."""
+    folder = shipped_checkpoints_dir()
+    return sorted(p.parent.name for p in folder.glob("*/manifest.json")) if folder.is_dir() else []
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """The folder of the shipped checkpoint ``name``."""
+    names = shipped_checkpoints()
+    if name not in names:
+        raise ValueError(f"checkpoint {name!r}: not a shipped checkpoint; expected one of "
+                         f"{', '.join(names) or f'those in {shipped_checkpoints_dir()} (none there)'}")
+    return shipped_checkpoints_dir() / name
