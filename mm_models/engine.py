@@ -77,6 +77,7 @@ class TrainConfig:
     wandb: bool = False  # track the run with wandb (offline unless WANDB_API_KEY is set)
     wandb_project: str = "cilp-multimodal"
     logged_predictions: int = 32  # val samples in the wandb predictions table
+    preset: str = ""  # the preset (mm_models.presets) these settings came from, for the record; "" = by hand
 
     def __post_init__(self):
         check_choice("device", self.device, DEVICES)

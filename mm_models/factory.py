@@ -17,6 +17,8 @@ from .inputs import RGB_INPUTS, MaskNoReturn, input_step
 
 MODALITIES = ("rgb", "lidar")
 FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
+#: the reference's fusion of each family (late and early fusion concatenate, intermediate adds)
+DEFAULT_FUSION = {"early": "concat", "late": "concat", "intermediate": "add", "rgb": "concat", "lidar": "concat"}
 #: hidden sizes of each family's classifier head (the reference's)
 HEAD_HIDDEN = {
     "early": (128,),

@@ -1,7 +1,8 @@
 """How long and how fast each model trains: a CPU preset and the reference's GPU protocol.
 
-    from mm_models.presets import preset_for
-    settings = preset_for("cpu")["cilp"]        # StageSettings(epochs=..., lr=..., batch_size=...)
+    from mm_models.presets import train_config
+    config = train_config("cilp", "auto", precision="bf16")   # a TrainConfig: the preset's numbers
+    config = train_config("fusion", "cpu", epochs=3)          # any number given overrides the preset's
 
 A preset has an entry per CILP stage and one, ``fusion``, for every fusion model.
 ``cpu`` is sized so that the demo's models train in a few minutes on 2 cores on the
@@ -15,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .encoders import check_choice
+from .engine import TrainConfig, resolve_device
 
 #: the stages of the cross-modal pipeline, in training order
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
@@ -46,9 +48,26 @@ PRESETS: dict[str, dict[str, StageSettings]] = {
 }
 
 
-def preset_for(name: str, device: str = "cpu") -> dict[str, StageSettings]:
-    """The preset ``name`` (``auto``: ``gpu`` on CUDA, else ``cpu``)."""
+def resolve_preset(name: str, device: str = "cpu") -> str:
+    """``name``, or for ``auto`` the preset of ``device``'s type: ``gpu`` on CUDA, else ``cpu``."""
     if name == "auto":
         name = "gpu" if device == "cuda" else "cpu"
     check_choice("preset", name, PRESETS_NAMES)
-    return PRESETS[name]
+    return name
+
+
+def preset_for(name: str, device: str = "cpu") -> dict[str, StageSettings]:
+    """The preset ``name`` (``auto``: ``gpu`` on CUDA, else ``cpu``)."""
+    return PRESETS[resolve_preset(name, device)]
+
+
+def train_config(model: str, preset: str = "auto", *, epochs: int | None = None, lr: float | None = None,
+                 batch_size: int | None = None, device: str = "auto", **options) -> TrainConfig:
+    """How ``model`` (``fusion`` or a CILP stage) trains under ``preset`` on ``device``: the preset's
+    epochs, learning rate and batch size unless given; ``options`` are the rest of ``TrainConfig``."""
+    name = resolve_preset(preset, resolve_device(device).type)
+    check_choice("model", model, tuple(PRESETS[name]))
+    settings = PRESETS[name][model]
+    return TrainConfig(epochs=settings.epochs if epochs is None else epochs, lr=settings.lr if lr is None else lr,
+                       batch_size=settings.batch_size if batch_size is None else batch_size, device=device,
+                       preset=name, **options)

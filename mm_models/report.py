@@ -23,7 +23,7 @@ from .stages import spec_of
 
 #: the table's columns, in order
 COLUMNS = ("run", "model", "val loss", "accuracy %", "top-1 %", "top-5 %", "params", "s/epoch", "samples/s",
-           "memory MB", "best epoch", "epochs", "device", "precision")
+           "memory MB", "best epoch", "epochs", "preset", "device", "precision")
 
 
 def _percent(metrics: dict, key: str) -> float | None:
@@ -56,6 +56,7 @@ def run_rows(run_dir: Path | str) -> list[dict]:
         "memory MB": max(row["peak_memory_mb"] for row in history),
         "best epoch": int(best["epoch"]),
         "epochs": len(history),
+        "preset": manifest.get("train", {}).get("preset") or manifest.get("shipped", {}).get("preset", ""),
         "device": manifest.get("device", ""),
         "precision": manifest.get("precision", ""),
         "history": history,
@@ -64,7 +65,7 @@ def run_rows(run_dir: Path | str) -> list[dict]:
         return [row]
     before = {**{c: None for c in COLUMNS}, "run": f"{run_dir.name} (before training)",
               "model": f"{label}, as built from its parents", **_scores(manifest["initial"]),
-              "params": manifest["params"], "device": row["device"], "precision": row["precision"]}
+              "params": manifest["params"], **{c: row[c] for c in ("preset", "device", "precision")}}
     return [before, row]
 
 

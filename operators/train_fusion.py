@@ -4,10 +4,10 @@ import fiftyone.operators.types as types
 from ._common import params_with_defaults, progress_reporter, split_tag_fields
 
 FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
-#: the reference's fusion for each family (late and early fusion concatenate)
-FUSION_DEFAULTS = {"late": "concat", "early": "concat", "intermediate": "add"}
-DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=10, lr=1e-3, batch_size=32,
-                device="auto", wandb=False, train_tag="train", val_tag="val", name=None, overwrite=False)
+FUSED = ("late", "intermediate", "early")  # the families with a fusion to choose
+DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=None, lr=None, batch_size=None,
+                preset="auto", device="auto", wandb=False, train_tag="train", val_tag="val", name=None,
+                overwrite=False)
 
 
 class TrainFusion(foo.Operator):
@@ -28,14 +28,16 @@ class TrainFusion(foo.Operator):
         return types.Property(train_form(ctx), view=types.View(label="Train a fusion model"))
 
     def execute(self, ctx):
-        from mm_models import ModelConfig, TrainConfig
+        from mm_models import ModelConfig
+        from mm_models.factory import DEFAULT_FUSION
+        from mm_models.presets import train_config
         from plugin.training import train_on_dataset
 
         p = params_with_defaults(ctx, DEFAULTS)
-        fusion = p["fusion"] or FUSION_DEFAULTS.get(p["family"], "concat")
-        model = ModelConfig(family=p["family"], fusion=fusion, downsample=p["downsample"])
-        train = TrainConfig(epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], device=p["device"],
-                            wandb=p["wandb"])
+        model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),
+                            downsample=p["downsample"])
+        train = train_config("fusion", p["preset"], epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
+                             device=p["device"], wandb=p["wandb"])
         result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
                                   name=p["name"], overwrite=p["overwrite"], progress=progress_reporter(ctx))
         best = result.best
@@ -63,14 +65,19 @@ def train_form(ctx) -> types.Object:
                 description="late / intermediate / early fusion, or one modality alone",
                 view=types.DropdownView())
     family = ctx.params.get("family", DEFAULTS["family"])
-    if family in FUSION_DEFAULTS:
-        inputs.enum("fusion", ["concat", "add", "mul"], default=FUSION_DEFAULTS[family], label="Fusion",
+    if family in FUSED:
+        from mm_models.factory import DEFAULT_FUSION  # torch: once the form is opened, not at plugin load
+
+        inputs.enum("fusion", ["concat", "add", "mul"], default=DEFAULT_FUSION[family], label="Fusion",
                     view=types.RadioGroup())
     inputs.enum("downsample", ["maxpool", "strided"], default=DEFAULTS["downsample"], label="Downsampling",
                 view=types.RadioGroup())
-    inputs.int("epochs", default=DEFAULTS["epochs"], min=1, label="Epochs")
-    inputs.float("lr", default=DEFAULTS["lr"], min=0, label="Learning rate")
-    inputs.int("batch_size", default=DEFAULTS["batch_size"], min=1, label="Batch size")
+    inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
+                description="epochs, learning rate and batch size: the GPU protocol on CUDA (auto), the CPU "
+                            "preset otherwise", view=types.RadioGroup())
+    inputs.int("epochs", min=1, label="Epochs", description="default: the preset's")
+    inputs.float("lr", min=0, label="Learning rate", description="default: the preset's")
+    inputs.int("batch_size", min=1, label="Batch size", description="default: the preset's")
     inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
                 description="auto: CUDA when present", view=types.RadioGroup())
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")

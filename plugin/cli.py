@@ -101,7 +101,7 @@ def cmd_ingest(args) -> int:
 
     start = time.perf_counter()
     with _Bar("ingesting") as bar:
-        result = ingest(args.root, args.name, cache_dir=args.cache_dir, progress=bar)
+        result = ingest(args.root, args.name, cache_dir=args.cache_dir, rebuild=args.rebuild, progress=bar)
     seconds = time.perf_counter() - start
     print(result.summary())
     if result.added:
@@ -140,14 +140,17 @@ SUITES = {
 
 
 def cmd_train(args) -> int:
-    from mm_models import ModelConfig, TrainConfig
+    from mm_models import ModelConfig
+    from mm_models.factory import DEFAULT_FUSION
+    from mm_models.presets import train_config as preset_config
 
     from .training import train_on_dataset
 
-    train_config = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device=args.device,
-                               precision=args.precision, compile=args.compile, patience=args.patience,
-                               seed=args.seed, wandb=args.wandb)
-    models = SUITES[args.suite] if args.suite else [(args.family, args.fusion, args.downsample)]
+    train_config = preset_config("fusion", args.preset, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                 device=args.device, precision=args.precision, compile=args.compile,
+                                 patience=args.patience, seed=args.seed, wandb=args.wandb)
+    fusion = args.fusion or DEFAULT_FUSION.get(args.family, "concat")
+    models = SUITES[args.suite] if args.suite else [(args.family, fusion, args.downsample)]
     configs = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in models]  # validate all first
     dataset = _load(args.name)
     for config in configs:
@@ -278,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, help="data folder holding cubes/ and spheres/")
     p.add_argument("--name", default="cilp-assessment", help="dataset name (cilp-assessment)")
     p.add_argument("--cache-dir", type=Path, help="where derived files go (default: ROOT.cache beside ROOT)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="replace a dataset of that name (of any folder) by a new one, swapped in once complete")
     p.set_defaults(handler=cmd_ingest)
 
     p = commands.add_parser("split", help="tag pairs train/val/test on every slice")
@@ -295,13 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model (or a suite) on the dataset's split tags")
     p.add_argument("name", help="dataset name")
     p.add_argument("--family", default="intermediate", help="early | late | intermediate | rgb | lidar")
-    p.add_argument("--fusion", default="add", help="concat | add | mul (early and intermediate)")
+    p.add_argument("--fusion", help="concat | add | mul (default: the reference's: add for intermediate, "
+                                    "concat for late and early)")
     p.add_argument("--downsample", default="maxpool", help="maxpool | strided")
     p.add_argument("--suite", choices=sorted(SUITES), help="train a set of models instead: "
                    "fusion = late, intermediate concat/add/mul, add with strided conv; single = rgb, lidar")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, help="default: the preset's")
+    p.add_argument("--lr", type=float, help="default: the preset's")
+    p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--patience", type=int, default=0, help="early stopping after N epochs without progress")
     p.add_argument("--run-name", help="default: from the model, e.g. intermediate_add")
@@ -314,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated stages; a later stage alone reuses the dataset's earlier runs")
     p.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the preset's)")
     p.add_argument("--batch-size", type=_positive_int, help="batch size of every stage (default: the preset's)")
-    p.add_argument("--preset", default="auto", help="auto (gpu on CUDA, else cpu) | cpu | gpu")
     p.add_argument("--lidar-tower", default="locked", choices=["locked", "trained"],
                    help="CILP's LiDAR encoder: locked (the lidar stage's classifier, frozen; default) or "
                         "trained with the RGB encoder (the reference's)")
@@ -360,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
     """The flags ``train`` and ``train-cilp`` share: where and how runs train, where they go."""
+    p.add_argument("--preset", default="auto",
+                   help="epochs, lr and batch size (mm_models.presets): auto (gpu on CUDA, else cpu) | cpu | gpu")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
     p.add_argument("--seed", type=int, default=42)
@@ -378,12 +385,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def database_unavailable(exc: Exception) -> str:
+    """What to do when FiftyOne cannot start its database (``DatabaseService failed to bind to port``)."""
+    import fiftyone as fo
+
+    return (f"FiftyOne could not start its database ({exc}). Another MongoDB holds its folder "
+            f"{fo.config.database_dir}: most often the database of another FiftyOne installation, still "
+            f"running (see `pgrep -a mongod`). Stop that process; or use it, or any MongoDB, with "
+            f"FIFTYONE_DATABASE_URI=mongodb://127.0.0.1:PORT; or give this installation a folder of its own "
+            f"with FIFTYONE_DATABASE_DIR=DIR.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as exc:
         print(f"cilp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from fiftyone.core.service import ServiceListenTimeout
+
+        if not isinstance(exc, ServiceListenTimeout):
+            raise
+        print(f"cilp {args.command}: error: {database_unavailable(exc)}", file=sys.stderr)
         return 2
 
 

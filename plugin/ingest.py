@@ -9,6 +9,7 @@ cache folder beside the data; the raw data is never modified.
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +34,13 @@ class IngestResult:
     existing: int = 0  # pairs already in the dataset, left alone
     vanished: list[str] = field(default_factory=list)  # pair ids whose files are gone
     scan: fmt.ScanReport | None = None
+    replaced: str | None = None  # what a rebuild replaced: "<data root> (<n> groups)"
 
     def summary(self) -> str:
         lines = [f"dataset '{self.dataset.name}': {len(self.added)} pairs added, "
                  f"{self.existing} already present, {len(self.dataset)} groups in all"]
+        if self.replaced:
+            lines.insert(0, f"rebuilt dataset '{self.dataset.name}': it replaces the one built from {self.replaced}")
         if self.vanished:
             lines.append(f"  {len(self.vanished)} pairs whose files vanished: {', '.join(self.vanished[:10])}"
                          + (" ..." if len(self.vanished) > 10 else ""))
@@ -57,14 +61,26 @@ def ingest(
     *,
     cache_dir: Path | str | None = None,
     workers: int | None = None,
+    rebuild: bool = False,
     progress: Progress | None = None,
 ) -> IngestResult:
     """Add every valid pair under ``root`` that the dataset ``name`` lacks.
 
     A new dataset is deleted again if anything fails; an existing one loses the
     samples this run added. Pairs in the dataset whose files vanished are
-    reported, not deleted.
+    reported, not deleted. With ``rebuild`` a dataset ``name`` that exists (of any
+    folder) is replaced by a new one, built under another name and swapped in once
+    complete.
     """
+    if rebuild and fo.dataset_exists(name):
+        old = fo.load_dataset(name)
+        replaced = f"{old.info.get('data_root', 'an unknown folder')} ({len(old)} groups)"
+        result = ingest(root, f"{name}.rebuild-{uuid.uuid4().hex[:8]}", cache_dir=cache_dir, workers=workers,
+                        progress=progress)
+        old.delete()
+        result.dataset.name = name
+        result.replaced = replaced
+        return result
     root = Path(root).resolve()
     say = progress or (lambda fraction, label: None)
     say(0.0, f"scanning {root}")

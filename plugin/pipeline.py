@@ -47,24 +47,20 @@ def train_cilp(
     from it) or ``trained`` (the reference's). Progress is labelled
     ``stage 2/4 cilp: epoch 3/10: ...``.
     """
-    from mm_models import TrainConfig
-    from mm_models.engine import resolve_device
-    from mm_models.presets import preset_for
+    from mm_models.presets import train_config
     from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
 
     parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
     stages = parse_stages(stages)
     names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
-    settings = preset_for(preset, resolve_device(device).type)
     if isinstance(epochs, dict):
         unknown = sorted(map(str, set(epochs) - set(PIPELINE)))
         if unknown:
             raise ValueError(f"epochs: unknown stages {', '.join(unknown)}; expected some of {', '.join(PIPELINE)}")
     else:
         epochs = {stage: epochs for stage in stages} if epochs is not None else {}
-    configs = {stage: TrainConfig(epochs=settings[stage].epochs if epochs.get(stage) is None else epochs[stage],
-                                  lr=settings[stage].lr, batch_size=batch_size or settings[stage].batch_size,
-                                  device=device, precision=precision, seed=seed, wandb=wandb)
+    configs = {stage: train_config(stage, preset, epochs=epochs.get(stage), batch_size=batch_size, device=device,
+                                   precision=precision, seed=seed, wandb=wandb)
                for stage in stages}  # validates every number before anything trains
     recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
     for stage in stages:

@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mm_models import ModelConfig, TrainConfig, train  # noqa: E402
+from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.engine import resolve_device, resolve_precision  # noqa: E402
-from mm_models.presets import PRESETS_NAMES, preset_for  # noqa: E402
+from mm_models.presets import PRESETS_NAMES, resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
 from mm_models.stages import PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
 from plugin import arrays, synth  # noqa: E402
@@ -69,16 +69,14 @@ def main(argv=None) -> None:
     val_data = arrays.from_folder(args.data, split.val).tensors()
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
-    preset_name = args.preset if args.preset != "auto" else ("gpu" if device.type == "cuda" else "cpu")
-    preset = preset_for(preset_name)
+    preset_name = resolve_preset(args.preset, device.type)
     print(f"{len(train_data)} train / {len(val_data)} val pairs from {args.data}; {device_name(device)}, "
           f"{precision}, preset {preset_name}", flush=True)
 
-    def config(settings) -> TrainConfig:
-        return TrainConfig(epochs=args.epochs or settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                           device=args.device, precision=args.precision)
+    def config(model: str):
+        return train_config(model, preset_name, epochs=args.epochs, device=args.device, precision=args.precision)
 
-    models = [(ModelConfig(family=f, fusion=m, downsample=d), preset["fusion"]) for f, m, d in SUITES["fusion"]]
+    models = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in SUITES["fusion"]]
     about = {"data": {"generator": "plugin.synth (default scenes)", "seed": args.data_seed,
                       "pairs": len(pair_ids), "split_seed": args.split_seed, "val_fraction": args.val,
                       "train_size": len(train_data), "val_size": len(val_data)},
@@ -87,13 +85,13 @@ def main(argv=None) -> None:
         runs = (args.runs_dir or Path(tmp)).resolve()
         shipped: dict[str, tuple[str, str]] = {}
         print("\n| model | trained val | shipped val | MB | train s |\n| --- | --- | --- | --- | --- |")
-        jobs = [(default_run_name(model), model, settings) for model, settings in models]
-        jobs += [(stage, None, preset[stage]) for stage in PIPELINE]
-        for name, model, settings in jobs:
+        jobs = [(default_run_name(model), model, "fusion") for model in models]
+        jobs += [(stage, None, stage) for stage in PIPELINE]
+        for name, model, preset_entry in jobs:
             if model is None:
                 model = pipeline_spec(name, {role: runs / role for role in pipeline_parents(name)})
             began = time.perf_counter()
-            result = train(model, config(settings), train_data, val_data, runs / name)
+            result = train(model, config(preset_entry), train_data, val_data, runs / name)
             seconds = time.perf_counter() - began
             manifest = export_run(runs / name, args.out / name, val_data, about=about, shipped_parents=shipped)
             shipped[str(runs / name)] = (name, manifest["checkpoint_sha256"])

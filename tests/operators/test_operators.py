@@ -131,13 +131,21 @@ def test_forms_resolve_with_validation(client, loaded, tmp_path):
     assert {"val", "test", "subset", "seed", "stratify", "from_json", "to_json"} <= set(form["type"]["properties"])
 
 
-def test_apply_form_offers_runs_and_embedding_maps(client, loaded):
+def test_apply_form_offers_runs_shipped_checkpoints_and_embedding_maps(client, loaded):
+    from plugin.training import shipped_checkpoints
+
     dataset, _ = loaded
-    form = client.post("/operators/resolve-type", json={
-        "dataset_name": dataset.name, "operator_uri": f"{URI}/apply_model", "target": "inputs", "params": {},
-    }).json()
-    fields = form["type"]["properties"]
-    assert {"run", "field", "tags", "eval_tag", "embedding_map", "device"} <= set(fields)
+
+    def form(params):
+        return client.post("/operators/resolve-type", json={
+            "dataset_name": dataset.name, "operator_uri": f"{URI}/apply_model", "target": "inputs",
+            "params": params}).json()["type"]["properties"]
+
+    fields = form({})  # no runs on this dataset yet: the shipped checkpoints are offered first
+    assert {"source", "checkpoint", "field", "tags", "eval_tag", "embedding_map", "device"} <= set(fields)
+    assert fields["source"]["default"] == "checkpoint" and "run" not in fields
+    assert fields["checkpoint"]["type"]["values"] == shipped_checkpoints() and "intermediate_add" in shipped_checkpoints()
     assert fields["embedding_map"]["type"]["values"] == ["pca", "tsne", "umap", "none"]
     assert fields["embedding_map"]["default"] == "pca"
-    assert "no runs recorded" in fields["run"]["view"]["description"]
+    fields = form({"source": "run"})
+    assert "checkpoint" not in fields and "no runs recorded" in fields["run"]["view"]["description"]

@@ -25,14 +25,7 @@ A screenshot per slice is kept in ``test-artifacts/`` at the repository root
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -43,30 +36,24 @@ from PIL import Image
 
 from plugin import arrays, ingest, synth, writeback
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium")
+from .app_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    VIEWPORT,
+    AppServer,
+    artifacts_dir,
+    dismiss_popups,
+    needs_chromium,
+)
+
 SLICES = ("rgb", "depth", "lidar")
 N_PER_CLASS = 6
-#: flags that work for headless Chromium as root, offline (see shared notes)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-VIEWPORT = {"width": 1400, "height": 900}  # 12 tiles fit without scrolling
-SERVER_START_TIMEOUT = 120.0  # s; the server imports fiftyone (a few s), more on a busy machine
 GRID_TIMEOUT = 45.0  # s, for the grid to show a slice
 #: least correlation of a tile with its sample's picture; seen: >= 0.96, and <= 0.7 with the
 #: picture of the same group in another slice
 TILE_MATCH = 0.85
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not on PATH (apt-get install chromium)"),
-]
-
-
-def artifacts_dir() -> Path:
-    path = Path(os.environ.get("CILP_TEST_ARTIFACTS") or REPO / "test-artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -79,51 +66,6 @@ def app_dataset(tmp_path_factory):
     dataset = ingest.ingest(root, f"cilp-browser-{uuid.uuid4().hex[:8]}").dataset
     yield dataset
     dataset.delete()
-
-
-class AppServer:
-    """``python -m fiftyone.server.main`` on a free loopback port, same environment as the tests."""
-
-    def __init__(self, log_path: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port), "--address", "127.0.0.1"],
-            cwd=REPO, env=os.environ.copy(),  # holds the private database settings (conftest)
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-
-    def log_tail(self, chars: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the App server exited with status {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/fiftyone", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.25)
-        pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
-        self._log.close()
 
 
 @pytest.fixture
@@ -166,14 +108,6 @@ def page(tmp_path):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def dismiss_popups(page) -> None:
-    """The App's one-time "Explore Enterprise" note covers the top right of the grid."""
-    dismiss = page.get_by_role("button", name="Dismiss")
-    if dismiss.is_visible():
-        dismiss.click()
-        dismiss.wait_for(state="hidden")
 
 
 def slice_media(dataset, name: str) -> list[str]:

@@ -43,3 +43,35 @@ def test_errors_name_the_problem(tiny_data, capsys):
     assert "epochs: expected an integer >= 1" in capsys.readouterr().err
     assert cli.main(["apply", "no-such-dataset", "lidar", "--embedding-map", "mds"]) == 2
     assert "embedding_map: unknown method 'mds'" in capsys.readouterr().err
+
+
+def test_a_database_that_cannot_start_gets_advice(tmp_path):
+    """Another MongoDB holding FiftyOne's database folder (as another installation's does): FiftyOne's
+    own error, after its minute of waiting, becomes one that says what to do."""
+    import importlib.util
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mongod = Path(importlib.util.find_spec("fiftyone").origin).parent / "db" / "bin" / "mongod"
+    (tmp_path / "db").mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    other = subprocess.Popen([str(mongod), "--dbpath", str(tmp_path / "db"), "--port", str(port), "--bind_ip",
+                              "127.0.0.1", "--nounixsocket", "--quiet", "--logpath", str(tmp_path / "other.log")])
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
+        env["FIFTYONE_DATABASE_DIR"] = str(tmp_path / "db")
+        done = subprocess.run([sys.executable, "-m", "plugin.cli", "split", "any-dataset"], env=env,
+                              capture_output=True, text=True, timeout=240)
+    finally:
+        other.terminate()
+        other.wait(30)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cilp split: error: FiftyOne could not start its database" in done.stderr
+    assert f"Another MongoDB holds its folder {tmp_path / 'db'}" in done.stderr
+    assert "FIFTYONE_DATABASE_URI=mongodb://127.0.0.1:PORT" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -20,7 +20,8 @@ def unique(prefix="cilp"):
 def dataset(data_copy):
     result = ingest.ingest(data_copy, unique())
     yield result.dataset
-    result.dataset.delete()
+    if not result.dataset.deleted:  # a rebuild deletes it
+        result.dataset.delete()
 
 
 def test_every_pair_is_one_complete_group(dataset, data_copy):
@@ -108,3 +109,32 @@ def test_unusable_folder_and_foreign_dataset_are_refused(tmp_path, dataset, data
         ingest.ingest(tmp_path / "empty", unique())
     with pytest.raises(ValueError, match="was built from"):
         ingest.ingest(tiny_data, dataset.name)
+
+
+def test_rebuild_replaces_a_dataset_of_another_folder_once_the_new_one_is_complete(dataset, data_copy, tiny_data,
+                                                                                  monkeypatch):
+    name = dataset.name  # built from data_copy; tiny_data is another folder (as another clone's is)
+    monkeypatch.setattr(ingest, "ADD_BATCH", 4)
+    with pytest.raises(KeyboardInterrupt):  # a rebuild that fails keeps the old dataset as it was
+        ingest.ingest(tiny_data, name, rebuild=True, progress=interrupt_after(2))
+    assert fo.load_dataset(name).info["data_root"] == str(data_copy.resolve())
+    assert not [n for n in fo.list_datasets() if n.startswith(f"{name}.rebuild")]
+
+    result = ingest.ingest(tiny_data, name, rebuild=True)
+    assert result.summary().startswith(
+        f"rebuilt dataset '{name}': it replaces the one built from {data_copy.resolve()} (16 groups)\n")
+    rebuilt = fo.load_dataset(name)
+    assert rebuilt.info["data_root"] == str(tiny_data.resolve()) and len(rebuilt) == 16
+    assert not [n for n in fo.list_datasets() if n.startswith(f"{name}.rebuild")]
+    rebuilt.delete()
+
+
+def interrupt_after(calls: int):
+    seen = []
+
+    def progress(fraction, label):
+        seen.append(label)
+        if len(seen) > calls:
+            raise KeyboardInterrupt
+
+    return progress
