@@ -8,6 +8,7 @@ DATASET ?= cilp-assessment
 PORT   ?= 5151
 RUNS   ?= runs
 EPOCHS ?=
+PRECISION ?= auto
 
 export FIFTYONE_DO_NOT_TRACK := true
 export FIFTYONE_DATABASE_VALIDATION := false
@@ -23,7 +24,7 @@ setup-test:
 	@bash scripts/setup.sh --test
 
 demo: setup
-	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) \
+	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
 		CILP=$(CILP) PY=$(PY) bash scripts/demo.sh
 
 app: setup

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
 from .fusion import FusionClassifier
-from .inputs import RGB_INPUTS, MaskNoReturn, input_step
+from .inputs import LIDAR_INPUTS, RGB_INPUTS, input_step, lidar_step
 
 
 #: CILP's LiDAR encoder: trained with the RGB encoder, or the LiDAR classifier locked (parent 'lidar')
@@ -52,6 +52,7 @@ class CILPConfig:
     lidar_channels: int = 4
     rgb_input: str = "standardize"  # standardize | raw
     mask_no_return: bool = True  # zero the XYZ of no-return beams
+    lidar_input: str = "standardize"  # standardize | metres (a trained LiDAR tower's input)
     init_temperature: float = 0.07  # CLIP's: logit scale starts at log(1 / 0.07)
     max_logit_scale: float = 100.0  # CLIP's clamp on exp(logit scale)
     lidar_tower: str = "trained"  # trained | locked: the LiDAR classifier's penultimate layer, frozen
@@ -60,6 +61,7 @@ class CILPConfig:
         check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
         check_choice("lidar_tower", self.lidar_tower, LIDAR_TOWERS)
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
+        check_choice("lidar_input", self.lidar_input, LIDAR_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
         for name in ("embed_dim", "vector_hidden", "image_size", "rgb_channels", "lidar_channels"):
             value = getattr(self, name)
@@ -80,7 +82,8 @@ class CILPConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CILPConfig":
-        return config_from_dict(cls, data, "cilp config")
+        # a config saved before lidar_input existed fed the LiDAR in metres
+        return config_from_dict(cls, {"lidar_input": "metres", **data}, "cilp config")
 
 
 class UnitEncoder(nn.Module):
@@ -119,7 +122,8 @@ class CILP(nn.Module):
                 raise ValueError("lidar_tower: 'locked' needs the LiDAR classifier it locks (parent 'lidar')")
             self.lidar = LockedTower(lidar_classifier, config.embed_dim)
         else:
-            self.lidar = encoder(MaskNoReturn() if config.mask_no_return else nn.Identity(), config.lidar_channels)
+            self.lidar = encoder(lidar_step(config.lidar_input, config.mask_no_return, config.lidar_channels),
+                                 config.lidar_channels)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         self.max_log_scale = math.log(config.max_logit_scale)
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
 from .fusion import FUSION_MODES, Fusion, FusionClassifier, mlp_head
-from .inputs import RGB_INPUTS, MaskNoReturn, input_step
+from .inputs import LIDAR_INPUTS, RGB_INPUTS, input_step, lidar_step
 
 MODALITIES = ("rgb", "lidar")
 FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
@@ -44,12 +44,14 @@ class ModelConfig:
     vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
     mask_no_return: bool = True  # zero the XYZ of no-return beams (False: the reference's raw XYZA)
     rgb_input: str = "standardize"  # standardize (training-split statistics) | raw (the reference's [0, 1])
+    lidar_input: str = "standardize"  # standardize (training-split statistics) | metres (the reference's)
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
         check_choice("fusion", self.fusion, FUSION_MODES)
         check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
+        check_choice("lidar_input", self.lidar_input, LIDAR_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
         for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
             value = getattr(self, name)
@@ -74,7 +76,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return config_from_dict(cls, data, "model config")
+        # a config saved before lidar_input existed fed the LiDAR in metres
+        return config_from_dict(cls, {"lidar_input": "metres", **data}, "model config")
 
 
 def build_model(config: ModelConfig) -> FusionClassifier:
@@ -102,8 +105,8 @@ def build_model(config: ModelConfig) -> FusionClassifier:
     preprocess = {}
     if "rgb" in config.modalities:
         preprocess["rgb"] = input_step(config.rgb_input, config.rgb_channels)
-    if "lidar" in config.modalities and config.mask_no_return:
-        preprocess["lidar"] = MaskNoReturn()
+    if "lidar" in config.modalities:
+        preprocess["lidar"] = lidar_step(config.lidar_input, config.mask_no_return, config.lidar_channels)
     head = mlp_head(head_in, HEAD_HIDDEN[config.family])
     return FusionClassifier(encoders, fusion, head, trunk, preprocess)
 

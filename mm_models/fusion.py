@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .encoders import check_choice
+from .encoders import check_choice, he_init
 
 FUSION_MODES = ("concat", "add", "mul")
 
@@ -54,7 +54,7 @@ def mlp_head(in_features: int, hidden: tuple[int, ...]) -> nn.Sequential:
     """``Linear + ReLU`` for each hidden size, then ``Linear(., 1)``: one logit."""
     layers: list[nn.Module] = []
     for size in hidden:
-        layers += [nn.Linear(in_features, size), nn.ReLU(inplace=True)]
+        layers += [he_init(nn.Linear(in_features, size)), nn.ReLU(inplace=True)]
         in_features = size
     layers.append(nn.Linear(in_features, 1))
     return nn.Sequential(*layers)

@@ -8,7 +8,10 @@ see exactly what training saw:
   checkpoint. The DLI images are nearly black (mean pixel ~0.006) with a constant
   alpha channel; fed raw, the RGB classifier stays at chance for the whole demo
   (50.0 % after 6 epochs), standardised it learns (see the README's results).
-- :class:`MaskNoReturn` (LiDAR by default): zero the XYZ of beams without a return.
+- :class:`MaskNoReturn` (LiDAR by default): zero the XYZ of beams without a return,
+  then :class:`Standardize` (LiDAR by default): XYZ in metres (objects at 9-14 m) are an
+  order of magnitude above the standardised RGB, so at initialisation the LiDAR tower
+  drowns the RGB one wherever their maps are added or multiplied.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from torch import Tensor, nn
 
 #: how RGB enters a model: standardised with training-split statistics, or the reference's raw [0, 1]
 RGB_INPUTS = ("standardize", "raw")
+#: how LiDAR XYZA enters a model (after masking): standardised with training-split statistics, or in metres
+LIDAR_INPUTS = ("standardize", "metres")
 
 
 class MaskNoReturn(nn.Module):
@@ -77,19 +82,32 @@ class Standardize(nn.Module):
 
 
 def fit_standardizers(model: nn.Module, batches_of) -> list[str]:
-    """Fit every not-yet-fitted :class:`Standardize` in ``model``.
+    """Fit every not-yet-fitted :class:`Standardize` in ``model`` on what it will see.
 
-    ``batches_of(modality)`` yields that modality's input batches. Returns the
-    modalities that were fitted.
+    ``batches_of(modality)`` yields that modality's input batches; the steps before
+    a :class:`Standardize` in its ``nn.Sequential`` (e.g. :class:`MaskNoReturn`)
+    are applied to them first. Returns the modalities that were fitted.
     """
     fitted = []
-    for module in model.modules():
-        if isinstance(module, Standardize) and not module.fitted:
-            module.fit(batches_of(module.modality))
-            fitted.append(module.modality)
+    for parent in model.modules():
+        children = list(parent.children())
+        for i, module in enumerate(children):
+            if isinstance(module, Standardize) and not module.fitted:
+                before = nn.Sequential(*children[:i]) if isinstance(parent, nn.Sequential) else nn.Identity()
+                module.fit(before(x) for x in batches_of(module.modality))
+                fitted.append(module.modality)
     return fitted
 
 
 def input_step(rgb_input: str, channels: int) -> nn.Module:
     """The RGB step for ``rgb_input`` (one of :data:`RGB_INPUTS`)."""
     return Standardize("rgb", channels) if rgb_input == "standardize" else nn.Identity()
+
+
+def lidar_step(lidar_input: str, mask_no_return: bool, channels: int) -> nn.Module:
+    """The LiDAR steps: :class:`MaskNoReturn` when asked, then :class:`Standardize` for ``lidar_input``
+    ``standardize`` (one of :data:`LIDAR_INPUTS`)."""
+    steps = [MaskNoReturn()] if mask_no_return else []
+    if lidar_input == "standardize":
+        steps.append(Standardize("lidar", channels))
+    return steps[0] if len(steps) == 1 else nn.Sequential(*steps)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): data, dataset, every reference model, write-back, report, with the
-# time of each step. The Makefile passes DATA, N_PER_CLASS, DATASET, RUNS and EPOCHS (empty: the
-# preset's, chosen by device: mm_models/presets.py).
+# time of each step. The Makefile passes DATA, N_PER_CLASS, DATASET, RUNS, EPOCHS (empty: the
+# preset's, chosen by device: mm_models/presets.py) and PRECISION (auto | fp32 | bf16).
 set -euo pipefail
 CILP=${CILP:-.venv/bin/cilp}
 PY=${PY:-.venv/bin/python}
@@ -10,7 +10,8 @@ N_PER_CLASS=${N_PER_CLASS:-1000}
 DATASET=${DATASET:-cilp-assessment}
 RUNS=${RUNS:-runs}
 EPOCHS=${EPOCHS:-}
-epochs=(${EPOCHS:+--epochs "$EPOCHS"})
+PRECISION=${PRECISION:-auto}
+training=(--precision "$PRECISION" ${EPOCHS:+--epochs "$EPOCHS"} --runs-dir "$RUNS" --overwrite)
 
 started=$(date +%s)
 timings=()
@@ -31,8 +32,8 @@ fi
 step "validate" "$CILP" validate "$DATA"
 step "ingest (the demo rebuilds its dataset)" "$CILP" ingest "$DATA" --name "$DATASET" --rebuild
 step "split" "$CILP" split "$DATASET" --val 0.2 --seed 42 --to-json "$DATA.split.json"
-step "train the fusion suite" "$CILP" train "$DATASET" --suite fusion "${epochs[@]}" --runs-dir "$RUNS" --overwrite
-step "train the CILP stages" "$CILP" train-cilp "$DATASET" "${epochs[@]}" --runs-dir "$RUNS" --overwrite
+step "train the fusion suite" "$CILP" train "$DATASET" --suite fusion "${training[@]}"
+step "train the CILP stages" "$CILP" train-cilp "$DATASET" "${training[@]}"
 apply_all() {
     for run in late intermediate_concat intermediate_add intermediate_mul intermediate_add_strided cilp rgb2lidar; do
         "$CILP" apply "$DATASET" "$run"
