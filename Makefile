@@ -2,8 +2,9 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CILP   := $(VENV)/bin/cilp
-DATA   ?= data/synthetic
-N_PER_CLASS ?= 1000
+DATA   ?=
+N_PER_CLASS ?=
+SUBSET ?=
 DATASET ?= cilp-assessment
 PORT   ?= 5151
 RUNS   ?= runs
@@ -24,7 +25,7 @@ setup-test:
 	@bash scripts/setup.sh --test
 
 demo: setup
-	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
+	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) SUBSET=$(SUBSET) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
 		CILP=$(CILP) PY=$(PY) bash scripts/demo.sh
 
 app: setup
@@ -38,4 +39,4 @@ bench: setup
 	$(PY) benchmarks/bench_ingest.py
 
 clean:
-	rm -rf $(VENV) data/synthetic .pytest_cache
+	rm -rf $(VENV) data/synthetic data/synthetic-9999 .pytest_cache

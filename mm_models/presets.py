@@ -33,7 +33,7 @@ class StageSettings:
 PRESETS: dict[str, dict[str, StageSettings]] = {
     "cpu": {
         "fusion": StageSettings(epochs=4, lr=1e-3),
-        "lidar": StageSettings(epochs=3, lr=1e-3),
+        "lidar": StageSettings(epochs=4, lr=1e-3),
         "cilp": StageSettings(epochs=6, lr=1e-3),
         "projector": StageSettings(epochs=5, lr=1e-3),
         "rgb2lidar": StageSettings(epochs=2, lr=1e-3),
