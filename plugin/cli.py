@@ -7,7 +7,7 @@
     cilp split cilp-assessment --val 0.2 --seed 42 --to-json split.json
     cilp train cilp-assessment --family intermediate --fusion add --epochs 10
     cilp train cilp-assessment --suite fusion --epochs 5
-    cilp apply cilp-assessment intermediate_add
+    cilp apply cilp-assessment intermediate_add late       # one process for any number of runs
     cilp train-cilp cilp-assessment --stages lidar,cilp,projector,rgb2lidar
     cilp apply cilp-assessment cilp          # embeddings, maps, similarity indexes, pair scores
     cilp apply cilp-assessment rgb2lidar     # RGB -> LiDAR predictions and their evaluation
@@ -187,14 +187,17 @@ def cmd_apply(args) -> int:
     from .writeback import apply_run, check_embedding_map
 
     check_embedding_map(args.embedding_map)  # before the dataset is looked up
-    if (args.run is None) == (args.checkpoint is None):
-        raise ValueError("apply: give a run or --checkpoint NAME (one of them)")
-    run = shipped_checkpoint(args.checkpoint) if args.checkpoint else args.run
-    with _Bar("applying") as bar:
-        result = apply_run(_load(args.name), run, field=args.field, tags=args.tags,
-                           eval_tag=args.eval_tag, embedding_map=args.embedding_map, device=args.device,
-                           progress=bar)
-    print(result.summary())
+    if bool(args.runs) == bool(args.checkpoint):
+        raise ValueError("apply: give runs or --checkpoint NAME ... (one of them)")
+    runs = [shipped_checkpoint(name) for name in args.checkpoint] if args.checkpoint else args.runs
+    if args.field and len(runs) > 1:
+        raise ValueError("--field: names the prediction field of one run; give one run with it")
+    dataset = _load(args.name)
+    for run in runs:  # one process for all: FiftyOne and torch start once
+        with _Bar("applying") as bar:
+            result = apply_run(dataset, run, field=args.field, tags=args.tags, eval_tag=args.eval_tag,
+                               embedding_map=args.embedding_map, device=args.device, progress=bar)
+        print(result.summary())
     return 0
 
 
@@ -329,9 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
     p.add_argument("name", help="dataset name")
-    p.add_argument("run", nargs="?", help="a run name recorded on the dataset, or a run folder")
-    p.add_argument("--checkpoint", metavar="NAME",
-                   help="a shipped checkpoint instead of a run (checkpoints/: intermediate_add, cilp, rgb2lidar, ...)")
+    p.add_argument("runs", nargs="*", metavar="run", help="run names recorded on the dataset, or run folders")
+    p.add_argument("--checkpoint", nargs="+", metavar="NAME",
+                   help="shipped checkpoints instead of runs (checkpoints/: intermediate_add, cilp, rgb2lidar, ...)")
     p.add_argument("--field", help="prediction field (default: the run's name)")
     p.add_argument("--tags", nargs="+", help="only pairs with these tags (default: all)")
     p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")

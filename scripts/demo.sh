@@ -43,12 +43,8 @@ step "ingest (the demo rebuilds its dataset)" "$CILP" ingest "$DATA" --name "$DA
 step "split" "$CILP" split "$DATASET" --val 0.2 --seed 42 --subset "$SUBSET" --to-json "$DATA.split.json"
 step "train the fusion suite" "$CILP" train "$DATASET" --suite fusion "${training[@]}"
 step "train the CILP stages" "$CILP" train-cilp "$DATASET" "${training[@]}"
-apply_all() {
-    for run in late intermediate_concat intermediate_add intermediate_mul intermediate_add_strided cilp rgb2lidar; do
-        "$CILP" apply "$DATASET" "$run"
-    done
-}
-step "apply 7 runs" apply_all
+step "apply 7 runs" "$CILP" apply "$DATASET" late intermediate_concat intermediate_add intermediate_mul \
+    intermediate_add_strided cilp rgb2lidar
 query=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['val'][0])" "$DATA.split.json")
 step "search" "$CILP" search "$DATASET" "$query"
 step "report" "$CILP" report --dataset "$DATASET" --out "$RUNS/report"

@@ -61,19 +61,23 @@ def test_a_shipped_checkpoint_reproduces_its_val_metrics(shipped_val, name):
         assert measured["loss"] == pytest.approx(trained["val/loss"], rel=0.02)
 
 
-def test_cilp_apply_takes_a_shipped_checkpoint_by_name(split_dataset, capsys):
-    assert cli.main(["apply", split_dataset.name, "--checkpoint", "intermediate_add", "--embedding-map", "none"]) == 0
-    assert "wrote 'intermediate_add'" in capsys.readouterr().out
+def test_cilp_apply_takes_shipped_checkpoints_by_name(split_dataset, capsys):
+    assert cli.main(["apply", split_dataset.name, "--checkpoint", "intermediate_add", "late",
+                     "--embedding-map", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 'intermediate_add'" in out and "wrote 'late'" in out
     rgb = split_dataset.select_group_slices("rgb")
-    assert rgb.count("intermediate_add") == len(rgb)
-    assert "eval_intermediate_add" in split_dataset.list_evaluations()
+    assert rgb.count("intermediate_add") == rgb.count("late") == len(rgb)
+    assert {"eval_intermediate_add", "eval_late"} <= set(split_dataset.list_evaluations())
 
 
-def test_cilp_apply_wants_one_of_a_run_and_a_checkpoint(split_dataset, capsys):
+def test_cilp_apply_wants_one_of_runs_and_checkpoints(split_dataset, capsys):
     assert cli.main(["apply", split_dataset.name]) == 2
-    assert "give a run or --checkpoint NAME" in capsys.readouterr().err
+    assert "give runs or --checkpoint NAME ... (one of them)" in capsys.readouterr().err
     assert cli.main(["apply", split_dataset.name, "late", "--checkpoint", "late"]) == 2
-    assert "give a run or --checkpoint NAME" in capsys.readouterr().err
+    assert "give runs or --checkpoint NAME ... (one of them)" in capsys.readouterr().err
+    assert cli.main(["apply", split_dataset.name, "--checkpoint", "late", "lidar", "--field", "x"]) == 2
+    assert "--field: names the prediction field of one run" in capsys.readouterr().err
     assert cli.main(["apply", split_dataset.name, "--checkpoint", "nonesuch"]) == 2
     assert "checkpoint 'nonesuch': not a shipped checkpoint; expected one of cilp, intermediate_add" \
         in capsys.readouterr().err
