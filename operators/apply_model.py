@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from plugin.writeback import EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
+from plugin.writeback import APPLICABLE_KINDS, EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
 
 from ._common import params_with_defaults, progress_reporter, summary_output
 
@@ -58,7 +58,7 @@ def apply_form(ctx) -> types.Object:
         sources.add_choice(value, label=label)
     inputs.enum("source", list(SOURCES), default=source, label="Apply", view=sources)
     if source == "checkpoint":
-        shipped = shipped_checkpoints()
+        shipped = shipped_checkpoints(APPLICABLE_KINDS)
         choices = types.DropdownView()
         for name in shipped:
             choices.add_choice(name, label=name)

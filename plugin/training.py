@@ -8,6 +8,7 @@ their folders, so operators and ``apply_model`` can find them.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -88,10 +89,13 @@ def shipped_checkpoints_dir() -> Path:
     return Path(os.environ.get("CILP_CHECKPOINTS_DIR") or SHIPPED_DIR).expanduser()
 
 
-def shipped_checkpoints() -> list[str]:
-    """The names of the shipped checkpoints (``intermediate_add``, ``cilp``, ...)."""
+def shipped_checkpoints(kinds: tuple[str, ...] | None = None) -> list[str]:
+    """The names of the shipped checkpoints (``intermediate_add``, ``cilp``, ...), only those of
+    ``kinds`` (model kinds: ``classifier``, ``cilp``, ...) when given."""
     folder = shipped_checkpoints_dir()
-    return sorted(p.parent.name for p in folder.glob("*/manifest.json")) if folder.is_dir() else []
+    manifests = sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []
+    return [path.parent.name for path in manifests
+            if kinds is None or json.loads(path.read_text()).get("kind") in kinds]
 
 
 def shipped_checkpoint(name: str) -> Path:

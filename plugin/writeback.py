@@ -63,6 +63,10 @@ def check_embedding_map(method: str | None) -> str | None:
     return method
 
 
+#: the kinds of run that write something back (a projector is only a part of rgb2lidar)
+APPLICABLE_KINDS = ("classifier", "cilp", "rgb2lidar")
+
+
 def apply_run(dataset: fo.Dataset, run: str | Path, **options):
     """Write back whatever a run of any kind gives: a classifier's (fusion, lidar, rgb2lidar)
     predictions with :func:`apply_model`, a CILP run's embeddings with

@@ -43,9 +43,9 @@ def test_fusion_reaches_95_percent_val_accuracy(easy_split, tmp_path, config, pa
 @pytest.mark.slow
 def test_strided_ablation_learns_under_bf16_autocast(easy_split, tmp_path):
     """The eight-conv strided model was the one slow to start (under bf16 on one CPU it ended at 70 %):
-    with He-initialised heads and standardised LiDAR it learns within a few epochs in bf16."""
+    with He-initialised heads and standardised LiDAR it learns in bf16 as the other fusion models do."""
     config = ModelConfig(family="intermediate", fusion="add", downsample="strided")
-    result = train(config, TrainConfig(epochs=4, batch_size=16, lr=1e-3, seed=0, precision="bf16"), *easy_split,
+    result = train(config, TrainConfig(epochs=6, batch_size=16, lr=1e-3, seed=0, precision="bf16"), *easy_split,
                    tmp_path / "run")
     assert result.manifest["precision"] == "bf16"
     assert count_parameters(result.model) == 4_545_505  # the reference's architecture, unchanged
