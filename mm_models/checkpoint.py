@@ -90,8 +90,11 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save_weights(model: nn.Module, path: Path, spec: dict | None = None) -> None:
+def save_weights(model: nn.Module, path: Path, spec: dict | None = None, *, small: bool = False) -> None:
+    """The model's weights as safetensors (with ``small``, :func:`compact`: for shipping)."""
     tensors = {k: v.detach().contiguous() for k, v in unwrap(model).state_dict().items()}
+    if small:
+        tensors = compact(tensors)
     metadata = {"spec": json.dumps(spec)} if spec else None
     atomic_write(path, lambda temp: save_file(tensors, temp, metadata=metadata))
 

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from .encoders import check_choice
 from .engine import TrainConfig, resolve_device
 
-#: the stages of the cross-modal pipeline, in training order
-STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 PRESETS_NAMES = ("cpu", "gpu")
 
 
@@ -54,11 +52,6 @@ def resolve_preset(name: str, device: str = "cpu") -> str:
         name = "gpu" if device == "cuda" else "cpu"
     check_choice("preset", name, PRESETS_NAMES)
     return name
-
-
-def preset_for(name: str, device: str = "cpu") -> dict[str, StageSettings]:
-    """The preset ``name`` (``auto``: ``gpu`` on CUDA, else ``cpu``)."""
-    return PRESETS[resolve_preset(name, device)]
 
 
 def train_config(model: str, preset: str = "auto", *, epochs: int | None = None, lr: float | None = None,

@@ -13,12 +13,10 @@ the shipped weights' own val metrics, measured on the CPU in fp32.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from . import checkpoint as ckpt
 from .data import PairTensors
@@ -40,8 +38,7 @@ def export_run(run_dir: Path | str, out_dir: Path | str, val_data: PairTensors, 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    tensors = ckpt.compact(ckpt.unwrap(run.model).state_dict())
-    ckpt.atomic_write(out_dir / ckpt.WEIGHTS, lambda temp: save_file(tensors, temp, metadata={"spec": json.dumps(spec)}))
+    ckpt.save_weights(run.model, out_dir / ckpt.WEIGHTS, spec, small=True)
     manifest = {**run.manifest, "spec": spec, "checkpoint": ckpt.WEIGHTS,
                 "checkpoint_sha256": ckpt.file_sha256(out_dir / ckpt.WEIGHTS)}
     ckpt.write_json(out_dir / ckpt.MANIFEST, manifest)

@@ -224,13 +224,11 @@ def default_run_name(model) -> str:
         if model.kind != "classifier":
             return model.kind
         model = model.config
-    model_config = model
-    parts = [model_config.family]
-    if model_config.family == "intermediate" or (
-            model_config.family in ("early", "late") and model_config.fusion != "concat"):
-        parts.append(model_config.fusion)
-    if model_config.downsample != "maxpool":
-        parts.append(model_config.downsample)
+    parts = [model.family]
+    if model.family == "intermediate" or (model.family in ("early", "late") and model.fusion != "concat"):
+        parts.append(model.fusion)
+    if model.downsample != "maxpool":
+        parts.append(model.downsample)
     return "_".join(parts)
 
 

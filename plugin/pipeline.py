@@ -21,15 +21,15 @@ from .training import check_run_name, train_on_dataset
 
 def parse_stages(stages) -> list[str]:
     """Stages from a list or a comma-separated string, in pipeline order."""
-    from mm_models.presets import STAGES
+    from mm_models.stages import PIPELINE
 
     if isinstance(stages, str):
         stages = [s.strip() for s in stages.split(",") if s.strip()]
     stages = list(stages or [])
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in PIPELINE]
     if unknown or not stages:
-        raise ValueError(f"stages: expected some of {', '.join(STAGES)}, got {', '.join(map(str, stages)) or 'none'}")
-    return [s for s in STAGES if s in stages]
+        raise ValueError(f"stages: expected some of {', '.join(PIPELINE)}, got {', '.join(map(str, stages)) or 'none'}")
+    return [s for s in PIPELINE if s in stages]
 
 
 def train_cilp(

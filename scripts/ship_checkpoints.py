@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, train  # noqa: E402
-from mm_models.engine import resolve_device, resolve_precision  # noqa: E402
+from mm_models.engine import describe_metrics, resolve_device, resolve_precision  # noqa: E402
 from mm_models.presets import PRESETS_NAMES, resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
-from mm_models.stages import PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
+from mm_models.stages import KINDS, PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
 from plugin import arrays, synth  # noqa: E402
 from plugin import format as fmt  # noqa: E402
 from plugin.cli import SUITES  # noqa: E402
@@ -96,18 +96,11 @@ def main(argv=None) -> None:
             manifest = export_run(runs / name, args.out / name, val_data, about=about, shipped_parents=shipped)
             shipped[str(runs / name)] = (name, manifest["checkpoint_sha256"])
             size = sum(p.stat().st_size for p in (args.out / name).iterdir()) / 1e6
-            print(f"| {name} | {headline(result.best)} | {headline(manifest['shipped']['val'])} | {size:.1f} | "
-                  f"{seconds:.0f} |", flush=True)
+            objective = KINDS[result.spec.kind].objective
+            print(f"| {name} | {describe_metrics(result.best, objective)} | "
+                  f"{describe_metrics(manifest['shipped']['val'], objective)} | {size:.1f} | {seconds:.0f} |", flush=True)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 1e6
     print(f"\n{len(jobs)} checkpoints, {total:.1f} MB in {args.out}; {time.perf_counter() - started:.0f} s in all")
-
-
-def headline(metrics: dict) -> str:
-    if "val/accuracy" in metrics:
-        return f"accuracy {100 * metrics['val/accuracy']:.2f} %"
-    if "val/rgb2lidar_top1" in metrics:
-        return f"top-1 {100 * metrics['val/rgb2lidar_top1']:.2f} %, loss {metrics['val/loss']:.3f}"
-    return f"MSE {metrics['val/loss']:.4f}"
 
 
 if __name__ == "__main__":
