@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from plugin import synth
+from cilp_plugin import synth
 
 
 def main():

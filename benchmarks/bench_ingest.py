@@ -23,7 +23,7 @@ def main():
     fiftyone_isolation.start()
     import fiftyone as fo
 
-    from plugin import ingest, synth
+    from cilp_plugin import ingest, synth
 
     with tempfile.TemporaryDirectory() as tmp:
         root = synth.generate(Path(tmp) / "data", args.n_per_class, seed=0)

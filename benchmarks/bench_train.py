@@ -40,8 +40,8 @@ from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train 
 from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
-from plugin import format as fmt  # noqa: E402
-from plugin import synth  # noqa: E402
+from cilp_plugin import format as fmt  # noqa: E402
+from cilp_plugin import synth  # noqa: E402
 
 MODELS = {
     "late": ModelConfig(family="late"),

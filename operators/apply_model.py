@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from plugin.writeback import APPLICABLE_KINDS, EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
+from cilp_plugin.writeback import APPLICABLE_KINDS, EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
 
 from ._common import params_with_defaults, progress_reporter, summary_output
 
@@ -28,8 +28,8 @@ class ApplyModel(foo.Operator):
         return types.Property(apply_form(ctx), view=types.View(label="Apply a trained model"))
 
     def execute(self, ctx):
-        from plugin.training import shipped_checkpoint
-        from plugin.writeback import apply_run
+        from cilp_plugin.training import shipped_checkpoint
+        from cilp_plugin.writeback import apply_run
 
         p = params_with_defaults(ctx, DEFAULTS)
         source = ctx.params.get("source") or ("checkpoint" if p["checkpoint"] else "run")  # SDK calls name one
@@ -48,7 +48,7 @@ class ApplyModel(foo.Operator):
 
 
 def apply_form(ctx) -> types.Object:
-    from plugin.training import shipped_checkpoints
+    from cilp_plugin.training import shipped_checkpoints
 
     inputs = types.Object()
     runs = sorted(ctx.dataset.info.get("cilp_runs", {})) if ctx.dataset is not None else []

@@ -21,7 +21,7 @@ class CreateSplits(foo.Operator):
         return types.Property(splits_form(ctx), view=types.View(label="Create splits"))
 
     def execute(self, ctx):
-        from plugin.splits import create_splits
+        from cilp_plugin.splits import create_splits
 
         params = params_with_defaults(ctx, DEFAULTS)
         params["from_json"] = file_path(params["from_json"])

@@ -24,7 +24,7 @@ class LoadRGBLidarDataset(foo.Operator):
         return types.Property(load_form(ctx), view=types.View(label="Load RGB/LiDAR data"))
 
     def execute(self, ctx):
-        from plugin.sources import load_dataset
+        from cilp_plugin.sources import load_dataset
 
         params = params_with_defaults(ctx, DEFAULTS)
         params["path"] = file_path(params["path"])

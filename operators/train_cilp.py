@@ -27,7 +27,7 @@ class TrainCILP(foo.Operator):
         return types.Property(train_cilp_form(ctx), view=types.View(label="Train the CILP stages"))
 
     def execute(self, ctx):
-        from plugin.pipeline import train_cilp
+        from cilp_plugin.pipeline import train_cilp
 
         p = params_with_defaults(ctx, DEFAULTS)
         results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], batch_size=p["batch_size"],

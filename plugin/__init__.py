@@ -7,7 +7,7 @@ imports nothing heavy: the operators live in the installed ``operators`` package
 
 
 def register(p):
-    from operators import OPERATORS
+    from cilp_operators import OPERATORS
 
     for operator in OPERATORS:
         p.register(operator)

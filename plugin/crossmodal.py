@@ -19,7 +19,7 @@
 ======================  =====================================================================
 
 Everything is written under temporary names and swapped in at the end
-(:class:`~plugin.staging.StagedWrite`): a failed re-apply keeps the previous results.
+(:class:`~cilp_plugin.staging.StagedWrite`): a failed re-apply keeps the previous results.
 :func:`find_cross_modal_matches` turns selected samples of one modality into the
 other modality's nearest samples.
 """

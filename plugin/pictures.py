@@ -1,6 +1,6 @@
 """What was written back into a dataset, as pictures for a report.
 
-    from plugin.pictures import write_pictures
+    from cilp_plugin.pictures import write_pictures
     write_pictures(dataset, "runs/report")  # confusion.png, embedding_maps.png
 
 One panel per classification evaluation (its confusion matrix) and per embedding

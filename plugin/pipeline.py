@@ -1,6 +1,6 @@
 """``train-cilp``: the four stages of the cross-modal pipeline as linked runs of one dataset.
 
-    from plugin.pipeline import train_cilp
+    from cilp_plugin.pipeline import train_cilp
     results = train_cilp(dataset)                            # lidar, cilp, projector, rgb2lidar
     train_cilp(dataset, stages=["projector", "rgb2lidar"])   # reuses the dataset's lidar and cilp runs
 

@@ -70,7 +70,7 @@ APPLICABLE_KINDS = ("classifier", "cilp", "rgb2lidar")
 def apply_run(dataset: fo.Dataset, run: str | Path, **options):
     """Write back whatever a run of any kind gives: a classifier's (fusion, lidar, rgb2lidar)
     predictions with :func:`apply_model`, a CILP run's embeddings with
-    :func:`plugin.crossmodal.apply_cilp`. The options are theirs."""
+    :func:`cilp_plugin.crossmodal.apply_cilp`. The options are theirs."""
     from mm_models.checkpoint import read_manifest
     from mm_models.stages import spec_of
 

@@ -8,7 +8,7 @@ from . import fiftyone_isolation
 
 FIFTYONE_ENV = fiftyone_isolation.start()  # before anything imports fiftyone
 
-from plugin import synth  # noqa: E402
+from cilp_plugin import synth  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def split_dataset(tiny_data):
     """``tiny_data`` ingested (one dataset per test module) and split 12 train / 4 val."""
     import uuid
 
-    from plugin import ingest, splits
+    from cilp_plugin import ingest, splits
 
     dataset = ingest.ingest(tiny_data, f"split-{uuid.uuid4().hex[:8]}").dataset
     splits.create_splits(dataset, val=0.25, seed=0)

@@ -9,10 +9,10 @@ import torch
 from mm_models import load_run
 from mm_models.engine import evaluate
 from mm_models.stages import objective_for
-from plugin import arrays, cli, synth
-from plugin import format as fmt
-from plugin.splits import make_split
-from plugin.training import SHIPPED_DIR, shipped_checkpoints
+from cilp_plugin import arrays, cli, synth
+from cilp_plugin import format as fmt
+from cilp_plugin.splits import make_split
+from cilp_plugin.training import SHIPPED_DIR, shipped_checkpoints
 
 DEMO_MODELS = ["cilp", "intermediate_add", "intermediate_add_strided", "intermediate_concat", "intermediate_mul",
                "late", "lidar", "projector", "rgb2lidar"]

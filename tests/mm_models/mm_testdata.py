@@ -1,4 +1,4 @@
-"""Test data helpers: pairs rendered by plugin.synth, read back with plugin.format."""
+"""Test data helpers: pairs rendered by cilp_plugin.synth, read back with cilp_plugin.format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mm_models import ModelConfig, PairTensors
-from plugin import format as fmt
+from cilp_plugin import format as fmt
 
 #: a tiny intermediate-fusion model: same wiring as the reference, ~100x cheaper
 TINY = ModelConfig(family="intermediate", fusion="add", widths=(4, 8, 8, 8))

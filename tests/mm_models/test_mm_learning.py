@@ -9,7 +9,7 @@ import pytest
 
 from mm_models import ModelConfig, TrainConfig, build_model, count_parameters, predict, train
 from mm_testdata import read_arrays, split
-from plugin import synth
+from cilp_plugin import synth
 
 EASY = synth.SceneConfig(distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
 

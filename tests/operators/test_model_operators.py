@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from fiftyone.operators.executor import ExecutionError
 
-from plugin import splits, writeback
+from cilp_plugin import splits, writeback
 
 URI = "@cilp/multimodal"
 

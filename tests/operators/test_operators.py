@@ -10,7 +10,7 @@ from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 from starlette.testclient import TestClient
 
-from plugin import splits
+from cilp_plugin import splits
 
 URI = "@cilp/multimodal"
 EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "train_cilp", "apply_model",
@@ -132,7 +132,7 @@ def test_forms_resolve_with_validation(client, loaded, tmp_path):
 
 
 def test_apply_form_offers_runs_shipped_checkpoints_and_embedding_maps(client, loaded):
-    from plugin.training import shipped_checkpoints
+    from cilp_plugin.training import shipped_checkpoints
 
     dataset, _ = loaded
 

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plugin import arrays, ingest, synth, writeback
+from cilp_plugin import arrays, ingest, synth, writeback
 
 from .app_browser import (
     CHROMIUM,

@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from plugin import crossmodal, ingest, splits, synth, training, writeback
+from cilp_plugin import crossmodal, ingest, splits, synth, training, writeback
 
 from .app_browser import (
     CHROMIUM,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from plugin import arrays
-from plugin import format as fmt
+from cilp_plugin import arrays
+from cilp_plugin import format as fmt
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,13 @@ from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 
 from mm_models import load_run, outputs_of
-from plugin import arrays, cli, synth
-from plugin import format as fmt
-from plugin.crossmodal import apply_cilp, find_cross_modal_matches
-from plugin.ingest import ingest
-from plugin.pipeline import train_cilp
-from plugin.splits import all_slices, create_splits
-from plugin.writeback import apply_run
+from cilp_plugin import arrays, cli, synth
+from cilp_plugin import format as fmt
+from cilp_plugin.crossmodal import apply_cilp, find_cross_modal_matches
+from cilp_plugin.ingest import ingest
+from cilp_plugin.pipeline import train_cilp
+from cilp_plugin.splits import all_slices, create_splits
+from cilp_plugin.writeback import apply_run
 
 URI = "@cilp/multimodal"
 EASY = synth.SceneConfig(distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)

@@ -6,7 +6,7 @@ import uuid
 import fiftyone as fo
 from PIL import Image
 
-from plugin import cli
+from cilp_plugin import cli
 
 
 def test_ingest_split_train_apply_report(tiny_data, tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_a_database_that_cannot_start_gets_advice(tmp_path):
     try:
         env = {k: v for k, v in os.environ.items() if k != "FIFTYONE_DATABASE_URI"}
         env["FIFTYONE_DATABASE_DIR"] = str(tmp_path / "db")
-        done = subprocess.run([sys.executable, "-m", "plugin.cli", "split", "any-dataset"], env=env,
+        done = subprocess.run([sys.executable, "-m", "cilp_plugin.cli", "split", "any-dataset"], env=env,
                               capture_output=True, text=True, timeout=240)
     finally:
         other.terminate()

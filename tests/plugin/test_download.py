@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from plugin import cli
-from plugin import format as fmt
-from plugin.download import DownloadError, download
+from cilp_plugin import cli
+from cilp_plugin import format as fmt
+from cilp_plugin.download import DownloadError, download
 
 
 @pytest.fixture(scope="module")

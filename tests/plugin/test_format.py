@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from plugin import cli
-from plugin import format as fmt
+from cilp_plugin import cli
+from cilp_plugin import format as fmt
 
 
 def scan_problems(root):

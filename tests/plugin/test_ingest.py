@@ -8,8 +8,8 @@ import open3d as o3d
 import pytest
 from PIL import Image
 
-from plugin import derived, ingest
-from plugin import format as fmt
+from cilp_plugin import derived, ingest
+from cilp_plugin import format as fmt
 
 
 def unique(prefix="cilp"):

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from plugin import ingest, splits
+from cilp_plugin import ingest, splits
 
 
 @pytest.fixture(scope="module")

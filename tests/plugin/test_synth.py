@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from plugin import cli, synth
-from plugin import format as fmt
+from cilp_plugin import cli, synth
+from cilp_plugin import format as fmt
 
 
 def tree_files(root):
