@@ -4,7 +4,8 @@ A run folder holds::
 
     manifest.json      model spec (kind, config, parent runs), train config, best-epoch metrics,
                        data fingerprint, versions, the checkpoint's SHA-256
-    model.safetensors  best weights, every part of the model (the spec is also in its metadata)
+    model.safetensors  best weights, every part of the model (the spec is also in its metadata);
+                       while a run trains, model-epochN.safetensors (the manifest names which)
     last.pt            resume state: last weights, optimizer, counters, metric history
                        (tensors and plain values only; read with ``weights_only=True``)
     metrics.csv        one row per epoch
@@ -45,15 +46,15 @@ class CheckpointError(ValueError):
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Call ``write(temp_path)`` and move the result onto ``path`` only if it succeeded.
 
-    The file is as readable as its folder (rw for whoever may read the folder), not
-    private like a temporary file (0600): run folders are shared with the App
-    server and delegated executors.
+    The file is as readable as its folder, not private like a temporary file (0600):
+    run folders are shared with the App server and delegated executors. Only its
+    owner may write it, even in a folder anyone may write.
     """
     path = Path(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         write(str(temp))
-        os.chmod(temp, stat.S_IMODE(path.parent.stat().st_mode) & 0o666)
+        os.chmod(temp, stat.S_IMODE(path.parent.stat().st_mode) & 0o644)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
@@ -88,6 +89,30 @@ def file_sha256(path: Path) -> str:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module itself, under a ``torch.compile`` wrapper if there is one."""
     return getattr(model, "_orig_mod", model)
+
+
+def save_best_weights(model: nn.Module | None, run_dir: Path, manifest: dict, name: str) -> None:
+    """Write ``model``'s weights as ``name`` in ``run_dir`` (``None``: link the manifest's current
+    checkpoint under that name), point the manifest at them, then delete the file it named before.
+
+    Each checkpoint has a name of its own, so at every instant the manifest names a
+    complete file whose SHA-256 it records: a crash in between leaves at most an
+    unnamed file behind, never a manifest that calls intact weights corrupt.
+    """
+    run_dir = Path(run_dir)
+    previous = manifest.get("checkpoint")
+    if previous == name:
+        return
+    if model is not None:
+        save_weights(model, run_dir / name, manifest.get("spec"))
+    else:
+        (run_dir / name).unlink(missing_ok=True)
+        os.link(run_dir / weights_name(manifest, run_dir), run_dir / name)
+    manifest.update(checkpoint=name, checkpoint_sha256=file_sha256(run_dir / name))
+    write_json(run_dir / MANIFEST, manifest)
+    for stale in run_dir.glob("model-epoch*.safetensors"):  # the previous best, and any a crash left
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
 
 
 def save_weights(model: nn.Module, path: Path, spec: dict | None = None, *, small: bool = False) -> None:

@@ -428,13 +428,12 @@ def train(
         "precision": precision,
         "package_version": package_version(),
         "torch_version": torch.__version__,
-        "checkpoint": ckpt.WEIGHTS,
         "status": "running",
         "epochs_completed": start_epoch - 1,
         "best": best if best["epoch"] else None,
     }
     if state is not None:
-        for key in ("initial", "checkpoint_sha256", "input_statistics"):
+        for key in ("initial", "checkpoint", "checkpoint_sha256", "input_statistics"):
             if key in state["manifest"]:
                 manifest[key] = state["manifest"][key]
     ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
@@ -488,10 +487,8 @@ def train(
 
             if objective.better(row[objective.select], best[objective.select]):
                 best, bad_epochs = dict(row), 0
-                ckpt.save_weights(model, run_dir / ckpt.WEIGHTS, spec.to_dict())
-                # the manifest follows at once: it holds the checksum load_run verifies
-                manifest.update(best=best, checkpoint_sha256=ckpt.file_sha256(run_dir / ckpt.WEIGHTS))
-                ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+                manifest["best"] = best
+                ckpt.save_best_weights(model, run_dir, manifest, f"model-epoch{epoch}.safetensors")
             else:
                 bad_epochs += 1
             ckpt.save_state(run_dir / ckpt.STATE, {
@@ -511,16 +508,16 @@ def train(
                 break
 
         # 5) the best weights back into the model; curves and the objective's pictures
-        ckpt.load_weights(model, run_dir / ckpt.WEIGHTS)
+        ckpt.load_weights(model, run_dir / ckpt.weights_name(manifest, run_dir))
         model.eval()
         plot_curves(run_dir / ckpt.CURVES, history, title, objective.headline)
         val_outputs = infer(model, val_data, batch_size=train_config.eval_batch_size, device=device,
                             precision=precision)
         manifest["pictures"] = objective.pictures(val_outputs, val_data, run_dir, tracker,
                                                   train_config.logged_predictions if train_config.wandb else 0)
-        tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
         manifest["status"] = "finished"
-        ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+        ckpt.save_best_weights(None, run_dir, manifest, ckpt.WEIGHTS)  # the best, under the usual name
+        tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
         tracker.finish()
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")

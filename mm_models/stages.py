@@ -30,6 +30,7 @@ rgb2lidar    RGBToLiDARConfig    projector (projector)       Classification
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -306,6 +307,21 @@ class LoadedRun:
         return self.spec.config
 
 
+def check_loadable(manifest: dict, run_dir: Path, what: str = "run") -> None:
+    """Refuse a run that failed; warn about one that is still training (or was killed)."""
+    status = manifest.get("status", "finished")  # manifests before the field were written when done
+    best = manifest.get("best") or {}
+    if status == "failed":
+        raise ckpt.CheckpointError(f"{what} {run_dir}: the run failed ({manifest.get('error', 'no error recorded')}); "
+                                   f"train it again, or continue it with --resume")
+    if status != "finished" and not best.get("epoch"):
+        raise ckpt.CheckpointError(f"{what} {run_dir}: the run has no checkpoint yet (status {status!r})")
+    if status != "finished":
+        warnings.warn(f"{what} {run_dir}: status {status!r}, not finished (still training, or killed): "
+                      f"using its best checkpoint so far (epoch {best['epoch']} of "
+                      f"{manifest.get('train', {}).get('epochs', '?')})", stacklevel=3)
+
+
 def load_run(run_dir: Path | str, device: torch.device | str = "cpu", *, expected_sha256: str | None = None,
              what: str = "run") -> LoadedRun:
     """Rebuild a run's model from its manifest and load its best weights (eval mode).
@@ -317,6 +333,7 @@ def load_run(run_dir: Path | str, device: torch.device | str = "cpu", *, expecte
     if not run_dir.is_dir():
         raise CheckpointError(f"{what} {run_dir}: run folder not found")
     manifest = ckpt.read_manifest(run_dir)
+    check_loadable(manifest, run_dir, what)
     spec = spec_of(manifest, run_dir)
     weights = run_dir / ckpt.weights_name(manifest, run_dir)
     recorded = manifest.get("checkpoint_sha256")

@@ -1,4 +1,4 @@
-"""Helpers shared by the operators: defaults, progress, and form validation."""
+"""Helpers shared by the operators: defaults, progress, form validation, and the paths they accept."""
 
 from __future__ import annotations
 
@@ -46,6 +46,34 @@ def file_path(value) -> str | None:
     if isinstance(value, dict):
         return value.get("absolute_path")
     return value or None
+
+
+def server_path(field: str, value) -> str | None:
+    """A path sent by the App (typed or picked), resolved and confined to the folders the
+    operators may use (:mod:`cilp_plugin.paths`); ``None`` when empty."""
+    from cilp_plugin.paths import confine
+
+    path = file_path(value)
+    return None if path is None else str(confine(field, path))
+
+
+def outside_roots(field: str, value) -> str | None:
+    """Why a path from the App is refused (it lies outside the allowed folders), or None."""
+    from cilp_plugin.paths import PathNotAllowed
+
+    try:
+        server_path(field, value)
+    except PathNotAllowed as exc:
+        return str(exc)
+    return None
+
+
+def flag_outside_roots(prop, field: str, value) -> bool:
+    """Show a form field invalid when its path lies outside the allowed folders; True if it does."""
+    problem = outside_roots(field, value)
+    if problem:
+        prop.invalid, prop.error_message = True, problem
+    return problem is not None
 
 
 def split_tag_fields(ctx, inputs, defaults: dict) -> None:

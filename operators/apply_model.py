@@ -36,6 +36,8 @@ class ApplyModel(foo.Operator):
         run = shipped_checkpoint(p["checkpoint"]) if source == "checkpoint" else p["run"]
         if not run:
             raise ValueError("run: choose a run of this dataset (or give a run folder), or a shipped checkpoint")
+        if source != "checkpoint":
+            run = confined_run(ctx.dataset, run)
         result = apply_run(ctx.dataset, run, field=p["field"], tags=p["tags"], eval_tag=p["eval_tag"],
                            embedding_map=p["embedding_map"], device=p["device"], progress=progress_reporter(ctx))
         ctx.trigger("reload_dataset")
@@ -47,11 +49,28 @@ class ApplyModel(foo.Operator):
         return summary_output()
 
 
+def confined_run(dataset, run: str) -> str:
+    """A run recorded on the dataset, or a run folder inside the folders the operators may use."""
+    from cilp_plugin.paths import PathNotAllowed, allowed_roots, confine, describe_roots
+    from cilp_plugin.training import recorded_runs
+
+    recorded = recorded_runs(dataset)
+    if run in recorded:
+        return run
+    roots = allowed_roots()
+    try:
+        return str(confine("run", run, roots))
+    except PathNotAllowed:
+        known = ", ".join(sorted(recorded)) or "none yet"
+        raise PathNotAllowed(f"run {run!r}: not a run folder, nor a run of dataset '{dataset.name}' ({known}): "
+                             f"the operators open run folders only {describe_roots(roots)}") from None
+
+
 def apply_form(ctx) -> types.Object:
-    from cilp_plugin.training import shipped_checkpoints
+    from cilp_plugin.training import recorded_runs, shipped_checkpoints
 
     inputs = types.Object()
-    runs = sorted(ctx.dataset.info.get("cilp_runs", {})) if ctx.dataset is not None else []
+    runs = sorted(recorded_runs(ctx.dataset)) if ctx.dataset is not None else []
     source = ctx.params.get("source") or ("run" if runs else "checkpoint")
     sources = types.RadioGroup()
     for value, label in SOURCES.items():

@@ -1,7 +1,7 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import file_path, params_with_defaults, summary_output
+from ._common import file_path, flag_outside_roots, params_with_defaults, server_path, summary_output
 
 DEFAULTS = dict(val=0.2, test=0.0, subset=1.0, seed=42, stratify=True, from_json=None, to_json=None)
 
@@ -24,8 +24,8 @@ class CreateSplits(foo.Operator):
         from cilp_plugin.splits import create_splits
 
         params = params_with_defaults(ctx, DEFAULTS)
-        params["from_json"] = file_path(params["from_json"])
-        params["to_json"] = file_path(params["to_json"])
+        params["from_json"] = server_path("from_json", params["from_json"])
+        params["to_json"] = json_target(params["to_json"])
         result = create_splits(ctx.dataset, **params)
         ctx.trigger("reload_dataset")
         return {**result.split.counts(), "missing": result.missing, "summary": result.summary()}
@@ -36,9 +36,11 @@ class CreateSplits(foo.Operator):
 
 def splits_form(ctx) -> types.Object:
     inputs = types.Object()
-    inputs.str("from_json", label="Import split file (optional)",
-               description='reference JSON {"train": [...], "val": [...], "seed": 42, ...}; '
-                           "when set, the fractions below are ignored")
+    source = inputs.str("from_json", label="Import split file (optional)",
+                        description='reference JSON {"train": [...], "val": [...], "seed": 42, ...}; '
+                                    "when set, the fractions below are ignored")
+    if file_path(ctx.params.get("from_json")):
+        flag_outside_roots(source, "from_json", ctx.params["from_json"])
     if not file_path(ctx.params.get("from_json")):
         inputs.float("val", default=DEFAULTS["val"], min=0, max=0.99, label="Validation fraction")
         inputs.float("test", default=DEFAULTS["test"], min=0, max=0.99, label="Test fraction")
@@ -49,5 +51,15 @@ def splits_form(ctx) -> types.Object:
         if val is not None and test is not None and val + test >= 1:
             warning = inputs.view("fractions", types.Error(label="val + test must be below 1"))
             warning.invalid = True
-    inputs.str("to_json", label="Export the split to (optional)", description="a .json path")
+    target = inputs.str("to_json", label="Export the split to (optional)", description="a .json path")
+    if file_path(ctx.params.get("to_json")):
+        flag_outside_roots(target, "to_json", ctx.params["to_json"])
     return inputs
+
+
+def json_target(value) -> str | None:
+    """The export path: a .json file inside the allowed folders (never another kind of file)."""
+    path = server_path("to_json", value)
+    if path is not None and not path.lower().endswith(".json"):
+        raise ValueError(f"to_json: expected a .json file, got {file_path(value)}")
+    return path

@@ -1,7 +1,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import file_path, params_with_defaults, progress_reporter, summary_output
+from ._common import (file_path, flag_outside_roots, outside_roots, params_with_defaults, progress_reporter,
+                      server_path, summary_output)
 
 DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
                 n_per_class=1000, seed=42, overwrite=False)
@@ -27,8 +28,10 @@ class LoadRGBLidarDataset(foo.Operator):
         from cilp_plugin.sources import load_dataset
 
         params = params_with_defaults(ctx, DEFAULTS)
-        params["path"] = file_path(params["path"])
-        params["dest"] = file_path(params["dest"])
+        params["path"] = server_path("path", params["path"])
+        params["dest"] = server_path("dest", params["dest"])
+        if params["source"] == "synthetic" and params["overwrite"] and params["dest"]:
+            check_replaceable("dest", params["dest"])
         result = load_dataset(**params, progress=progress_reporter(ctx))
         ctx.trigger("open_dataset", {"dataset": result.dataset.name})
         return {
@@ -48,7 +51,7 @@ def load_form(ctx) -> types.Object:
     sources = types.RadioGroup()
     sources.add_choice("synthetic", label="Synthetic", description="render cubes and spheres offline")
     sources.add_choice("folder", label="Local folder", description="a folder in the DLI layout")
-    sources.add_choice("url", label="Download", description="a Google Drive link or http(s) URL of a zip")
+    sources.add_choice("url", label="Download", description="a Google Drive link or https URL of a zip")
     inputs.enum("source", sources.values(), default=DEFAULTS["source"], label="Source", view=sources)
     inputs.str("name", default=DEFAULTS["name"], required=True, label="Dataset name")
 
@@ -60,15 +63,41 @@ def load_form(ctx) -> types.Object:
         if path:
             from pathlib import Path
 
-            if not Path(path).expanduser().is_dir():
+            from cilp_plugin.paths import allowed_roots, describe_roots
+
+            if outside_roots("path", path):  # the same answer whether it exists or not
+                prop.invalid = True
+                prop.error_message = f"{path} is not a folder the operators may use ({describe_roots(allowed_roots())})"
+            elif not Path(path).expanduser().is_dir():
                 prop.invalid = True
                 prop.error_message = f"{path} is not a folder"
     elif source == "url":
         inputs.str("url", required=True, label="URL")
-        inputs.str("dest", label="Download into", description="default: FiftyOne's dataset dir/cilp/download")
+        dest_field(ctx, inputs.str("dest", label="Download into",
+                                   description="default: FiftyOne's dataset dir/cilp/download"))
         inputs.bool("overwrite", default=False, label="Replace existing downloaded data")
     else:
         inputs.int("n_per_class", default=DEFAULTS["n_per_class"], min=1, label="Pairs per class")
         inputs.int("seed", default=DEFAULTS["seed"], label="Seed")
-        inputs.str("dest", label="Generate into", description="default: FiftyOne's dataset dir/cilp/synthetic-N-seedS")
+        dest_field(ctx, inputs.str("dest", label="Generate into",
+                                   description="default: FiftyOne's dataset dir/cilp/synthetic-N-seedS"))
     return inputs
+
+
+def dest_field(ctx, prop) -> None:
+    dest = file_path(ctx.params.get("dest"))
+    if dest:
+        flag_outside_roots(prop, "dest", dest)
+
+
+def check_replaceable(field: str, folder: str) -> None:
+    """Generating over ``folder`` replaces it whole: allowed only for a data folder (cubes/, spheres/)."""
+    from pathlib import Path
+
+    from cilp_plugin.format import CLASS_FOLDERS
+
+    folder = Path(folder)
+    others = sorted(p.name for p in folder.iterdir() if p.name not in CLASS_FOLDERS) if folder.is_dir() else []
+    if others:
+        raise ValueError(f"{field}: {folder} holds more than cubes/ and spheres/ ({', '.join(others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}): overwrite replaces only a data folder")

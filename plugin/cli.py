@@ -64,7 +64,8 @@ def cmd_validate(args) -> int:
 def cmd_download(args) -> int:
     from .download import download
 
-    report = download(args.url, args.dest, force=args.force, progress=lambda m: print(m, file=sys.stderr))
+    report = download(args.url, args.dest, force=args.force, allow_http=args.allow_http,
+                      progress=lambda m: print(m, file=sys.stderr))
     print(report.format_text())
     return 0
 
@@ -223,7 +224,9 @@ def cmd_report(args) -> int:
     runs = list(args.runs)
     dataset = _load(args.dataset) if args.dataset else None
     if dataset is not None:
-        runs += list(dataset.info.get("cilp_runs", {}).values())
+        from .training import recorded_runs
+
+        runs += list(recorded_runs(dataset).values())
     if not runs:
         raise ValueError("no runs given: pass run folders or --dataset NAME")
     out = args.out or Path(runs[0]).parent / "report"
@@ -275,9 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = commands.add_parser("download", help="download, validate and install the original data")
-    p.add_argument("url", help="Google Drive file/folder link or http(s) URL of a zip")
-    p.add_argument("--dest", type=Path, default=Path("data"), help="where the data goes (data/)")
-    p.add_argument("--force", action="store_true", help="replace existing data in DEST")
+    p.add_argument("url", help="Google Drive file/folder link or https URL of a zip")
+    p.add_argument("--dest", type=Path, default=Path("data"),
+                   help="where cubes/ and spheres/ go (data/); nothing else in it is touched")
+    p.add_argument("--force", action="store_true", help="replace DEST/cubes and DEST/spheres if they exist")
+    p.add_argument("--allow-http", action="store_true", help="accept a plain http URL (unencrypted, alterable)")
     p.set_defaults(handler=cmd_download)
 
     p = commands.add_parser("ingest", help="build the grouped rgb/depth/lidar FiftyOne dataset")

@@ -1,38 +1,100 @@
 """Fetch the original data: download, extract safely, find, validate, move into place.
 
 Nothing reaches ``dest`` until the archive has been extracted and validated in a
-temporary folder beside it, so a failed download leaves ``dest`` as it was.
+temporary folder beside it, so a failed download leaves ``dest`` as it was. Only the
+class folders (``cubes/``, ``spheres/``) are installed: anything else in ``dest``
+(``data/synthetic``, notes) is never touched, even with ``force``.
+
+An archive is extracted once, entry by entry, within caps on its number of entries and
+its uncompressed size (checked against the sizes it declares, then counted while
+writing); the caps default to :data:`MAX_BYTES` and :data:`MAX_ENTRIES` and can be
+changed with the keywords ``max_bytes`` / ``max_entries`` or the environment variables
+``CILP_ZIP_MAX_BYTES`` / ``CILP_ZIP_MAX_ENTRIES``.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import shutil
 import stat
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from . import format as fmt
+
+#: the DLI zip holds 2 x 9,999 pairs (a 64x64 PNG of at most ~17 KB and a 16.5 KB .npy each):
+#: about 40,000 entries and well under 1 GB uncompressed; the caps leave 4-5 times that
+MAX_BYTES = 4 * 1024**3
+MAX_ENTRIES = 200_000
+MAX_BYTES_ENV, MAX_ENTRIES_ENV = "CILP_ZIP_MAX_BYTES", "CILP_ZIP_MAX_ENTRIES"
+_CHUNK = 1 << 20
 
 
 class DownloadError(RuntimeError):
     """The download, the archive or its contents are not usable; the message says why."""
 
 
-def fetch(url: str, target: Path, quiet: bool = False) -> Path:
-    """Download ``url`` (a Google Drive link or any http(s) URL) to ``target``."""
+@dataclass(frozen=True)
+class ZipLimits:
+    """The most an archive may hold: total uncompressed bytes and entries (files and folders)."""
+
+    max_bytes: int = MAX_BYTES
+    max_entries: int = MAX_ENTRIES
+
+    @classmethod
+    def resolve(cls, max_bytes: int | None = None, max_entries: int | None = None) -> ZipLimits:
+        """The keywords given, else the environment variables, else the defaults."""
+        return cls(max_bytes=_limit("max_bytes", max_bytes, MAX_BYTES_ENV, MAX_BYTES),
+                   max_entries=_limit("max_entries", max_entries, MAX_ENTRIES_ENV, MAX_ENTRIES))
+
+
+def _limit(name: str, value: int | None, env: str, default: int) -> int:
+    if value is None:
+        text = os.environ.get(env, "").replace("_", "").strip()
+        if not text:
+            return default
+        if not text.isdigit():
+            raise ValueError(f"{env}: expected a whole number, got {os.environ[env]!r}")
+        value, name = int(text), env
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive number, got {value}")
+    return value
+
+
+def check_url(url: str, allow_http: bool = False) -> None:
+    """Refuse anything but https (and plain http only when ``allow_http``)."""
+    if url.startswith("https://"):
+        return
+    if url.startswith("http://"):
+        if allow_http:
+            return
+        raise DownloadError(f"{url}: plain http is refused (anyone on the way can change the data); "
+                            f"use an https URL, or allow it with --allow-http (allow_http=True)")
+    raise DownloadError(f"{url}: expected an https URL or a Google Drive link")
+
+
+def fetch(url: str, target: Path, quiet: bool = False, *, allow_http: bool = False,
+          max_bytes: int | None = None) -> Path:
+    """Download ``url`` (a Google Drive link or any https URL) to ``target``.
+
+    A file larger than ``max_bytes`` (default: the archive cap) is abandoned as it
+    arrives, where gdown can report its progress.
+    """
     import gdown  # imported late: it pulls in requests and bs4
 
-    if not url.startswith(("http://", "https://")):
-        raise DownloadError(f"{url}: expected an http(s) URL or a Google Drive link")
+    check_url(url, allow_http)
     try:
         if "drive.google.com/drive/folders" in url:
             files = gdown.download_folder(url, output=str(target), quiet=quiet)
             if not files:
                 raise DownloadError(f"{url}: the Google Drive folder is empty or not shared")
             return target
-        path = gdown.download(url, output=str(target), quiet=quiet)  # Drive ids are parsed from any link form
+        options = _size_guard(gdown.download, url, max_bytes or ZipLimits.resolve().max_bytes)
+        path = gdown.download(url, output=str(target), quiet=quiet, **options)  # Drive ids parsed from any link
     except DownloadError:
         raise
     except Exception as exc:  # gdown raises bare Exceptions, requests its own types
@@ -42,8 +104,22 @@ def fetch(url: str, target: Path, quiet: bool = False) -> Path:
     return Path(path)
 
 
+def _size_guard(download: Callable, url: str, max_bytes: int) -> dict:
+    """``progress=`` for gdown versions that take it: stop a download past ``max_bytes``."""
+    if "progress" not in inspect.signature(download).parameters:
+        return {}
+
+    def check(received: int, total: int | None) -> None:
+        if received > max_bytes or (total or 0) > max_bytes:
+            raise DownloadError(f"{url}: the download is larger than the limit of {max_bytes:,} bytes "
+                                f"(max_bytes=, or {MAX_BYTES_ENV}, to raise it)")
+
+    return {"progress": check}
+
+
 def _describe_non_zip(path: Path) -> str:
-    head = path.read_bytes()[:512]
+    with open(path, "rb") as file:
+        head = file.read(512)
     if head.startswith(b"PK"):
         return "corrupt or truncated zip archive (no central directory)"
     head = head.lstrip().lower()
@@ -54,30 +130,83 @@ def _describe_non_zip(path: Path) -> str:
     return "not a zip archive"
 
 
-def safe_extract(archive: Path, dest: Path, source: str | None = None) -> None:
-    """Extract a zip into ``dest``, refusing any entry that could land outside it.
+def safe_extract(archive: Path, dest: Path, source: str | None = None, *,
+                 max_bytes: int | None = None, max_entries: int | None = None) -> None:
+    """Extract a zip into ``dest``, refusing any entry that could land outside it, and
+    any archive larger than the caps (:class:`ZipLimits`).
 
-    Absolute paths, ``..`` components, drive letters and symbolic links are
-    refused before anything is written. Errors name ``source`` (default: the file).
+    Absolute paths, ``..`` components, drive letters and symbolic links are refused,
+    and the declared sizes checked, before anything is written; the bytes are counted
+    again while writing. Each entry is decompressed once; its CRC is checked as it is
+    read. Errors name ``source`` (default: the file). On an error ``dest`` may hold
+    part of the archive: extract into a temporary folder.
     """
     source = source or archive.name
+    limits = ZipLimits.resolve(max_bytes, max_entries)
     if not zipfile.is_zipfile(archive):
         raise DownloadError(f"{source}: {_describe_non_zip(archive)}")
     try:
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                name = info.filename
-                parts = PurePosixPath(name.replace("\\", "/")).parts
-                if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                    raise DownloadError(f"{source}: unsafe entry {name!r} (absolute path or '..')")
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    raise DownloadError(f"{source}: unsafe entry {name!r} (symbolic link)")
-            bad = zf.testzip()
-            if bad is not None:
-                raise DownloadError(f"{source}: corrupt entry {bad!r} (CRC mismatch)")
-            zf.extractall(dest)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+            entries = [(info, _safe_parts(info, source)) for info in zf.infolist()]
+            _check_declared(entries, limits, source, dest)
+            written = 0
+            for info, parts in entries:
+                if not parts:
+                    continue
+                target = dest.joinpath(*parts)
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written = _extract_file(zf, info, target, written, limits.max_bytes, source)
+    except DownloadError:
+        raise
+    except zipfile.BadZipFile as exc:
         raise DownloadError(f"{source}: corrupt or truncated zip archive ({exc})") from None
+    except (EOFError, OSError, RuntimeError, NotImplementedError) as exc:  # RuntimeError: encrypted entries
+        raise DownloadError(f"{source}: the zip archive cannot be extracted ({type(exc).__name__}: {exc})") from None
+
+
+def _safe_parts(info: zipfile.ZipInfo, source: str) -> tuple[str, ...]:
+    """The entry's path components; raises on one that could land outside the folder."""
+    name = info.filename
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise DownloadError(f"{source}: unsafe entry {name!r} (absolute path or '..')")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise DownloadError(f"{source}: unsafe entry {name!r} (symbolic link)")
+    return parts
+
+
+def _check_declared(entries: list, limits: ZipLimits, source: str, dest: Path) -> None:
+    """What the central directory declares: entry count and total size within the caps, and room on disk."""
+    if len(entries) > limits.max_entries:
+        raise DownloadError(f"{source}: {len(entries):,} entries, more than the limit of {limits.max_entries:,} "
+                            f"(max_entries=, or {MAX_ENTRIES_ENV}, to raise it)")
+    declared = sum(info.file_size for info, _ in entries)
+    if declared > limits.max_bytes:
+        raise DownloadError(f"{source}: {declared:,} bytes uncompressed, more than the limit of "
+                            f"{limits.max_bytes:,} (max_bytes=, or {MAX_BYTES_ENV}, to raise it)")
+    folder = next(p for p in (dest, *dest.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if declared > free:
+        raise DownloadError(f"{source}: {declared:,} bytes uncompressed, more than the {free:,} bytes free in {folder}")
+
+
+def _extract_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, written: int,
+                  max_bytes: int, source: str) -> int:
+    """Copy one entry to ``target``, counting its bytes into ``written`` (returned)."""
+    try:
+        with zf.open(info) as entry, open(target, "wb") as out:
+            while chunk := entry.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise DownloadError(f"{source}: more than {max_bytes:,} bytes uncompressed (the limit; "
+                                        f"the archive declared less); max_bytes=, or {MAX_BYTES_ENV}, to raise it")
+                out.write(chunk)
+    except zipfile.BadZipFile as exc:
+        raise DownloadError(f"{source}: corrupt entry {info.filename!r} ({exc})") from None
+    return written
 
 
 def locate_data_root(top: Path) -> Path:
@@ -100,25 +229,38 @@ def download(
     *,
     force: bool = False,
     quiet: bool = False,
+    allow_http: bool = False,
+    max_bytes: int | None = None,
+    max_entries: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> fmt.ScanReport:
     """Download, extract, validate and install the data at ``url`` into ``dest``.
 
-    Returns the scan report of the installed data. Existing data in ``dest`` is
-    replaced only with ``force``; on any failure ``dest`` is left unchanged.
+    Installs the class folders (``dest/cubes``, ``dest/spheres``) and returns their
+    scan report. Class folders already in ``dest`` are replaced only with ``force``;
+    nothing else in ``dest`` is touched. On any failure ``dest`` is left unchanged.
+    Plain http needs ``allow_http``; ``max_bytes`` / ``max_entries`` cap the archive.
     """
+    check_url(url, allow_http)
+    limits = ZipLimits.resolve(max_bytes, max_entries)
     dest = Path(dest).resolve()
-    if dest.exists() and any(dest.iterdir()) and not force:
-        raise FileExistsError(f"{dest}: already holds data (use --force to replace it)")
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest}: not a folder")
+    existing = [name for name in fmt.CLASS_FOLDERS if os.path.lexists(dest / name)]
+    if existing and not force:
+        raise FileExistsError(f"{dest}: already holds {' and '.join(existing)} (use --force to replace them)")
     say = progress or (lambda message: None)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.download.", dir=dest.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.download.", dir=dest.parent,
+                                     ignore_cleanup_errors=True) as tmp:
         tmp = Path(tmp)
         say(f"downloading {url}")
-        received = fetch(url, tmp / "download", quiet=quiet)
+        received = fetch(url, tmp / "download", quiet=quiet, allow_http=allow_http, max_bytes=limits.max_bytes)
         if received.is_file():
             say("extracting")
-            safe_extract(received, tmp / "extracted", source=url)
+            safe_extract(received, tmp / "extracted", source=url,
+                         max_bytes=limits.max_bytes, max_entries=limits.max_entries)
+            received.unlink()  # room on disk for the install
             top = tmp / "extracted"
         else:
             top = received
@@ -127,22 +269,42 @@ def download(
         report = fmt.scan(root)
         if not report.usable:
             raise DownloadError(f"the downloaded data is not usable:\n{report.format_text()}")
-        say(f"installing into {dest}")
-        _replace(root, dest)
+        say(f"installing {' and '.join(fmt.CLASS_FOLDERS)} into {dest}")
+        install_class_folders(root, dest, tmp / "replaced")
     return fmt.scan(dest, validate=False)
 
 
-def _replace(source: Path, dest: Path) -> None:
-    """Move ``source`` to ``dest``; an existing ``dest`` is removed only once the move can happen."""
-    if not dest.exists():
-        shutil.move(str(source), str(dest))
-        return
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    dest.rename(old)
+def install_class_folders(root: Path, dest: Path, trash: Path) -> None:
+    """Move ``root``'s class folders into ``dest``, all or none.
+
+    Class folders already in ``dest`` are moved to ``trash`` (a folder on the same disk,
+    deleted by the caller) and put back if any move fails; nothing else in ``dest``
+    is touched.
+    """
+    created = not dest.exists()
+    dest.mkdir(parents=True, exist_ok=True)
+    trash.mkdir(parents=True, exist_ok=True)
+    replaced, cleared = [], []  # cleared: names whose dest/name now holds only new files, if any
     try:
-        shutil.move(str(source), str(dest))
+        for name in fmt.CLASS_FOLDERS:
+            target = dest / name
+            if os.path.lexists(target):
+                target.rename(trash / name)
+                replaced.append(name)
+            cleared.append(name)
+            shutil.move(str(root / name), str(target))
     except BaseException:
-        old.rename(dest)
+        for name in cleared:
+            _remove(dest / name)
+        for name in replaced:
+            (trash / name).rename(dest / name)
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)

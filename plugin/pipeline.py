@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
-from .training import check_run_name, train_on_dataset
+from .training import check_run_name, recorded_runs, train_on_dataset
 
 
 def parse_stages(stages) -> list[str]:
@@ -95,7 +95,7 @@ def _recorded(dataset: fo.Dataset, name: str, stage: str, role: str, lidar_tower
     from mm_models import parent
     from mm_models.stages import KINDS, pipeline_model
 
-    folder = dataset.info.get("cilp_runs", {}).get(name)
+    folder = recorded_runs(dataset).get(name)
     if folder is None:
         raise ValueError(f"stage '{stage}' is built from the '{role}' run '{name}', which dataset "
                          f"'{dataset.name}' does not have: train it first (--stages {role},{stage})")

@@ -1,17 +1,25 @@
 """Train ``mm_models`` on a dataset's split tags; runs are recorded on the dataset.
 
-One run = one folder under the runs directory (``CILP_RUNS_DIR``, default
-``<FiftyOne dataset dir>/cilp/runs``, never the working directory), named after
-the model unless a name is given. ``dataset.info["cilp_runs"]`` maps run names to
-their folders, so operators and ``apply_model`` can find them.
+One run = one folder ``<runs dir>/<dataset slug>/<run name>`` (runs dir:
+``CILP_RUNS_DIR``, default ``<FiftyOne dataset dir>/cilp/runs``, never the working
+directory; run name: the model's unless one is given), so datasets never share a run.
+A run trains in ``.partial/<run name>`` beside it and replaces the run folder only
+when it finished: a failed, interrupted or killed run leaves the previous one as it
+was, and ``resume`` continues the interrupted one. Finished runs are recorded in
+FiftyOne's run registry of the dataset (``dataset.list_runs()``, method ``cilp_train``),
+beside its evaluations and brain runs, where operators and ``apply`` find them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import re
 import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import fiftyone as fo
@@ -21,12 +29,20 @@ from . import arrays
 
 #: the checkpoints shipped with the project (``scripts/ship_checkpoints.py`` writes them)
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+#: the ``method`` of the runs this plugin records in a dataset's run registry
+RUN_METHOD = "cilp_train"
+PARTIAL = ".partial"
 
 
 def default_runs_dir() -> Path:
     if os.environ.get("CILP_RUNS_DIR"):
         return Path(os.environ["CILP_RUNS_DIR"]).expanduser()
     return Path(fo.config.default_dataset_dir) / "cilp" / "runs"
+
+
+def dataset_runs_dir(dataset: fo.Dataset, runs_dir: Path | str | None = None) -> Path:
+    """The folder of ``dataset``'s runs."""
+    return (Path(runs_dir) if runs_dir else default_runs_dir()).expanduser().resolve() / dataset.slug
 
 
 def check_run_name(name: str) -> str:
@@ -43,13 +59,19 @@ def train_on_dataset(
     """Train ``model`` (a ``ModelConfig`` or a ``ModelSpec``) on the pairs tagged
     ``train_tag``, select the checkpoint on ``val_tag``.
 
-    Returns the engine's ``TrainResult``. Everything is validated (splits non-empty,
-    configs, run folder) before anything is written.
+    An existing run of that name is replaced only with ``overwrite`` and only once the
+    new run finished; ``resume`` continues an interrupted run (or trains a finished one
+    further, up to ``train_config.epochs``). Returns the engine's ``TrainResult``.
     """
     from mm_models import train
     from mm_models.stages import default_run_name
 
     name = check_run_name(name or default_run_name(model))
+    if overwrite and resume:
+        raise ValueError("overwrite and resume: choose one (resume continues a run, overwrite starts it over)")
+    check_own_run_name(dataset, name)
+    final = dataset_runs_dir(dataset, runs_dir) / name
+    partial = final.parent / PARTIAL / name
     say = progress or (lambda fraction, label: None)
     say(0.0, f"{name}: loading the '{train_tag}' and '{val_tag}' pairs")
     train_arrays = arrays.from_dataset(dataset, train_tag)
@@ -58,26 +80,82 @@ def train_on_dataset(
     if overlap:
         raise ValueError(f"{len(overlap)} pairs are tagged both '{train_tag}' and '{val_tag}', "
                          f"e.g. {sorted(overlap)[0]}")
-    run_dir = (Path(runs_dir) if runs_dir else default_runs_dir()).expanduser().resolve() / name
-    if run_dir.exists() and overwrite and not resume:
-        shutil.rmtree(run_dir)
-    result = train(
-        model, train_config, train_arrays.tensors(), val_arrays.tensors(), run_dir,
-        data_fingerprint=f"{train_arrays.fingerprint}/{val_arrays.fingerprint}", resume=resume,
-        progress=lambda fraction, label: say(fraction, f"{name}: {label}"),
-    )
-    runs = dict(dataset.info.get("cilp_runs", {}))
-    runs[name] = str(run_dir)
-    dataset.info["cilp_runs"] = runs
-    dataset.save()
-    return result
+    with _training_lock(partial):
+        _prepare(partial, final, overwrite=overwrite, resume=resume)
+        result = train(
+            model, train_config, train_arrays.tensors(), val_arrays.tensors(), partial,
+            data_fingerprint=f"{train_arrays.fingerprint}/{val_arrays.fingerprint}", resume=resume,
+            progress=lambda fraction, label: say(fraction, f"{name}: {label}"),
+        )
+        _swap_in(partial, final)
+    record_run(dataset, name, final, result.manifest)
+    return dataclasses.replace(result, run_dir=final)
+
+
+def _prepare(partial: Path, final: Path, *, overwrite: bool, resume: bool) -> None:
+    """Make ``partial`` the folder the run trains in; nothing else is touched."""
+    if resume:
+        if not partial.is_dir() and final.is_dir():  # a finished run, trained further
+            shutil.copytree(final, partial)
+        return
+    if not overwrite and partial.is_dir():
+        raise ValueError(f"run '{final.name}' was interrupted ({partial}): pass resume (--resume) to "
+                         f"continue it, or overwrite (--overwrite) to start over")
+    if not overwrite and final.is_dir():
+        raise ValueError(f"run '{final.name}' exists ({final}): pass overwrite (--overwrite) to replace it "
+                         f"once the new run finishes, or resume (--resume) to train it further")
+    if partial.is_dir():
+        shutil.rmtree(partial)
+
+
+def _swap_in(partial: Path, final: Path) -> None:
+    """Move the finished run in ``partial`` onto ``final``, the run it replaces aside first."""
+    replaced = final.parent / PARTIAL / f"{final.name}.replaced-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(replaced)
+    partial.rename(final)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
+@contextmanager
+def _training_lock(partial: Path):
+    """Hold ``partial``'s lock while a run trains there (the system drops it if the process dies)."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial.with_name(f"{partial.name}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"run '{partial.name}' is being trained by another process ({partial})") from None
+        yield
+
+
+def check_own_run_name(dataset: fo.Dataset, name: str) -> None:
+    """Refuse a run name that another tool's run in the dataset's registry already has."""
+    if name in dataset.list_runs() and dataset.get_run_info(name).config.method != RUN_METHOD:
+        raise ValueError(f"run name: '{name}' names a run of another tool in dataset '{dataset.name}'; "
+                         f"choose another name")
+
+
+def record_run(dataset: fo.Dataset, name: str, run_dir: Path, manifest: dict) -> None:
+    """Record the finished run ``name`` in the dataset's run registry (replacing its namesake)."""
+    best = manifest.get("best") or {}
+    config = dataset.init_run(method=RUN_METHOD, run_dir=str(run_dir), kind=manifest.get("kind"),
+                              spec=manifest.get("spec"), best={k: v for k, v in best.items() if "/" in k},
+                              best_epoch=best.get("epoch"), device=manifest.get("device"),
+                              precision=manifest.get("precision"))
+    dataset.register_run(name, config, overwrite=True)
+
+
+def recorded_runs(dataset: fo.Dataset) -> dict[str, Path]:
+    """Run name -> folder of the runs recorded on ``dataset``."""
+    return {key: Path(dataset.get_run_info(key).config.run_dir) for key in dataset.list_runs(method=RUN_METHOD)}
 
 
 def find_run(dataset: fo.Dataset, run: str | Path) -> Path:
     """A run folder from a run name recorded on the dataset, or a path."""
-    recorded = dataset.info.get("cilp_runs", {})
+    recorded = recorded_runs(dataset)
     if str(run) in recorded:
-        return Path(recorded[str(run)])
+        return recorded[str(run)]
     path = Path(run).expanduser()
     if path.is_dir():
         return path.resolve()

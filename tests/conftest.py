@@ -1,5 +1,6 @@
 """Shared fixtures: a private FiftyOne database, small generated data sets."""
 
+import os
 import shutil
 
 import pytest
@@ -9,6 +10,12 @@ from . import fiftyone_isolation
 FIFTYONE_ENV = fiftyone_isolation.start()  # before anything imports fiftyone
 
 from cilp_plugin import synth  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def operators_may_use_tmp_paths(tmp_path_factory):
+    """The operators accept paths only inside allowed folders (cilp_plugin.paths): allow pytest's."""
+    os.environ["CILP_ALLOWED_ROOTS"] = str(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

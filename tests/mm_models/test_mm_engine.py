@@ -49,7 +49,7 @@ def test_run_folder_holds_checkpoint_manifest_metrics_and_curves(small_split, tm
     umask = os.umask(0)
     os.umask(umask)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
-    assert set(modes.values()) == {0o666 & ~umask}, f"files get the umask's permissions, not 0600: {modes}"
+    assert set(modes.values()) == {0o644 & ~umask}, f"files readable by all, not 0600: {modes}"
 
     rows = read_csv(run / "metrics.csv")
     classification = [f"{split}/{name}" for split in ("train", "val")
@@ -119,7 +119,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(small_split, tmp_path):
     manifest = json.loads((crashed / "manifest.json").read_text())
     assert manifest["status"] == "failed" and manifest["epochs_completed"] == 2
     assert not [p for p in crashed.iterdir() if p.name.endswith(".tmp")]  # no half-written file
-    load_run(crashed)  # the checkpoint of the failed run is whole
+    assert ckpt.file_sha256(crashed / manifest["checkpoint"]) == manifest["checkpoint_sha256"]  # whole
+    with pytest.raises(CheckpointError, match=r"the run failed \(KeyboardInterrupt.*--resume"):
+        load_run(crashed)
 
     train(TINY, config, train_data, val_data, crashed, resume=True)
     straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
@@ -127,6 +129,67 @@ def test_interrupted_then_resumed_equals_uninterrupted(small_split, tmp_path):
     assert resumed["epoch"] == straight["epoch"] == 3 and resumed["step"] == straight["step"]
     for name, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+KILL_AFTER_WEIGHTS = """
+import os, sys
+from mm_models import TrainConfig, checkpoint, losses, train
+from mm_testdata import TINY, read_arrays, split
+from cilp_plugin import synth
+
+save, saved = checkpoint.save_weights, []
+def save_then_die(model, path, *args, **kwargs):  # killed between the second best weights and the manifest
+    save(model, path, *args, **kwargs)
+    saved.append(path.name)
+    if len(saved) == 2:
+        os._exit(9)
+checkpoint.save_weights = save_then_die
+losses.Objective.better = lambda self, value, best: True  # every epoch a new best
+train_data, val_data = split(read_arrays(synth.generate(sys.argv[1] + "/data", 24, seed=7)), 0.25)
+config = TrainConfig(epochs=3, batch_size=8, precision="fp32", device="cpu")
+train(TINY, config, train_data, val_data, sys.argv[1] + "/run")
+"""
+
+
+def test_a_run_killed_between_weights_and_manifest_still_loads_and_resumes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-c", KILL_AFTER_WEIGHTS, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 9, done.stderr
+    run = tmp_path / "run"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "running" and len(list(run.glob("model-epoch*.safetensors"))) == 2
+    with pytest.warns(UserWarning, match="status 'running', not finished.*epoch 1 of 3"):
+        loaded = load_run(run)  # the manifest names the epoch-1 weights, intact: not "corrupt"
+    assert loaded.manifest["checkpoint"] == "model-epoch1.safetensors"
+    train_data, val_data = split_of(run)
+    result = train(TINY, TrainConfig(epochs=3, **FAST), train_data, val_data, run, resume=True)
+    assert result.manifest["status"] == "finished" and result.manifest["checkpoint"] == "model.safetensors"
+    assert sorted(p.name for p in run.glob("model*")) == ["model.safetensors"]  # the stray epoch file is gone
+    load_run(run)
+
+
+def split_of(run):
+    """The arrays the subprocess of KILL_AFTER_WEIGHTS trained on."""
+    from mm_testdata import read_arrays, split
+
+    return split(read_arrays(run.parent / "data"), 0.25)
+
+
+def test_files_in_a_world_writable_folder_are_not_world_writable(small_split, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    train(TINY, TrainConfig(epochs=1, **FAST), *small_split, shared / "run")
+    (shared / "run").chmod(0o777)
+    ckpt.write_json(shared / "run" / "extra.json", {})
+    writable = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in (shared / "run").iterdir()
+                if p.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)}
+    assert not writable
 
 
 def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):

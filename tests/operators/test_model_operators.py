@@ -9,6 +9,7 @@ import pytest
 from fiftyone.operators.executor import ExecutionError
 
 from cilp_plugin import splits, writeback
+from cilp_plugin.training import recorded_runs
 
 URI = "@cilp/multimodal"
 
@@ -36,7 +37,7 @@ def monkeypatch_module():
 def test_train_fusion_records_a_finished_run(dataset, trained):
     assert trained["run"] == "late" and trained["best_epoch"] in (1, 2)
     assert trained["params"] == 1_994_793
-    assert dataset.info["cilp_runs"]["late"] == trained["run_dir"]
+    assert str(recorded_runs(dataset)["late"]) == trained["run_dir"]
     assert 0 <= trained["val_accuracy"] <= 1
 
 
@@ -150,10 +151,11 @@ def test_apply_model_rejects_an_unknown_embedding_map(dataset, trained):
     ({"train_tag": "nope"}, "No pairs are tagged 'nope'"),
 ])
 def test_train_fusion_rejects_bad_params_and_writes_nothing(dataset, trained, params, message):
-    runs_before = dict(dataset.info["cilp_runs"])
+    runs_before = recorded_runs(dataset)
     with pytest.raises(ExecutionError, match=message):
         foo.execute_operator(f"{URI}/train_fusion", ctx={"dataset": dataset, "params": {**params, "name": "bad"}})
-    assert dataset.reload() or dataset.info["cilp_runs"] == runs_before
+    dataset.reload()
+    assert recorded_runs(dataset) == runs_before
 
 
 def test_apply_model_rejects_a_corrupted_checkpoint_and_writes_nothing(dataset, trained, tmp_path):

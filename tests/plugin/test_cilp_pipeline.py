@@ -25,6 +25,7 @@ from cilp_plugin.crossmodal import apply_cilp, find_cross_modal_matches
 from cilp_plugin.ingest import ingest
 from cilp_plugin.pipeline import train_cilp
 from cilp_plugin.splits import all_slices, create_splits
+from cilp_plugin.training import record_run, recorded_runs
 from cilp_plugin.writeback import apply_run
 
 URI = "@cilp/multimodal"
@@ -101,10 +102,10 @@ def leftovers(dataset):
 
 
 def test_every_stage_is_recorded_linked_and_loads(pipeline, dataset):
-    recorded = dataset.info["cilp_runs"]
+    recorded = recorded_runs(dataset)
     assert set(STAGES) <= set(recorded)
     for stage, result in pipeline["results"].items():
-        assert recorded[stage] == str(result.run_dir) and result.run_dir.parent == pipeline["runs_dir"]
+        assert recorded[stage] == result.run_dir == pipeline["runs_dir"] / dataset.slug / stage
         loaded = load_run(recorded[stage])
         assert loaded.manifest["status"] == "finished"
         assert len(result.history) == EPOCHS[stage], stage
@@ -113,8 +114,8 @@ def test_every_stage_is_recorded_linked_and_loads(pipeline, dataset):
         "lidar": "classifier", "cilp": "cilp", "projector": "projector", "rgb2lidar": "rgb2lidar"}
     assert kinds["lidar"].config.family == "lidar"
     assert {role: p.run for role, p in kinds["projector"].parents.items()} == {
-        "cilp": recorded["cilp"], "lidar": recorded["lidar"]}
-    assert kinds["rgb2lidar"].parents["projector"].run == recorded["projector"]
+        "cilp": str(recorded["cilp"]), "lidar": str(recorded["lidar"])}
+    assert kinds["rgb2lidar"].parents["projector"].run == str(recorded["projector"])
 
 
 def test_apply_writes_the_cilp_fields_and_the_rgb2lidar_predictions(pipeline, dataset):
@@ -138,7 +139,7 @@ def test_apply_writes_the_cilp_fields_and_the_rgb2lidar_predictions(pipeline, da
 
 def test_each_slice_holds_its_own_modalitys_embedding(pipeline, dataset):
     data = arrays.from_dataset(dataset)
-    out = outputs_of(load_run(dataset.info["cilp_runs"]["cilp"]), data.tensors(), device="cpu")
+    out = outputs_of(load_run(recorded_runs(dataset)["cilp"]), data.tensors(), device="cpu")
     expected = {"rgb": out["rgb_features"], "lidar": out["lidar_features"], "depth": out["lidar_features"]}
     assert not np.allclose(out["rgb_features"], out["lidar_features"], atol=1e-2)  # the check can tell them apart
     for slice_name in SLICES:
@@ -249,7 +250,7 @@ def swapped(pipeline, easy_data, tmp_path_factory):
     a.write_bytes(b_bytes)
     b.write_bytes(a_bytes)
     other = ingest(root, f"swapped-{uuid.uuid4().hex[:8]}").dataset
-    result = apply_cilp(other, dataset.info["cilp_runs"]["cilp"], device="cpu")
+    result = apply_cilp(other, recorded_runs(dataset)["cilp"], device="cpu")
     yield other, (cube, sphere), result
     other.delete()
 
@@ -283,22 +284,20 @@ def test_a_later_stage_without_its_parent_run_is_refused_before_training(split_d
     with pytest.raises(ValueError, match="'lidar' run 'lidar'"):  # cilp would train first: it must not
         train_cilp(split_dataset, stages=["cilp", "projector"], epochs=1, batch_size=8, device="cpu")
     split_dataset.reload()
-    assert "cilp_runs" not in split_dataset.info
+    assert recorded_runs(split_dataset) == {}
     assert sorted(p.name for p in pipeline["runs_dir"].iterdir()) == before
 
 
 def test_a_recorded_parent_of_the_wrong_kind_is_named_before_training(split_dataset, pipeline):
-    runs = pipeline["dataset"].info["cilp_runs"]
+    cilp_run = recorded_runs(pipeline["dataset"])["cilp"]
     before = sorted(p.name for p in pipeline["runs_dir"].iterdir())
-    split_dataset.info["cilp_runs"] = {"lidar": runs["cilp"]}
-    split_dataset.save()
+    record_run(split_dataset, "lidar", cilp_run, load_run(cilp_run).manifest)
     try:  # the recorded 'lidar' (the locked tower of cilp) is checked before the cilp stage trains
         with pytest.raises(ValueError, match="stage 'cilp': the 'lidar' run 'lidar' .*expected a LiDAR-only "
                                              "classifier"):
             train_cilp(split_dataset, stages=["cilp", "projector"], epochs=1, batch_size=8, device="cpu")
     finally:
-        split_dataset.info.pop("cilp_runs")
-        split_dataset.save()
+        split_dataset.delete_run("lidar")
     assert sorted(p.name for p in pipeline["runs_dir"].iterdir()) == before
 
 
@@ -414,7 +413,7 @@ def test_cli_search_prints_the_matches(dataset, capsys):
 
 
 def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipeline, dataset):
-    recorded = dict(dataset.info["cilp_runs"])
+    recorded = recorded_runs(dataset)
     flat = all_slices(dataset)
     few = {"op_train": dataset.select_group_slices("rgb").match_tags("train").values("pair_id")[:32],
            "op_val": dataset.select_group_slices("rgb").match_tags("val").values("pair_id")[:16]}
@@ -429,19 +428,19 @@ def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipel
     assert run.error is None, run.error
     assert run.result["runs"] == {"rgb2lidar": "rgb2lidar"} and "rgb2lidar: best epoch 1, val loss" in run.result["summary"]
     dataset.reload()
-    assert dataset.info["cilp_runs"] == recorded
+    assert recorded_runs(dataset) == recorded
     loaded = load_run(recorded["rgb2lidar"])
     assert loaded.manifest["best"]["epoch"] == 1 and loaded.manifest["train"]["batch_size"] == 16
     assert loaded.manifest["epochs_completed"] == 1
     assert (loaded.manifest["train_size"], loaded.manifest["val_size"]) == (32, 16)
     assert dataset.count_sample_tags().keys() == {"train", "val"}
-    assert loaded.spec.parents["projector"].run == recorded["projector"]
+    assert loaded.spec.parents["projector"].run == str(recorded["projector"])
 
 
 def test_report_has_the_cilp_rows_and_the_chain_before_fine_tuning(dataset, tmp_path, capsys):
     assert cli.main(["report", "--dataset", dataset.name, "--out", str(tmp_path / "report")]) == 0
     rows = {row["run"]: row for row in csv.DictReader(open(tmp_path / "report" / "report.csv"))}
-    manifests = {stage: load_run(folder).manifest for stage, folder in dataset.info["cilp_runs"].items()}
+    manifests = {stage: load_run(folder).manifest for stage, folder in recorded_runs(dataset).items()}
     cilp = manifests["cilp"]["best"]
     assert float(rows["cilp"]["top-1 %"]) == pytest.approx(100 * cilp["val/rgb2lidar_top1"])
     assert float(rows["cilp"]["top-5 %"]) == pytest.approx(100 * cilp["val/rgb2lidar_top5"])

@@ -31,7 +31,7 @@ def test_ingest_split_train_apply_report(tiny_data, tmp_path, capsys):
         with Image.open(tmp_path / "report" / picture) as image:
             assert 300 <= image.width <= 400 and image.height > 300
             assert len(set(image.convert("RGB").getdata())) > 50, f"{picture} looks blank"
-    assert (runs / "lidar" / "model.safetensors").exists()
+    assert (runs / name / "lidar" / "model.safetensors").exists()  # runs are kept per dataset
     assert "| lidar | lidar, maxpool |" in (tmp_path / "report" / "report.md").read_text()
     fo.delete_dataset(name)
 

@@ -1,6 +1,10 @@
-"""Downloads over real HTTP (a loopback server): good archives install, bad ones change nothing."""
+"""Downloads over real HTTP (a loopback server): good archives install, bad ones change nothing.
+
+The server speaks plain http, so every download here opts in with ``allow_http``.
+"""
 
 import functools
+import os
 import http.server
 import shutil
 import stat
@@ -11,7 +15,7 @@ import pytest
 
 from cilp_plugin import cli
 from cilp_plugin import format as fmt
-from cilp_plugin.download import DownloadError, download
+from cilp_plugin.download import DownloadError, download, safe_extract
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,11 @@ def server(tmp_path_factory, tiny_data):
         zf.writestr(link, "/etc")
     with zipfile.ZipFile(site / "nodata.zip", "w") as zf:
         zf.writestr("readme.txt", "no class folders here")
+    with zipfile.ZipFile(site / "many.zip", "w") as zf:  # 1,000 entries
+        for i in range(1000):
+            zf.writestr(f"data/cubes/rgb/{i:04d}.png", b"x")
+    with zipfile.ZipFile(site / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:  # 64 MB of zeros in ~64 KB
+        zf.writestr("data/cubes/lidar/0000.npy", bytes(64 << 20))
 
     handler = functools.partial(QuietHandler, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -44,8 +53,14 @@ def server(tmp_path_factory, tiny_data):
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    requested: list[str] = []  # the paths asked for, by every test of the module
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        self.requested.append(self.path)
+        super().do_GET()
 
 
 def snapshot(folder):
@@ -54,24 +69,39 @@ def snapshot(folder):
 
 def test_good_zip_is_found_validated_and_installed(server, tmp_path, tiny_data):
     _, url = server
-    report = download(f"{url}/good.zip", tmp_path / "data", quiet=True)
+    report = download(f"{url}/good.zip", tmp_path / "data", quiet=True, allow_http=True)
     assert report.usable and len(report.pairs) == 16
     assert snapshot(tmp_path / "data") == snapshot(tiny_data)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "temporary files left behind"
 
 
-def test_existing_data_needs_force(server, tmp_path, capsys):
+def test_existing_class_folders_need_force_and_force_replaces_only_them(server, tmp_path, capsys, tiny_data):
     _, url = server
     dest = tmp_path / "data"
-    (dest / "cubes").mkdir(parents=True)
+    (dest / "cubes" / "rgb").mkdir(parents=True)
+    (dest / "cubes" / "rgb" / "stale.png").write_bytes(b"old")
     (dest / "keep.txt").write_text("mine")
+    synthetic = shutil.copytree(tiny_data, dest / "synthetic")  # make demo's data, beside the download
 
-    assert cli.main(["download", f"{url}/good.zip", "--dest", str(dest)]) == 2
-    assert "use --force" in capsys.readouterr().err
-    assert (dest / "keep.txt").exists()
+    assert cli.main(["download", f"{url}/good.zip", "--dest", str(dest), "--allow-http"]) == 2
+    assert "already holds cubes (use --force" in capsys.readouterr().err
+    assert (dest / "cubes" / "rgb" / "stale.png").exists()
 
-    assert cli.main(["download", f"{url}/good.zip", "--dest", str(dest), "--force"]) == 0
-    assert not (dest / "keep.txt").exists() and fmt.scan(dest).usable
+    assert cli.main(["download", f"{url}/good.zip", "--dest", str(dest), "--force", "--allow-http"]) == 0
+    assert (dest / "keep.txt").read_text() == "mine"
+    assert snapshot(synthetic) == snapshot(tiny_data) and fmt.scan(synthetic).usable
+    assert not (dest / "cubes" / "rgb" / "stale.png").exists()
+    assert snapshot(dest / "cubes") == snapshot(tiny_data / "cubes") and fmt.scan(dest).usable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "temporary files left behind"
+
+
+def test_data_beside_other_folders_installs_without_force(server, tmp_path, tiny_data):
+    _, url = server
+    dest = tmp_path / "data"
+    synthetic = shutil.copytree(tiny_data, dest / "synthetic")
+    report = download(f"{url}/good.zip", dest, quiet=True, allow_http=True)
+    assert report.usable and snapshot(synthetic) == snapshot(tiny_data)
+    assert sorted(p.name for p in dest.iterdir()) == ["cubes", "spheres", "synthetic"]
 
 
 @pytest.mark.parametrize("name, message", [
@@ -91,7 +121,7 @@ def test_bad_download_gives_a_clear_error_and_changes_nothing(server, tmp_path, 
     before = snapshot(tmp_path)
 
     with pytest.raises(DownloadError) as error:
-        download(f"{url}/{name}", dest, force=True, quiet=True)
+        download(f"{url}/{name}", dest, force=True, quiet=True, allow_http=True)
 
     assert message in str(error.value)
     assert snapshot(tmp_path) == before
@@ -109,11 +139,124 @@ def test_invalid_data_in_a_good_zip_is_refused(server, tmp_path, tiny_data):
             zf.write(path, path.relative_to(broken))
 
     with pytest.raises(DownloadError, match="not usable") as error:
-        download(f"{url}/broken.zip", tmp_path / "data", quiet=True)
+        download(f"{url}/broken.zip", tmp_path / "data", quiet=True, allow_http=True)
     assert "corrupt or truncated .npy" in str(error.value)
     assert not (tmp_path / "data").exists()
 
 
 def test_non_http_url_is_refused(tmp_path):
-    with pytest.raises(DownloadError, match="expected an http"):
+    with pytest.raises(DownloadError, match="expected an https URL"):
         download("ftp://example.org/x.zip", tmp_path / "data", quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_http_is_refused_unless_allowed(server, tmp_path, capsys):
+    _, url = server
+    asked = len(QuietHandler.requested)
+    with pytest.raises(DownloadError, match="plain http is refused .* --allow-http"):
+        download(f"{url}/good.zip", tmp_path / "data", quiet=True)
+    assert cli.main(["download", f"{url}/good.zip", "--dest", str(tmp_path / "data")]) == 2
+    assert "use an https URL, or allow it with --allow-http" in capsys.readouterr().err
+    assert len(QuietHandler.requested) == asked, "the server was contacted"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, limit, message", [
+    ("many.zip", {"CILP_ZIP_MAX_ENTRIES": "100"}, "1,000 entries, more than the limit of 100"),
+    ("bomb.zip", {"CILP_ZIP_MAX_BYTES": str(16 << 20)},
+     "67,108,864 bytes uncompressed, more than the limit of 16,777,216"),
+])
+def test_an_archive_over_the_caps_is_refused_before_extraction(server, tmp_path, monkeypatch, name, limit, message):
+    _, url = server
+    for key, value in limit.items():
+        monkeypatch.setenv(key, value)
+    dest = tmp_path / "data"
+    with pytest.raises(DownloadError, match=message) as error:
+        download(f"{url}/{name}", dest, quiet=True, allow_http=True)
+    assert name in str(error.value) and "CILP_ZIP_MAX" in str(error.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_caps_are_keywords_too(server, tmp_path):
+    site, _ = server
+    with pytest.raises(DownloadError, match="more than the limit of 100 "):
+        safe_extract(site / "many.zip", tmp_path / "out", max_entries=100)
+    assert not (tmp_path / "out").exists()
+    safe_extract(site / "many.zip", tmp_path / "out", max_entries=1000)
+    assert len(list((tmp_path / "out" / "data" / "cubes" / "rgb").iterdir())) == 1000
+
+
+def test_bytes_are_counted_while_extracting_not_only_declared(server, tmp_path, monkeypatch):
+    """Even if the declared sizes passed, extraction stops at the cap."""
+    from cilp_plugin import download as dl
+
+    site, _ = server
+    monkeypatch.setattr(dl, "_check_declared", lambda *args: None)
+    with pytest.raises(DownloadError, match="more than 1,048,576 bytes uncompressed"):
+        safe_extract(site / "bomb.zip", tmp_path / "out", max_bytes=1 << 20)
+    written = sum(p.stat().st_size for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written <= 1 << 20
+
+
+def test_a_download_over_the_cap_is_abandoned(server, tmp_path):
+    site, url = server
+    size = (site / "good.zip").stat().st_size
+    with pytest.raises(DownloadError, match=f"larger than the limit of {size // 2:,} bytes"):
+        download(f"{url}/good.zip", tmp_path / "data", quiet=True, allow_http=True, max_bytes=size // 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_entry_is_decompressed_once(server, tmp_path, monkeypatch):
+    site, _ = server
+    opened = []
+    original = zipfile.ZipFile.open
+
+    def counting_open(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", counting_open)
+    safe_extract(site / "good.zip", tmp_path / "out")
+    with zipfile.ZipFile(site / "good.zip") as zf:
+        files = [info.filename for info in zf.infolist() if not info.is_dir()]
+    assert sorted(opened) == sorted(files)
+
+
+def test_a_failed_install_puts_the_previous_class_folders_back(tiny_data, tmp_path, monkeypatch):
+    from cilp_plugin import download as dl
+
+    dest = shutil.copytree(tiny_data, tmp_path / "data")
+    (dest / "notes.txt").write_text("mine")
+    new = shutil.copytree(tiny_data, tmp_path / "new")
+    (new / "cubes" / "rgb" / "0000.png").write_bytes(b"new")
+    before = snapshot(dest)
+    moves = []
+
+    def failing_move(source, target):
+        moves.append(target)
+        if len(moves) == 2:
+            raise OSError("disk full")
+        return shutil.copytree(source, target)  # a copy: the source stays for the assertion below
+
+    monkeypatch.setattr(dl.shutil, "move", failing_move)
+    with pytest.raises(OSError, match="disk full"):
+        dl.install_class_folders(new, dest, tmp_path / "trash")
+    assert snapshot(dest) == before
+
+
+def test_extracted_files_follow_the_umask_not_the_archive(tmp_path):
+    archive = tmp_path / "modes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        entry = zipfile.ZipInfo("data/cubes/rgb/0000.png")
+        entry.external_attr = (stat.S_IFREG | 0o777) << 16
+        zf.writestr(entry, b"x")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    previous = os.umask(0o022)
+    try:
+        safe_extract(archive, shared / "out")
+    finally:
+        os.umask(previous)
+    for path in (shared / "out").rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o022 == 0, path
