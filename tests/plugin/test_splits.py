@@ -109,3 +109,22 @@ def test_bad_split_files_are_named(tmp_path, content, message):
     (tmp_path / "bad.json").write_text(content)
     with pytest.raises(ValueError, match=message):
         splits.Split.from_json(tmp_path / "bad.json")
+
+
+def test_a_new_split_is_written_in_one_database_update(dataset):
+    """One update over all samples: an interrupted re-split leaves the old split or the new one
+    (tagging split by split, an interruption could leave pairs with no split at all)."""
+    import fiftyone as fo
+
+    db = fo.core.odm.get_db_conn()
+    db.system.profile.drop()
+    db.command({"profile": 2})
+    try:
+        splits.create_splits(dataset, val=0.5, seed=11)
+    finally:
+        db.command({"profile": 0})
+    writes = [op for op in db.system.profile.find({"ns": f"{db.name}.{dataset._sample_collection_name}"})
+              if op["op"] in ("update", "insert", "remove") or "$merge" in str(op.get("command"))]
+    db.system.profile.drop()
+    assert len(writes) == 1, [op["op"] for op in writes]
+    assert splits.read_split(dataset).counts() == {"train": 8, "val": 8, "test": 0}
