@@ -40,12 +40,15 @@ class ApplyResult:
     report: dict | None  # FiftyOne's classification report on the evaluation split
     embedding_field: str
     brain_key: str | None  # the embedding map's, when one was computed
+    evaluated_on: str = ""  # which pairs the evaluation scored, or why there is none
 
     def summary(self) -> str:
         text = f"wrote '{self.field}' and '{self.embedding_field}' for {self.predicted} pairs (every slice)"
         if self.report:
             text += (f"; evaluation '{self.eval_key}': accuracy {100 * self.report['accuracy']:.2f}% "
-                     f"on {int(self.report['macro avg']['support'])} pairs")
+                     f"on {int(self.report['macro avg']['support'])} pairs {self.evaluated_on}")
+        elif self.evaluated_on:
+            text += f"; no evaluation: {self.evaluated_on}"
         if self.brain_key:
             text += f"; embedding map '{self.brain_key}'"
         return text
@@ -133,7 +136,7 @@ def apply_model(
         samples.set_values(staged.field(embedding_field), [embeddings.get(pid) for pid in pair_ids])
         say(0.95, f"evaluating '{field}'")
         predicted = with_tags(dataset.select_group_slices("rgb"), tags)
-        report = _evaluate(predicted, staged, field, eval_key, eval_tag)
+        report, evaluated_on = _evaluate(predicted, staged, field, eval_key, eval_tag)
         if not report:
             staged.discard(eval_key)
         if embedding_map:
@@ -143,25 +146,30 @@ def apply_model(
             staged.discard(brain_key)
     say(1.0, f"'{field}' written")
     return ApplyResult(field, eval_key if report else None, len(predictions), report, embedding_field,
-                       brain_key if embedding_map else None)
+                       brain_key if embedding_map else None, evaluated_on)
 
 
-def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str, eval_tag: str | None) -> dict | None:
+def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str,
+              eval_tag: str | None) -> tuple[dict | None, str]:
     """FiftyOne's classification report of the staged predictions ``field`` on the ``predicted`` rgb
-    samples tagged ``eval_tag`` (on all of them when none is); None when nothing was predicted.
+    samples tagged ``eval_tag`` (on all of them when no tag is given), and which pairs it scored.
 
-    The evaluated view selects pairs by tag, never by the staged field's name, so it
-    stays valid once the field is renamed.
+    No pair tagged ``eval_tag`` means no evaluation (never a silent fall-back to every
+    pair, training pairs included). The evaluated view selects pairs by tag, never by
+    the staged field's name, so it stays valid once the field is renamed.
     """
-    evaluated = predicted
-    if eval_tag and len(evaluated.match_tags(eval_tag)):
-        evaluated = evaluated.match_tags(eval_tag)
+    evaluated, evaluated_on = predicted, "(all of them: no evaluation tag, training pairs included)"
+    if eval_tag:
+        evaluated, evaluated_on = predicted.match_tags(eval_tag), f"tagged '{eval_tag}'"
+        if not len(evaluated):
+            return None, f"no predicted pair is tagged '{eval_tag}' (create splits, or pass an empty eval tag " \
+                         f"to evaluate on every pair)"
     if not len(evaluated):
-        return None
+        return None, ""
     results = evaluated.evaluate_classifications(staged.field(field), gt_field="ground_truth",
                                                  eval_key=staged.evaluation(eval_key, field),
                                                  classes=list(fmt.LABELS))
-    return results.report()
+    return results.report(), evaluated_on
 
 
 def _map_embeddings(view, brain_key: str, method: str, embeddings: dict[str, np.ndarray]) -> None:

@@ -93,6 +93,20 @@ def test_apply_model_maps_small_sets_with_tsne(dataset, trained):
         dataset.delete_sample_field(name)
 
 
+def test_an_evaluation_scores_only_the_eval_tag_and_says_which_pairs(dataset, trained):
+    none = writeback.apply_model(dataset, "late", field="late_untagged", eval_tag="holdout", embedding_map="none")
+    assert none.report is None and none.eval_key is None and "eval_late_untagged" not in dataset.list_evaluations()
+    assert "no evaluation: no predicted pair is tagged 'holdout'" in none.summary()  # not every pair, silently
+    every = writeback.apply_model(dataset, "late", field="late_untagged", eval_tag=None, embedding_map="none")
+    assert every.report["macro avg"]["support"] == 16
+    assert "on 16 pairs (all of them: no evaluation tag, training pairs included)" in every.summary()
+    val = writeback.apply_model(dataset, "late", field="late_untagged", embedding_map="none")
+    assert val.report["macro avg"]["support"] == 4 and "on 4 pairs tagged 'val'" in val.summary()
+    dataset.delete_evaluation("eval_late_untagged")
+    for name in ("late_untagged", "late_untagged_embedding"):
+        dataset.delete_sample_field(name)
+
+
 def test_apply_model_interrupted_leaves_nothing_behind(dataset, trained):
     def interrupt_at_the_map(fraction, label):
         if label.startswith("embedding map"):
