@@ -55,6 +55,13 @@ from .tracking import NullTracker, make_tracker, plot_curves, require_wandb, wri
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 Progress = Callable[[float, str], None]
+#: seconds between progress reports within an epoch (their labels hold ": batch ", see is_batch_update)
+REPORT_SECONDS = 1.0
+
+
+def is_batch_update(label: str) -> bool:
+    """Whether a progress label reports a batch within an epoch (the others end an epoch)."""
+    return ": batch " in label
 
 
 @dataclass(frozen=True)
@@ -227,14 +234,17 @@ def concat_outputs(batches: list[Outputs]) -> Outputs:
 
 def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, schedule: Callable[[int], float],
                     step: int, *, batch_size: int, seed: int, drop_last: bool, device: torch.device,
-                    precision: str, augment=None) -> tuple[dict, int]:
+                    precision: str, augment=None,
+                    report: Callable[[int, float], None] | None = None) -> tuple[dict, int]:
     """One pass in a seeded random order; returns the epoch's train metrics and the next step.
 
     The metrics are the objective's over the outputs seen during the epoch, with
-    the loss the mean of the batch losses that were optimised.
+    the loss the mean of the batch losses that were optimised. ``report(batches done,
+    mean loss so far)`` is called about once a second (it waits for the device).
     """
     model.train()
     outputs, labels_seen, losses = [], [], []
+    reported = time.perf_counter()
     for inputs, labels in data.batches(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
@@ -250,6 +260,9 @@ def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, s
         outputs.append({k: v.detach() for k, v in out.items()})
         labels_seen.append(labels)
         losses.append(loss.detach())
+        if report and time.perf_counter() - reported > REPORT_SECONDS:
+            report(len(losses), torch.stack(losses).mean().item())
+            reported = time.perf_counter()
     labels = None if data.labels is None else torch.cat(labels_seen)
     metrics = objective.metrics(concat_outputs(outputs), labels)
     metrics["loss"] = torch.stack(losses).mean().item()  # batches are equal but for a last, smaller one
@@ -466,7 +479,10 @@ def train(
             train_metrics, step = train_one_epoch(
                 forward, objective, train_data, optimizer, schedule, step, batch_size=train_config.batch_size,
                 seed=train_config.seed * 100_003 + epoch, drop_last=drop_last, device=device, precision=precision,
-                augment=augment)
+                augment=augment, report=progress and (
+                    lambda done, loss, epoch=epoch: progress(
+                        (epoch - 1 + done / steps_per_epoch) / train_config.epochs,
+                        f"epoch {epoch}/{train_config.epochs}: batch {done}/{steps_per_epoch}, loss {loss:.4f}")))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             train_seconds = time.perf_counter() - started

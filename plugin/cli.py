@@ -74,20 +74,25 @@ def cmd_download(args) -> int:
 
 
 class _Bar:
-    """``progress(fraction, label)`` drawn as a tqdm bar on a terminal, as plain lines elsewhere."""
+    """``progress(fraction, label)`` as a tqdm bar on a terminal, each finished epoch printed above
+    it; as plain lines elsewhere (a log), one per epoch, without the updates within an epoch."""
 
-    def __init__(self, desc: str):
-        self.desc, self.last = desc, None
-        self.bar = tqdm(total=100, desc=desc, unit="%", dynamic_ncols=True, disable=None,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+    def __init__(self, desc: str, file=None):
+        self.desc, self.last, self.file = desc, None, file or sys.stderr
+        self.bar = tqdm(total=100, desc=desc, unit="%", dynamic_ncols=True, disable=None, file=self.file,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
 
     def __call__(self, fraction: float, label: str) -> None:
+        from mm_models.engine import is_batch_update
+
         if self.bar.disable:
-            if label != self.last:
+            if label != self.last and not is_batch_update(label):
                 print(f"{self.desc}: {100 * fraction:3.0f}% {label}", flush=True)
             self.last = label
             return
-        self.bar.n = round(100 * fraction)
+        if not is_batch_update(label):
+            self.bar.write(f"{self.desc}: {label}", file=self.file)
+        self.bar.n = round(100 * fraction, 1)
         self.bar.set_postfix_str(label)
 
     def __enter__(self):

@@ -337,3 +337,16 @@ def test_peak_memory_counts_from_the_last_reset():
     del block
     reset_peak_memory(cpu)
     assert grown - baseline >= 60 and peak_memory_mb(cpu) < grown - 50
+
+
+def test_progress_reports_batches_within_an_epoch(small_split, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "REPORT_SECONDS", 0.0)
+    calls = []
+    train(TINY, TrainConfig(epochs=2, **FAST), *small_split, tmp_path / "run",
+          progress=lambda fraction, label: calls.append((fraction, label)))
+    batches = [label for _, label in calls if engine.is_batch_update(label)]
+    epochs = [label for _, label in calls if not engine.is_batch_update(label)]
+    assert batches[0].startswith("epoch 1/2: batch 1/5, loss ") and batches[-1].startswith("epoch 2/2: batch 5/5")
+    assert [label.split(":")[0] for label in epochs] == ["epoch 1/2", "epoch 2/2"] and "accuracy" in epochs[-1]
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0

@@ -75,3 +75,29 @@ def test_a_database_that_cannot_start_gets_advice(tmp_path):
     assert f"Another MongoDB holds its folder {tmp_path / 'db'}" in done.stderr
     assert "FIFTYONE_DATABASE_URI=mongodb://127.0.0.1:PORT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_training_progress_is_a_bar_on_a_terminal_and_epoch_lines_in_a_log(capsys):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    updates = [(0.1, "late: epoch 1/2: batch 1/5, loss 0.6931"), (0.5, "late: epoch 1/2: val loss 0.5, accuracy 80%"),
+               (0.7, "late: epoch 2/2: batch 2/5, loss 0.4012"), (1.0, "late: epoch 2/2: val loss 0.3, accuracy 90%")]
+    terminal = Terminal()
+    with cli._Bar("training", file=terminal) as bar:
+        for fraction, label in updates:
+            bar(fraction, label)
+    drawn = terminal.getvalue()
+    assert "loss 0.4012" in drawn and "\r" in drawn and "100%|" in drawn  # the bar, with the running loss
+    lines = [line for line in drawn.replace("\r", "\n").splitlines() if line.startswith("training: late")]
+    assert lines == ["training: late: epoch 1/2: val loss 0.5, accuracy 80%",
+                     "training: late: epoch 2/2: val loss 0.3, accuracy 90%"]  # each epoch kept above the bar
+
+    with cli._Bar("training", file=io.StringIO()) as bar:  # not a terminal: one plain line per epoch
+        for fraction, label in updates:
+            bar(fraction, label)
+    assert capsys.readouterr().out.splitlines() == ["training:  50% late: epoch 1/2: val loss 0.5, accuracy 80%",
+                                                    "training: 100% late: epoch 2/2: val loss 0.3, accuracy 90%"]
