@@ -55,7 +55,7 @@ cat <<SUMMARY
 demo: dataset '$DATASET' holds the predictions, evaluations and embedding maps of every run,
       CILP's per-slice embeddings, similarity indexes, maps and pair scores;
       results in $RUNS/report (report.md, report.csv, curves.png, confusion.png, embedding_maps.png),
-      CILP's similarity matrix and matches in $RUNS/cilp (similarity.png, matches.png).
+      CILP's similarity matrix and matches in $RUNS/$DATASET/cilp (similarity.png, matches.png).
       Open the App with: make app   (or: $CILP app $DATASET, then http://127.0.0.1:5151)
 
 | step | time |
