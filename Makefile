@@ -28,6 +28,8 @@ demo: setup
 	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) SUBSET=$(SUBSET) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
 		CILP=$(CILP) PY=$(PY) bash scripts/demo.sh
 
+# The App on PORT and an executor for what its forms schedule (training runs longer than the
+# App's 600 s request limit), started and stopped together (Ctrl-C): plugin/app.py.
 app: setup
 	$(CILP) app $(DATASET) --port $(PORT)
 

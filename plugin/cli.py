@@ -247,12 +247,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_app(args) -> int:
-    import fiftyone as fo
+    from .app import run_app
 
-    session = fo.launch_app(_load(args.name), port=args.port, address=args.address, remote=True)
-    print(f"the App shows '{args.name}' at http://{args.address}:{args.port} (Ctrl-C to stop)")
-    session.wait(-1)
-    return 0
+    _load(args.name)  # it exists, before anything starts
+    return run_app(args.name, port=args.port, address=args.address, executor=args.executor)
 
 
 # --------------------------------------------------------------------------- parser
@@ -368,10 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: report/ beside the first run)")
     p.set_defaults(handler=cmd_report)
 
-    p = commands.add_parser("app", help="open a dataset in the FiftyOne App")
+    p = commands.add_parser("app", help="open a dataset in the FiftyOne App, with an executor for its "
+                                        "scheduled (background) runs; Ctrl-C stops both")
     p.add_argument("name", nargs="?", default="cilp-assessment", help="dataset name (cilp-assessment)")
     p.add_argument("--port", type=int, default=5151)
     p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("--no-executor", dest="executor", action="store_false",
+                   help="the App alone, FiftyOne's settings as they are: without "
+                        "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true and an executor of your own, forms offer only "
+                        "'Execute', cut off after FIFTYONE_OPERATOR_TIMEOUT")
     p.set_defaults(handler=cmd_app)
     return parser
 
