@@ -20,6 +20,14 @@ from . import format as fmt
 CACHE_VERSION = 1
 
 
+class MissingFilesError(FileNotFoundError):
+    """Files of some pairs are gone; ``missing`` lists ``(pair_id, path)``, the message names them."""
+
+    def __init__(self, message: str, missing: list[tuple[str, str]]):
+        super().__init__(message)
+        self.missing = missing
+
+
 @dataclass
 class PairArrays:
     pair_ids: list[str]
@@ -39,11 +47,20 @@ class PairArrays:
 
 def _fingerprint(pair_ids: list[str], paths: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION}".encode())
+    missing = []
     for pid, (rgb, lidar) in zip(pair_ids, paths):
         digest.update(pid.encode())
         for path in (rgb, lidar):
-            stat = os.stat(path)
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                missing.append((pid, path))
+                continue
             digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    if missing:
+        shown = "; ".join(f"{pid}: {path}" for pid, path in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise MissingFilesError(f"{len(missing)} files of {len({pid for pid, _ in missing})} pairs are missing "
+                                f"({shown})", missing)
     return digest.hexdigest()[:24]
 
 
@@ -104,6 +121,13 @@ def from_dataset(dataset, tags: str | list[str] | None = None, cache_dir: Path |
     ids, labels, rgb, ranges = view.values(["pair_id", "ground_truth.label", "filepath", "range_path"])
     if not ids:
         raise ValueError(f"dataset '{dataset.name}' has no pairs tagged {tags!r} (create splits first)")
-    if cache_dir is None and dataset.info.get("data_root"):
-        cache_dir = default_cache_dir(Path(dataset.info["data_root"]))
-    return load_pairs(ids, labels, rgb, ranges, cache_dir)
+    root = dataset.info.get("data_root")
+    if cache_dir is None and root:
+        cache_dir = default_cache_dir(Path(root))
+    try:
+        return load_pairs(ids, labels, rgb, ranges, cache_dir)
+    except MissingFilesError as exc:
+        raise MissingFilesError(
+            f"dataset '{dataset.name}': {exc}. The data folder changed since it was ingested: restore the files, "
+            f"or run `cilp ingest {root or 'DATA_FOLDER'} --name {dataset.name}` to remove the pairs whose "
+            f"files vanished", exc.missing) from None

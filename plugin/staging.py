@@ -11,13 +11,205 @@ swap itself deletes each old result just before renaming the new one in its plac
 An evaluation staged on a staged field is renamed with its per-sample field and
 pointed at the field's final name (FiftyOne's renames do not update run configs);
 brain runs are computed from arrays, so they name no field that could go stale.
+
+A process killed outright (``kill -9``, a lost machine) runs neither the rollback
+nor the rest of the swap. So every staged write keeps a journal entry in a
+FiftyOne execution store of the dataset (``cilp_staged_writes``), keyed by its token
+(the ``staged_<token>_`` of its names), with its owner (host, pid, process start
+time) and its state: ``writing`` while the staged results are made, ``committing``
+plus the whole swap plan once they are complete. The next staged write on the
+dataset (any ``apply``), or :func:`recover`, finishes what dead owners left:
+
+- ``writing`` (or no entry: names left by an older version): the staged fields,
+  evaluations and brain runs of that token are deleted; the previous results were
+  never touched.
+- ``committing``: the swap is finished from its plan (every step is idempotent), so
+  the results are the new ones.
+
+Only owners known to be gone are recovered: a process on this host that no longer
+runs (or whose pid now belongs to a younger process). Entries of a live process
+(two applies at once) and of processes on other hosts are left alone (reported;
+``recover(dataset, other_hosts=True)`` takes those too once you know they are dead).
+A recoverer first takes the entry over (compare-and-set), so two of them never
+work on the same leftovers.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import re
+import socket
+import time
 import uuid
 
 import fiftyone as fo
+
+logger = logging.getLogger(__name__)
+
+JOURNAL = "cilp_staged_writes"
+#: test hook: seconds to sleep after each step of a commit (lets a test kill a process mid-swap)
+STEP_DELAY_ENV = "CILP_STAGING_STEP_DELAY"
+_STAGED = re.compile(r"staged_([0-9a-f]{8})_(.+)")
+
+
+# --------------------------------------------------------------------------- owners (shared with ingest)
+
+
+def owner() -> dict:
+    """This process, as recorded on what it leaves behind while it works."""
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
+
+
+def owner_state(record: dict | None) -> str:
+    """``alive``, ``gone`` (no such process on this host any more) or ``unknown`` (another host)."""
+    import psutil
+
+    if not record or "pid" not in record:
+        return "gone"
+    if record.get("host") != socket.gethostname():
+        return "unknown"
+    try:
+        process = psutil.Process(int(record["pid"]))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return "gone"
+        if abs(process.create_time() - float(record.get("started", 0))) > 1.0:
+            return "gone"  # the pid was reused by a younger process
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return "gone"
+    return "alive"
+
+
+def describe_owner(record: dict | None) -> str:
+    if not record:
+        return "an unknown process"
+    return f"pid {record.get('pid')} on {record.get('host')}"
+
+
+# --------------------------------------------------------------------------- the journal
+
+
+def _journal(dataset: fo.Dataset):
+    from fiftyone.operators.store import ExecutionStore
+
+    return ExecutionStore.create(JOURNAL, dataset_id=dataset._doc.id)
+
+
+def _pause() -> None:
+    delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+    if delay:
+        time.sleep(delay)
+
+
+# --------------------------------------------------------------------------- the swap and its undo
+
+
+def _commit(dataset: fo.Dataset, plan: dict) -> None:
+    """Swap the staged results of ``plan`` in. Idempotent: a swap cut short finishes when run again."""
+    import fiftyone.core.evaluation as foe
+
+    evaluations = dataset.list_evaluations()
+    for final in plan["stale_runs"]:
+        if final in evaluations:
+            dataset.delete_evaluation(final)
+        if final in dataset.list_brain_runs():
+            dataset.delete_brain_run(final)
+    for final, (staged, _) in plan["evaluations"].items():
+        if staged in evaluations and final in evaluations:  # the old one, while the new one waits
+            dataset.delete_evaluation(final)
+            _pause()
+    for final, staged in plan["fields"].items():
+        if dataset.has_sample_field(staged):
+            if dataset.has_sample_field(final):
+                dataset.delete_sample_field(final)
+            dataset.rename_sample_field(staged, final)
+            _pause()
+    for final, (staged, pred_field) in plan["evaluations"].items():
+        if staged in dataset.list_evaluations():
+            dataset.rename_evaluation(staged, final)
+        if final in dataset.list_evaluations():
+            config = dataset.get_evaluation_info(final).config
+            if config.pred_field != pred_field:
+                config.pred_field = pred_field
+                foe.EvaluationMethod.update_run_config(dataset, final, config)
+            _pause()
+    for final, staged in plan["brain_keys"].items():
+        brain_runs = dataset.list_brain_runs()
+        if staged in brain_runs:
+            if final in brain_runs:
+                dataset.delete_brain_run(final)
+            dataset.rename_brain_run(staged, final)
+            _pause()
+
+
+def _staged_names(dataset: fo.Dataset) -> dict[str, dict[str, list[str]]]:
+    """token -> {"evaluations": [...], "brain_runs": [...], "fields": [...]} of every staged name."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for kind, names in (("evaluations", dataset.list_evaluations()), ("brain_runs", dataset.list_brain_runs()),
+                        ("fields", list(dataset.get_field_schema()))):
+        for name in names:
+            match = _STAGED.fullmatch(name)
+            if match:
+                found.setdefault(match[1], {"evaluations": [], "brain_runs": [], "fields": []})[kind].append(name)
+    return found
+
+
+def _drop(dataset: fo.Dataset, token: str) -> list[str]:
+    """Delete every staged evaluation, brain run and field of ``token``; returns their names."""
+    names = _staged_names(dataset).get(token, {"evaluations": [], "brain_runs": [], "fields": []})
+    for name in names["evaluations"]:  # with their per-sample fields
+        dataset.delete_evaluation(name)
+    for name in names["brain_runs"]:
+        dataset.delete_brain_run(name)
+    fields = [name for name in names["fields"] if dataset.has_sample_field(name)]
+    if fields:
+        dataset.delete_sample_fields(fields)
+    return names["evaluations"] + names["brain_runs"] + fields
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+def recover(dataset: fo.Dataset, *, other_hosts: bool = False) -> list[str]:
+    """Finish or undo the staged writes that dead processes left on ``dataset``.
+
+    Returns one line per staged write handled or left alone (also logged as a warning).
+    """
+    staged = _staged_names(dataset)  # names first, then the journal: a live writer journals before naming
+    journal = _journal(dataset)
+    entries = {key: journal.get(key) for key in journal.list_keys()}
+    report = []
+    for token in sorted(set(staged) | set(entries)):
+        entry = entries.get(token)
+        who = describe_owner(entry and entry.get("owner"))
+        state = owner_state(entry and entry.get("owner")) if entry else "gone"
+        if state == "alive" or (state == "unknown" and not other_hosts):
+            if state == "unknown":
+                report.append(f"staged write {token} of {who} left alone: that process may still run "
+                              f"(another host)")
+            continue
+        # take the leftovers over, so that no other process works on them at the same time
+        mine = {**(entry or {"state": "writing"}), "owner": owner()}
+        taken = journal.compare_and_set(token, entry, mine) if entry else journal.set_if_absent(token, mine)
+        if not taken:
+            continue
+        if mine.get("state") == "committing":
+            _commit(dataset, mine["plan"])
+            left = _drop(dataset, token)  # nothing, unless the plan missed a name
+            report.append(f"finished the swap of a killed write ({who}): "
+                          f"{', '.join(mine['plan']['fields']) or 'runs only'} now hold its new results"
+                          + (f"; dropped {', '.join(left)}" if left else ""))
+        else:
+            dropped = _drop(dataset, token)
+            if dropped or entry:
+                report.append(f"removed what a killed write left ({who}): {', '.join(dropped) or 'nothing staged yet'}; "
+                              f"the previous results are unchanged")
+        journal.delete(token)
+    for line in report:
+        logger.warning("dataset '%s': %s", dataset.name, line)
+    return report
 
 
 class StagedWrite:
@@ -28,6 +220,8 @@ class StagedWrite:
         self.brain_keys: dict[str, str] = {}
         self.evaluations: dict[str, tuple[str, str]] = {}  # final key -> (staged key, final prediction field)
         self.stale_runs: list[str] = []  # evaluations / brain runs the new results no longer include
+        self.recovered: list[str] = []  # what recover() did before this write began
+        self._journal = None
 
     def _staged(self, name: str) -> str:
         return f"staged_{self.token}_{name}"
@@ -50,43 +244,27 @@ class StagedWrite:
         """Delete the evaluation or brain run ``key`` at commit (the new results have none)."""
         self.stale_runs.append(key)
 
-    def commit(self) -> None:
-        import fiftyone.core.evaluation as foe
+    def plan(self) -> dict:
+        return {"fields": dict(self.fields), "brain_keys": dict(self.brain_keys),
+                "evaluations": {k: list(v) for k, v in self.evaluations.items()},
+                "stale_runs": list(self.stale_runs)}
 
-        dataset = self.dataset
-        for final in [*self.evaluations, *self.stale_runs]:
-            if final in dataset.list_evaluations():
-                dataset.delete_evaluation(final)
-        for final in self.stale_runs:
-            if final in dataset.list_brain_runs():
-                dataset.delete_brain_run(final)
-        for final, staged in self.fields.items():
-            if dataset.has_sample_field(final):
-                dataset.delete_sample_field(final)
-            dataset.rename_sample_field(staged, final)
-        for final, (staged, pred_field) in self.evaluations.items():
-            dataset.rename_evaluation(staged, final)
-            config = dataset.get_evaluation_info(final).config
-            config.pred_field = pred_field
-            foe.EvaluationMethod.update_run_config(dataset, final, config)
-        for final, staged in self.brain_keys.items():
-            if final in dataset.list_brain_runs():
-                dataset.delete_brain_run(final)
-            dataset.rename_brain_run(staged, final)
+    def commit(self) -> None:
+        if self._journal is not None:  # from here on a killed swap is finished, not undone
+            self._journal.set(self.token, {"owner": owner(), "state": "committing", "plan": self.plan()})
+        _commit(self.dataset, self.plan())
+        if self._journal is not None:
+            self._journal.delete(self.token)
 
     def rollback(self) -> None:
-        dataset = self.dataset
-        for staged, _ in self.evaluations.values():
-            if staged in dataset.list_evaluations():
-                dataset.delete_evaluation(staged)
-        for staged in self.brain_keys.values():
-            if staged in dataset.list_brain_runs():
-                dataset.delete_brain_run(staged)
-        for staged in self.fields.values():
-            if dataset.has_sample_field(staged):
-                dataset.delete_sample_field(staged)
+        _drop(self.dataset, self.token)
+        if self._journal is not None:
+            self._journal.delete(self.token)
 
     def __enter__(self) -> "StagedWrite":
+        self.recovered = recover(self.dataset)
+        self._journal = _journal(self.dataset)
+        self._journal.set(self.token, {"owner": owner(), "state": "writing"})
         return self
 
     def __exit__(self, kind, error, traceback) -> None:

@@ -62,18 +62,142 @@ def test_slices_point_at_real_files(dataset, data_copy):
     assert str(data_copy) not in depth_png.filepath.replace(f"{data_copy}.cache", "")
 
 
-def test_reingest_adds_only_new_pairs_and_reports_vanished(dataset, data_copy):
+def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, capsys):
     name = dataset.name
     again = ingest.ingest(data_copy, name)
     assert again.added == [] and again.existing == 16 and len(dataset) == 16
+    assert again.changed == again.vanished == again.repaired == []
 
     fmt.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
     (data_copy / "spheres" / "rgb" / "0001.png").unlink()
+    (data_copy / "cubes" / "lidar" / "0002.npy").unlink()
+    (data_copy / "cubes" / "rgb" / "0003.png").write_bytes(b"not a png")
     third = ingest.ingest(data_copy, name)
     assert third.added == ["cube_0100"]
-    assert third.vanished == ["sphere_0001"]
-    assert len(fo.load_dataset(name)) == 17
-    assert "1 pairs whose files vanished" in third.summary()
+    assert third.vanished == ["cube_0002", "sphere_0001"]
+    assert third.invalid == ["cube_0003"]
+    assert len(fo.load_dataset(name)) == 14  # 16 + 1 - 3, every slice of each removed pair gone
+    assert sorted(dataset.distinct("pair_id")) == sorted(p.pair_id for p in fmt.scan(data_copy).pairs)
+    assert len(dataset.select_group_slices(_allow_mixed=True)) == 42
+    summary = third.summary()
+    assert "2 pairs whose files vanished, removed from the dataset: cube_0002, sphere_0001" in summary
+    assert "1 pairs whose files are no longer valid" in summary and "cube_0003" in summary
+
+    from cilp_plugin import cli  # the same report from the command
+    assert cli.main(["ingest", str(data_copy), "--name", name]) == 0
+    assert "0 pairs added, 14 already present, 14 groups in all" in capsys.readouterr().out
+
+
+def test_reingest_regenerates_the_derived_files_of_changed_pairs(dataset, data_copy):
+    lidar = dataset.select_group_slices("lidar")
+    before = dict(zip(*lidar.values(["pair_id", "lidar_returns"])))
+    sample = lidar.match(fo.ViewField("pair_id") == "cube_0004").first()
+    pcd, thumbnail = sample.filepath, sample.orthographic_projection_metadata.filepath
+    thumbnail_bytes = open(thumbnail, "rb").read()
+
+    path = data_copy / "cubes" / "lidar" / "0004.npy"
+    depth = fmt.read_depth(path)
+    depth[:, 32:] = fmt.NO_RETURN  # half the beams now see nothing
+    np.save(path, depth)
+    result = ingest.ingest(data_copy, dataset.name)
+    assert result.changed == ["cube_0004"] and result.added == [] and result.existing == 16
+    assert "1 pairs whose files changed: depth, point cloud and thumbnail regenerated" in result.summary()
+
+    returns = int((depth < fmt.NO_RETURN).sum())
+    assert 0 < returns < before["cube_0004"]
+    flat = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id") == "cube_0004")
+    assert flat.values("lidar_returns") == [returns] * 3  # every slice of the pair
+    assert len(np.asarray(o3d.io.read_point_cloud(pcd).points)) == returns  # the App's point cloud
+    assert open(thumbnail, "rb").read() != thumbnail_bytes
+    picture = np.asarray(Image.open(dataset.select_group_slices("depth").match(
+        fo.ViewField("pair_id") == "cube_0004").first().filepath))
+    assert (picture[..., :3] > 0).any(-1).sum() == returns
+    assert set(flat.values("source_key")) == {ingest.source_key(
+        next(p for p in fmt.scan(data_copy).pairs if p.pair_id == "cube_0004"))}
+    others = {pid: n for pid, n in zip(*lidar.values(["pair_id", "lidar_returns"])) if pid != "cube_0004"}
+    assert others == {pid: n for pid, n in before.items() if pid != "cube_0004"}
+
+    assert ingest.ingest(data_copy, dataset.name).changed == []  # nothing changed since
+
+    dataset.select_group_slices(_allow_mixed=True).set_values("source_key", [None] * 48)  # an older version's
+    older = ingest.ingest(data_copy, dataset.name)
+    assert len(older.changed) == 16 and older.unkeyed == 16
+    assert "(or, 16 of them, ingested before file keys were recorded)" in older.summary()
+
+
+def test_reingest_completes_groups_an_interrupted_ingest_left(dataset, data_copy):
+    """What a kill -9 between (or inside) the database writes of a batch leaves: groups lacking slices, and a
+    pair whose slices went in twice (a part of a group, then the whole group again)."""
+    flat = dataset.select_group_slices(_allow_mixed=True)
+    by_pair = {}
+    for sid, pid, slice_name in zip(*flat.values(["id", "pair_id", "group.name"])):
+        by_pair.setdefault(pid, {})[slice_name] = sid
+    dataset.delete_samples([by_pair["cube_0001"]["depth"], by_pair["cube_0001"]["lidar"],
+                            by_pair["sphere_0002"]["rgb"]])
+    dataset.delete_samples([by_pair["sphere_0005"]["rgb"]])  # only depth + lidar left of this one...
+    pair = next(p for p in fmt.scan(data_copy).pairs if p.pair_id == "sphere_0005")
+    made = derived.derive(pair, *fmt.read_angles(data_copy / "spheres"), ingest.default_cache_dir(data_copy))
+    dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair))[1:])  # ...and a second part
+
+    result = ingest.ingest(data_copy, dataset.name)
+    assert result.repaired == ["cube_0001", "sphere_0002", "sphere_0005"]
+    assert sorted(result.added) == result.repaired and result.existing == 13
+    assert "3 pairs left incomplete by an interrupted ingest, added again as whole groups" in result.summary()
+    assert_whole_groups(dataset, 16)
+
+
+def assert_whole_groups(dataset, pairs: int) -> None:
+    """Every pair is one group holding each slice once; no sample without its group."""
+    flat = dataset.select_group_slices(_allow_mixed=True)
+    groups = {}
+    for gid, pid, slice_name in zip(*flat.values(["group.id", "pair_id", "group.name"])):
+        groups.setdefault(pid, []).append((gid, slice_name))
+    assert len(groups) == pairs == len(dataset) and len(flat) == 3 * pairs
+    for pid, members in groups.items():
+        assert len({gid for gid, _ in members}) == 1, f"{pid} spans several groups"
+        assert sorted(s for _, s in members) == sorted(ingest.SLICES), f"{pid}: slices {members}"
+
+
+def test_missing_files_are_named_when_training_reads_them(dataset, data_copy):
+    from cilp_plugin import arrays
+
+    (data_copy / "spheres" / "lidar" / "0006.npy").unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        arrays.from_dataset(dataset)
+    message = str(error.value)
+    assert f"dataset '{dataset.name}': 1 files of 1 pairs are missing (sphere_0006: " in message
+    assert str(data_copy / "spheres" / "lidar" / "0006.npy") in message
+    assert f"cilp ingest {data_copy.resolve()} --name {dataset.name}" in message
+    assert error.value.missing == [("sphere_0006", str((data_copy / "spheres" / "lidar" / "0006.npy").resolve()))]
+
+
+def test_unfinished_rebuilds_of_the_name_are_removed(dataset, data_copy):
+    import os
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    leftovers = {
+        f"{dataset.name}.rebuild-0000dead": {"host": host, "pid": dead.pid, "started": 0.0},  # killed
+        f"{dataset.name}.rebuild-0000a11e": {"host": host, "pid": os.getpid(),  # still building
+                                             "started": __import__("psutil").Process().create_time()},
+        f"{dataset.name}.rebuild-00000e1e": {"host": "another-host", "pid": 1, "started": 0.0},  # unknown
+        f"{dataset.name}-other.rebuild-0000dead": {"host": host, "pid": dead.pid, "started": 0.0},  # another name
+    }
+    for leftover, owner in leftovers.items():
+        made = fo.Dataset(leftover, persistent=True)
+        made.info = {"building": owner}
+        made.save()
+    result = ingest.ingest(data_copy, dataset.name)
+    assert result.leftovers == [f"{dataset.name}.rebuild-0000dead (0 groups, by pid {dead.pid} on {host})"]
+    assert f"removed 1 unfinished rebuilds of '{dataset.name}' (a killed `--rebuild`)" in result.summary()
+    assert sorted(n for n in fo.list_datasets() if ".rebuild-" in n) == sorted(list(leftovers)[1:])
+    for leftover in list(leftovers)[1:]:
+        fo.delete_dataset(leftover)
+    with pytest.raises(ValueError, match="kept for --rebuild"):
+        ingest.ingest(data_copy, f"{dataset.name}.rebuild-12345678")
 
 
 def test_failed_ingest_leaves_no_dataset(data_copy):
