@@ -33,7 +33,7 @@ import numpy as np
 
 from . import arrays
 from .splits import all_slices, with_tags
-from .staging import StagedWrite
+from .staging import StagedWrite, check_replaceable
 from .training import check_run_name, find_run
 
 #: the CILP encoder whose embedding each slice carries
@@ -86,6 +86,8 @@ def apply_cilp(
         raise ValueError(f"run '{run}': a {loaded.spec.kind} run, not a cilp run")
     base = check_run_name(run_dir.name)
     keys = names(base)
+    for name in (keys["embedding"], keys["pair_similarity"], keys["pair_rank"]):
+        check_replaceable(dataset, name)  # only what an earlier apply wrote may be replaced
 
     say(0.05, f"loading pairs for {base}")
     data = arrays.from_dataset(dataset, tags)

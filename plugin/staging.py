@@ -48,6 +48,8 @@ import fiftyone as fo
 logger = logging.getLogger(__name__)
 
 JOURNAL = "cilp_staged_writes"
+#: ``field.info["written_by"]`` of every field a staged write swapped in: only those it may replace
+WRITER = "cilp-multimodal"
 #: test hook: seconds to sleep after each step of a commit (lets a test kill a process mid-swap)
 STEP_DELAY_ENV = "CILP_STAGING_STEP_DELAY"
 _STAGED = re.compile(r"staged_([0-9a-f]{8})_(.+)")
@@ -122,6 +124,7 @@ def _commit(dataset: fo.Dataset, plan: dict) -> None:
             _pause()
     for final, staged in plan["fields"].items():
         if dataset.has_sample_field(staged):
+            _mark_ours(dataset, staged)  # the mark moves with the rename
             if dataset.has_sample_field(final):
                 dataset.delete_sample_field(final)
             dataset.rename_sample_field(staged, final)
@@ -142,6 +145,21 @@ def _commit(dataset: fo.Dataset, plan: dict) -> None:
                 dataset.delete_brain_run(final)
             dataset.rename_brain_run(staged, final)
             _pause()
+
+
+def _mark_ours(dataset: fo.Dataset, name: str) -> None:
+    field = dataset.get_field(name)
+    if (field.info or {}).get("written_by") != WRITER:
+        field.info = {**(field.info or {}), "written_by": WRITER}
+        field.save()
+
+
+def check_replaceable(dataset: fo.Dataset, name: str) -> None:
+    """Refuse to replace a field that no staged write (an earlier ``apply``) wrote."""
+    if dataset.has_sample_field(name) and (dataset.get_field(name).info or {}).get("written_by") != WRITER:
+        raise ValueError(f"field '{name}' of dataset '{dataset.name}' was not written by an apply of this plugin: "
+                         f"choose another field name (--field), or delete it first "
+                         f"(dataset.delete_sample_field('{name}'))")
 
 
 def _staged_names(dataset: fo.Dataset) -> dict[str, dict[str, list[str]]]:
@@ -227,7 +245,10 @@ class StagedWrite:
         return f"staged_{self.token}_{name}"
 
     def field(self, name: str) -> str:
-        """The temporary name under which to write the field ``name``."""
+        """The temporary name under which to write the field ``name`` (which, if it exists, must be
+        one a staged write made: see :func:`check_replaceable`)."""
+        if name not in self.fields:
+            check_replaceable(self.dataset, name)
         return self.fields.setdefault(name, self._staged(name))
 
     def brain_key(self, key: str) -> str:
@@ -235,7 +256,13 @@ class StagedWrite:
         return self.brain_keys.setdefault(key, self._staged(key))
 
     def evaluation(self, key: str, pred_field: str) -> str:
-        """The temporary key under which to evaluate the staged field of ``pred_field``."""
+        """The temporary key under which to evaluate the staged field of ``pred_field`` (an existing
+        evaluation ``key`` must be of that field)."""
+        if key in self.dataset.list_evaluations():
+            scored = self.dataset.get_evaluation_info(key).config.pred_field
+            if scored != pred_field:
+                raise ValueError(f"evaluation '{key}' of dataset '{self.dataset.name}' scores '{scored}', not "
+                                 f"'{pred_field}': choose another field name, or delete it first")
         staged = self._staged(key)
         self.evaluations[key] = (staged, pred_field)
         return staged

@@ -22,14 +22,12 @@ import numpy as np
 from . import arrays
 from . import format as fmt
 from .splits import all_slices, with_tags
-from .staging import StagedWrite
+from .staging import StagedWrite, check_replaceable
 from .training import check_run_name, find_run
 
 
 #: ``compute_visualization`` methods offered for the embedding map
 EMBEDDING_MAPS = ("pca", "tsne", "umap")
-#: fields every sample already has; a run must not overwrite them
-OWN_FIELDS = ("ground_truth", "pair_id", "range_path")
 
 
 @dataclass
@@ -110,8 +108,9 @@ def apply_model(
     run_dir = find_run(dataset, run)
     loaded = load_run(run_dir)  # validates the checkpoint before anything is written
     field = check_run_name(field or run_dir.name)
-    if field in OWN_FIELDS or field.startswith("lidar_"):
-        raise ValueError(f"field: '{field}' is one of the dataset's own fields; choose another")
+    embedding_field, eval_key, brain_key = f"{field}_embedding", f"eval_{field}", f"{field}_map"
+    for name in (field, embedding_field):  # only what an earlier apply wrote may be replaced
+        check_replaceable(dataset, name)
 
     say(0.05, f"loading pairs for {field}")
     data = arrays.from_dataset(dataset, tags)
@@ -127,7 +126,6 @@ def apply_model(
     if embedding_map and len(embeddings) < 3:
         raise ValueError(f"embedding_map: a map needs at least 3 pairs, got {len(embeddings)}; pass 'none'")
 
-    embedding_field, eval_key, brain_key = f"{field}_embedding", f"eval_{field}", f"{field}_map"
     with StagedWrite(dataset) as staged:
         say(0.85, f"writing '{field}' and '{embedding_field}'")
         samples = all_slices(dataset)

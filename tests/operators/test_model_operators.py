@@ -107,6 +107,34 @@ def test_an_evaluation_scores_only_the_eval_tag_and_says_which_pairs(dataset, tr
         dataset.delete_sample_field(name)
 
 
+def test_apply_replaces_only_what_an_earlier_apply_wrote(dataset, trained):
+    flat = splits.all_slices(dataset)
+    flat.set_values("notes", ["mine"] * len(flat))  # a user's own field that happens to share a run's name
+    try:
+        for field in ("notes", "ground_truth", "lidar_returns"):
+            with pytest.raises(ValueError, match=f"field '{field}' .* was not written by an apply"):
+                writeback.apply_model(dataset, "late", field=field, embedding_map="none")
+        assert flat.values("notes") == ["mine"] * len(flat)
+        assert not dataset.has_sample_field("notes_embedding")
+        first = writeback.apply_model(dataset, "late", field="mine_again", embedding_map="none")
+        again = writeback.apply_model(dataset, "late", field="mine_again", embedding_map="none")  # its own: fine
+        assert first.report == again.report
+        rgb = dataset.select_group_slices("rgb")  # a user's evaluation under the key an apply would take:
+        rgb.evaluate_classifications("mine_again", gt_field="ground_truth", eval_key="eval_theirs")
+        with pytest.raises(ValueError, match="evaluation 'eval_theirs' .* scores 'mine_again', not 'theirs'"):
+            writeback.apply_model(dataset, "late", field="theirs", embedding_map="none")
+        assert dataset.get_evaluation_info("eval_theirs").config.pred_field == "mine_again"
+        assert not dataset.has_sample_field("theirs") and not [
+            f for f in dataset.get_field_schema() if f.startswith("staged_")]
+    finally:
+        for key in ("eval_theirs", "eval_mine_again"):
+            if key in dataset.list_evaluations():
+                dataset.delete_evaluation(key)
+        for name in ("notes", "mine_again", "mine_again_embedding"):
+            if dataset.has_sample_field(name):
+                dataset.delete_sample_field(name)
+
+
 def test_apply_model_interrupted_leaves_nothing_behind(dataset, trained):
     def interrupt_at_the_map(fraction, label):
         if label.startswith("embedding map"):
