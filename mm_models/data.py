@@ -94,6 +94,12 @@ class PairTensors:
                 drop_last: bool = False) -> Iterator[tuple[Batch, Tensor | None]]:
         """All rows in batches; with ``shuffle`` in the order of a permutation seeded by
         ``seed``; with ``drop_last`` without a final, smaller batch."""
+        for rows in self.batch_rows(batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last):
+            yield self.batch(rows)
+
+    def batch_rows(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                   drop_last: bool = False) -> Iterator[Tensor | slice]:
+        """The rows of each of :meth:`batches`: slices in order, index tensors with ``shuffle``."""
         stop = len(self) - len(self) % batch_size if drop_last else len(self)
         order = None
         if shuffle:
@@ -101,7 +107,7 @@ class PairTensors:
             order = torch.randperm(len(self), generator=generator, device=self.device)
         for start in range(0, stop, batch_size):
             rows = slice(start, start + batch_size)
-            yield self.batch(rows if order is None else order[rows])
+            yield rows if order is None else order[rows]
 
 
 def save_tensors(data: PairTensors, path: Path | str, metadata: dict[str, str] | None = None) -> None:

@@ -22,6 +22,16 @@ moves to the device once; the model runs channels_last; the learning rate follow
 a linear warm-up then a cosine decay, set every step. After every epoch the run
 folder gets the best-val-loss weights (when they improved), the resume state,
 ``metrics.csv`` and the manifest, each written atomically.
+
+Under ``torchrun`` (:mod:`mm_models.distributed`) every process runs this loop, the
+model under DistributedDataParallel: ``batch_size`` is the global batch, each process
+trains on its contiguous share of every batch of the same seeded order, and each
+share's loss is weighted so that the averaged gradient is the one-process gradient
+(the contrastive loss gathers every process's embeddings: its negatives are the
+global batch). Validation is shared out and gathered; rank 0 alone writes the run
+folder, and every process returns its run. The result matches one process with the
+same batch to float rounding, except for batch norms on CPUs (not synchronised) and
+augmentation (each process draws its own).
 """
 
 from __future__ import annotations
@@ -38,9 +48,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from . import distributed
 from .augment import AUGMENTATIONS, make_augmentation
 from .data import CLASS_NAMES, PairTensors
 from .encoders import check_choice, config_from_dict
@@ -145,6 +156,11 @@ def resolve_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: 'cuda' requested but no CUDA device is available")
+    if name == "cuda" and distributed.launched():  # one GPU per process
+        if distributed.local_rank() >= torch.cuda.device_count():
+            raise ValueError(f"device: process {distributed.local_rank()} of this node has no GPU of its own "
+                             f"({torch.cuda.device_count()} GPUs): start at most that many (--nproc-per-node)")
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
@@ -241,32 +257,60 @@ def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, s
     The metrics are the objective's over the outputs seen during the epoch, with
     the loss the mean of the batch losses that were optimised. ``report(batches done,
     mean loss so far)`` is called about once a second (it waits for the device).
+    Under ``torchrun`` each process trains on its share of every batch, and the metrics
+    are those of the whole batches, on every process.
     """
     model.train()
+    world = distributed.world_size()
     outputs, labels_seen, losses = [], [], []
     reported = time.perf_counter()
-    for inputs, labels in data.batches(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
+    for rows in data.batch_rows(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
+        share = rows if world == 1 else rows[slice(*distributed.shard_bounds(len(rows)))]
+        inputs, labels = data.batch(share)
         for group in optimizer.param_groups:
             group["lr"] = schedule(step)
-        if augment:
+        if augment and len(share):
             inputs = augment(inputs)
         with autocast(device, precision):
             out = model(inputs)
-        loss = objective.loss(out, labels)
+        loss = objective.loss(out, labels) if world == 1 else share_of_loss(objective, out, labels, len(rows))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        outputs.append({k: v.detach() for k, v in out.items()})
-        labels_seen.append(labels)
+        outputs.append(whole_batch_outputs(out, len(rows)))
+        labels_seen.append(labels if world == 1 or labels is None else data.labels[rows])
         losses.append(loss.detach())
         if report and time.perf_counter() - reported > REPORT_SECONDS:
             report(len(losses), torch.stack(losses).mean().item())
             reported = time.perf_counter()
     labels = None if data.labels is None else torch.cat(labels_seen)
     metrics = objective.metrics(concat_outputs(outputs), labels)
-    metrics["loss"] = torch.stack(losses).mean().item()  # batches are equal but for a last, smaller one
+    batch_losses = distributed.all_reduce_sum(torch.stack(losses)) / world  # see share_of_loss
+    metrics["loss"] = batch_losses.mean().item()  # batches are equal but for a last, smaller one
     return metrics, step
+
+
+def share_of_loss(objective: Objective, outputs: Outputs, labels, batch_rows: int) -> Tensor:
+    """This process's part of the loss of a batch of ``batch_rows`` rows split across processes.
+
+    The mean loss over the process's share times ``world size * share rows / batch rows``
+    (1 for equal shares): DDP averages the processes' gradients, and that average is then
+    the gradient of the whole batch's mean loss; the sum of the parts over the processes,
+    divided by the world size, is that loss.
+    """
+    start, stop = distributed.shard_bounds(batch_rows)
+    if start == stop:  # a last batch smaller than the world: nothing to learn here, but DDP awaits gradients
+        return sum(v.sum() for v in outputs.values() if v.requires_grad) * 0.0
+    return objective.shard_loss(outputs, labels, batch_rows) * (distributed.world_size() * (stop - start) / batch_rows)
+
+
+def whole_batch_outputs(outputs: Outputs, batch_rows: int) -> Outputs:
+    """The outputs, detached, of every process's share of the batch (this process's outside ``torchrun``)."""
+    if distributed.world_size() == 1:
+        return {k: v.detach() for k, v in outputs.items()}
+    return {k: distributed.gather_rows(v.detach().float(), batch_rows) if v.ndim else v.detach()
+            for k, v in outputs.items()}
 
 
 @torch.no_grad()
@@ -288,6 +332,20 @@ def evaluate(model, objective: Objective, data: PairTensors, *, batch_size: int,
              precision: str) -> dict:
     return objective.metrics(infer(model, data, batch_size=batch_size, device=device, precision=precision),
                              data.labels)
+
+
+def evaluate_across_processes(model, objective: Objective, data: PairTensors, **options) -> dict:
+    """:func:`evaluate`; under ``torchrun`` each process infers its share of the split, every process
+    gets all the outputs, and rank 0's metrics are every process's (so all pick the same epoch)."""
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(model, objective, data, **options)
+    if len(data) < world:
+        outputs = infer(model, data, **options)
+    else:
+        share = infer(model, data.subset(slice(*distributed.shard_bounds(len(data)))), **options)
+        outputs = {k: distributed.gather_rows(v, len(data)) if v.ndim else v for k, v in share.items()}
+    return distributed.broadcast_object(objective.metrics(outputs, data.labels))
 
 
 def seed_everything(seed: int) -> None:
@@ -367,30 +425,33 @@ def train(
     With ``resume`` an interrupted run in ``run_dir`` continues after its last
     finished epoch (weights, optimizer, LR step and metric history restored);
     ``train_config.epochs`` may be raised to train further. ``progress(fraction,
-    label)`` is called after every epoch. Bad arguments raise ``ValueError`` before
-    anything is written.
+    label)`` is called after every epoch (by rank 0 alone under ``torchrun``). Bad
+    arguments raise ``ValueError`` before anything is written.
     """
     # 1) validate everything before writing anything
+    distributed.setup()
+    world, main = distributed.world_size(), distributed.is_main()
+    progress = progress if main else None
     spec = model if isinstance(model, ModelSpec) else ModelSpec.of(model)
     if not isinstance(train_config, TrainConfig):
         raise ValueError("train_config: expected a TrainConfig instance")
     objective = objective_for(spec, train_config.batch_size)
     check_split("train_data", train_data, spec, objective)
     check_split("val_data", val_data, spec, objective)
+    if train_config.batch_size < world:
+        raise ValueError(f"batch_size: {train_config.batch_size} is the batch of all {world} processes together; "
+                         f"expected at least one pair per process")
     device = resolve_device(train_config.device)
-    precision = resolve_precision(train_config.precision, device)
+    precision = distributed.broadcast_object(resolve_precision(train_config.precision, device))
     run_dir = Path(run_dir).resolve()
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run_dir: {run_dir} is a file")
-    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ValueError(f"run_dir: {run_dir} already holds files (pass resume=True to continue that run)")
+    distributed.on_main(lambda: _check_run_dir(run_dir, resume))  # only rank 0 looks at the run folder
     if train_config.wandb:
-        require_wandb()
+        distributed.on_main(require_wandb)
 
     # 2) model (from the parents' weights), optimizer, schedule
     seed_everything(train_config.seed)
     model = build(spec, load_parents=True)
-    state = _resume_state(run_dir, spec, model, data_fingerprint) if resume else None
+    state = distributed.on_main(lambda: _resume_state(run_dir, spec, model, data_fingerprint)) if resume else None
     drop_last = needs_full_batches(model, objective)
     if drop_last and len(train_data) < train_config.batch_size:
         raise ValueError(f"train_data: {len(train_data)} pairs, fewer than one full batch of "
@@ -398,6 +459,8 @@ def train(
     if objective.drop_last and len(val_data) < 2:
         raise ValueError("val_data: a contrastive model needs at least 2 validation pairs")
     fitted = [] if state else fit_standardizers(model, lambda m: (x[m] for x, _ in train_data.batches(1024)))
+    if distributed.rank():  # augmentation draws of its own; the model was built alike on every process
+        seed_everything(train_config.seed + 7919 * distributed.rank())
     model = model.to(device, memory_format=torch.channels_last)
     params = count_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -421,8 +484,7 @@ def train(
         start_epoch, step = state["epoch"] + 1, state["step"]
         history, best, bad_epochs = list(state["history"]), dict(state["best"]), state["bad_epochs"]
 
-    # 3) the run folder and its manifest
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # 3) the run folder and its manifest (rank 0 alone writes files)
     manifest = {
         "format": "mm_models.run/2",
         "kind": spec.kind,
@@ -445,32 +507,40 @@ def train(
         "epochs_completed": start_epoch - 1,
         "best": best if best["epoch"] else None,
     }
+    if world > 1:
+        manifest["processes"] = world
     if state is not None:
         for key in ("initial", "checkpoint", "checkpoint_sha256", "input_statistics"):
             if key in state["manifest"]:
                 manifest[key] = state["manifest"][key]
-    ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
     tracker = NullTracker()
     title = f"{run_dir.name}: {spec.describe()}"
     try:
-        tracker = make_tracker(train_config.wandb, run_dir, run_dir.name,
-                               {"spec": spec.to_dict(), "train": train_config.to_dict(),
-                                "params": params, "data_fingerprint": data_fingerprint},
-                               train_config.wandb_project)
+        if main:
+            tracker = make_tracker(train_config.wandb, run_dir, run_dir.name,
+                                   {"spec": spec.to_dict(), "train": train_config.to_dict(),
+                                    "params": params, "data_fingerprint": data_fingerprint},
+                                   train_config.wandb_project)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         train_data, val_data = train_data.to(device), val_data.to(device)
-        forward = torch.compile(model) if train_config.compile else model
+        compiled = torch.compile if train_config.compile else (lambda module: module)
+        forward = compiled(distributed.wrap(model, device))
+        evaluator = forward if world == 1 else compiled(model)  # no DDP collectives while evaluating
         augment = make_augmentation(train_config.augment)
 
         def validate() -> dict:
-            return evaluate(forward, objective, val_data, batch_size=train_config.eval_batch_size,
-                            device=device, precision=precision)
+            return evaluate_across_processes(evaluator, objective, val_data, batch_size=train_config.eval_batch_size,
+                                             device=device, precision=precision)
 
         if spec.parents and state is None:
             # what the parents' weights give before any training (e.g. rgb2lidar before fine-tuning)
             manifest["initial"] = {f"val/{k}": v for k, v in validate().items()}
-            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+            if main:
+                ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
 
         # 4) the epochs
         for epoch in range(start_epoch, train_config.epochs + 1):
@@ -501,20 +571,24 @@ def train(
             if not math.isfinite(row["val/loss"]):
                 raise FloatingPointError(f"epoch {epoch}: val loss is {row['val/loss']}; training diverged")
 
-            if objective.better(row[objective.select], best[objective.select]):
+            improved = objective.better(row[objective.select], best[objective.select])
+            if improved:
                 best, bad_epochs = dict(row), 0
                 manifest["best"] = best
-                ckpt.save_best_weights(model, run_dir, manifest, f"model-epoch{epoch}.safetensors")
             else:
                 bad_epochs += 1
-            ckpt.save_state(run_dir / ckpt.STATE, {
-                "model": {k: v.contiguous() for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                "history": history, "best": best, "bad_epochs": bad_epochs,
-            })
-            write_metrics_csv(run_dir / ckpt.METRICS, history)
+            if main:
+                if improved:
+                    ckpt.save_best_weights(model, run_dir, manifest, f"model-epoch{epoch}.safetensors")
+                ckpt.save_state(run_dir / ckpt.STATE, {
+                    "model": {k: v.contiguous() for k, v in model.state_dict().items()},
+                    "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+                    "history": history, "best": best, "bad_epochs": bad_epochs,
+                })
+                write_metrics_csv(run_dir / ckpt.METRICS, history)
             manifest.update(epochs_completed=epoch, best=best)
-            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+            if main:
+                ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
             tracker.log_epoch(row)
             if progress:
                 progress(epoch / train_config.epochs,
@@ -524,25 +598,38 @@ def train(
                 break
 
         # 5) the best weights back into the model; curves and the objective's pictures
-        ckpt.load_weights(model, run_dir / ckpt.weights_name(manifest, run_dir))
+        if main:
+            ckpt.load_weights(model, run_dir / ckpt.weights_name(manifest, run_dir))
+        distributed.broadcast_module(model)
         model.eval()
-        plot_curves(run_dir / ckpt.CURVES, history, title, objective.headline)
-        val_outputs = infer(model, val_data, batch_size=train_config.eval_batch_size, device=device,
-                            precision=precision)
-        manifest["pictures"] = objective.pictures(val_outputs, val_data, run_dir, tracker,
-                                                  train_config.logged_predictions if train_config.wandb else 0)
-        manifest["status"] = "finished"
-        ckpt.save_best_weights(None, run_dir, manifest, ckpt.WEIGHTS)  # the best, under the usual name
-        tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
+        if main:
+            plot_curves(run_dir / ckpt.CURVES, history, title, objective.headline)
+            val_outputs = infer(model, val_data, batch_size=train_config.eval_batch_size, device=device,
+                                precision=precision)
+            manifest["pictures"] = objective.pictures(val_outputs, val_data, run_dir, tracker,
+                                                      train_config.logged_predictions if train_config.wandb else 0)
+            manifest["status"] = "finished"
+            ckpt.save_best_weights(None, run_dir, manifest, ckpt.WEIGHTS)  # the best, under the usual name
+            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)  # also when resuming left the best where it was
+            tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
+        manifest, history = distributed.broadcast_object((manifest, history))  # rank 0's run, on every rank
         tracker.finish()
     except BaseException as exc:
-        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
-        if history:
-            plot_curves(run_dir / ckpt.CURVES, history, f"{title} (failed)", objective.headline)
+        if main:
+            manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
+            if history:
+                plot_curves(run_dir / ckpt.CURVES, history, f"{title} (failed)", objective.headline)
         tracker.finish(exit_code=1)
         raise
     return TrainResult(run_dir, model, manifest, history)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run_dir: {run_dir} is a file")
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ValueError(f"run_dir: {run_dir} already holds files (pass resume=True to continue that run)")
 
 
 def describe_metrics(row: dict, objective: Objective, prefix: str = "val/") -> str:

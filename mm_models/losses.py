@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import distributed
 from .metrics import binary_metrics
 
 Outputs = dict[str, Tensor]
@@ -53,6 +54,12 @@ class Objective:
 
     def loss(self, outputs: Outputs, labels: Tensor | None) -> Tensor:
         raise NotImplementedError
+
+    def shard_loss(self, outputs: Outputs, labels: Tensor | None, batch_rows: int) -> Tensor:
+        """The loss of this process's share (``mm_models.distributed.shard_bounds``) of a global
+        batch of ``batch_rows`` rows split across processes, as the mean over that share's rows;
+        ``outputs`` and ``labels`` are the share's."""
+        return self.loss(outputs, labels)
 
     def metrics(self, outputs: Outputs, labels: Tensor | None) -> dict[str, float]:
         """Metrics over a whole split (``outputs`` concatenated over its batches)."""
@@ -101,11 +108,21 @@ def prediction_rows(logits: Tensor, data) -> list[dict]:
             for i in range(len(rgb))]
 
 
-def clip_loss(rgb_features: Tensor, lidar_features: Tensor, logit_scale: Tensor) -> Tensor:
-    """CLIP's symmetric cross-entropy: each RGB picks its own LiDAR among the batch's, and back."""
-    logits = logit_scale * rgb_features.float() @ lidar_features.float().T
-    targets = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+def clip_loss(rgb_features: Tensor, lidar_features: Tensor, logit_scale: Tensor, rows: slice | None = None) -> Tensor:
+    """CLIP's symmetric cross-entropy: each RGB picks its own LiDAR among the batch's, and back.
+
+    With ``rows`` (a range of the batch) only those RGB and LiDAR queries, against the
+    whole batch: the mean of their terms (a share of the loss, for one of several processes).
+    """
+    if rows is None:
+        logits = logit_scale * rgb_features.float() @ lidar_features.float().T
+        targets = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    rgb, lidar = rgb_features.float(), lidar_features.float()
+    rgb_logits = logit_scale * rgb[rows] @ lidar.T
+    lidar_logits = logit_scale * lidar[rows] @ rgb.T
+    targets = torch.arange(rows.start, rows.stop, device=rgb.device)
+    return (F.cross_entropy(rgb_logits, targets) + F.cross_entropy(lidar_logits, targets)) / 2
 
 
 def true_pair_ranks(queries: Tensor, keys: Tensor, chunk: int = 1024) -> Tensor:
@@ -139,6 +156,13 @@ class Contrastive(Objective):
 
     def loss(self, outputs: Outputs, labels: Tensor | None) -> Tensor:
         return clip_loss(outputs["rgb_features"], outputs["lidar_features"], outputs["logit_scale"])
+
+    def shard_loss(self, outputs: Outputs, labels: Tensor | None, batch_rows: int) -> Tensor:
+        """This process's queries against the global batch: every process's features are the
+        negatives, and each process's features get the gradient of every process's share."""
+        rgb = distributed.gather_with_grad(outputs["rgb_features"].float(), batch_rows)
+        lidar = distributed.gather_with_grad(outputs["lidar_features"].float(), batch_rows)
+        return clip_loss(rgb, lidar, outputs["logit_scale"], rows=slice(*distributed.shard_bounds(batch_rows)))
 
     @torch.no_grad()
     def metrics(self, outputs: Outputs, labels: Tensor | None) -> dict[str, float]:

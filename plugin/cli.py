@@ -146,7 +146,10 @@ SUITES = {
 
 
 def cmd_train(args) -> int:
+    from contextlib import nullcontext
+
     from mm_models import ModelConfig
+    from mm_models.distributed import is_main
     from mm_models.factory import DEFAULT_FUSION
     from mm_models.presets import train_config as preset_config
 
@@ -159,32 +162,40 @@ def cmd_train(args) -> int:
     models = SUITES[args.suite] if args.suite else [(args.family, fusion, args.downsample)]
     configs = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in models]  # validate all first
     dataset = _load(args.name)
+    main = is_main()  # under torchrun rank 0 alone reports
     for config in configs:
-        with _Bar("training") as bar:
+        with _Bar("training") if main else nullcontext() as bar:
             result = train_on_dataset(
                 dataset, config, train_config, train_tag=args.train_tag, val_tag=args.val_tag,
                 runs_dir=args.runs_dir, name=args.run_name if not args.suite else None,
                 overwrite=args.overwrite, resume=args.resume, progress=bar)
         best = result.best
-        print(f"{result.run_dir.name}: best epoch {best['epoch']}, val loss {best['val/loss']:.5f}, "
-              f"accuracy {100 * best['val/accuracy']:.2f}%, {best['samples_per_s']:,.0f} samples/s "
-              f"-> {result.run_dir}")
+        if main:
+            print(f"{result.run_dir.name}: best epoch {best['epoch']}, val loss {best['val/loss']:.5f}, "
+                  f"accuracy {100 * best['val/accuracy']:.2f}%, {best['samples_per_s']:,.0f} samples/s "
+                  f"-> {result.run_dir}")
     return 0
 
 
 def cmd_train_cilp(args) -> int:
+    from contextlib import nullcontext
+
+    from mm_models.distributed import is_main
+
     from .pipeline import parse_stages, train_cilp
 
     stages = parse_stages(args.stages)  # before the dataset is looked up
     dataset = _load(args.name)
-    with _Bar("train-cilp") as bar:
+    main = is_main()  # under torchrun rank 0 alone reports
+    with _Bar("train-cilp") if main else nullcontext() as bar:
         results = train_cilp(dataset, stages=stages, epochs=args.epochs, batch_size=args.batch_size,
                              preset=args.preset, device=args.device, precision=args.precision, seed=args.seed,
                              wandb=args.wandb, lidar_tower=args.lidar_tower, run_prefix=args.run_prefix,
                              train_tag=args.train_tag, val_tag=args.val_tag, runs_dir=args.runs_dir,
                              overwrite=args.overwrite, resume=args.resume, progress=bar)
-    for result in results.values():
-        print(f"{result.summary()}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
+    if main:
+        for result in results.values():
+            print(f"{result.summary()}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
     return 0
 
 

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import fiftyone as fo
@@ -62,8 +62,10 @@ def train_on_dataset(
     An existing run of that name is replaced only with ``overwrite`` and only once the
     new run finished; ``resume`` continues an interrupted run (or trains a finished one
     further, up to ``train_config.epochs``). Returns the engine's ``TrainResult``.
+    Under ``torchrun`` every process calls this and trains; rank 0 alone writes the run
+    and records it, and no process returns before it did.
     """
-    from mm_models import train
+    from mm_models import distributed, train
     from mm_models.stages import default_run_name
 
     name = check_run_name(name or default_run_name(model))
@@ -80,15 +82,21 @@ def train_on_dataset(
     if overlap:
         raise ValueError(f"{len(overlap)} pairs are tagged both '{train_tag}' and '{val_tag}', "
                          f"e.g. {sorted(overlap)[0]}")
-    with _training_lock(partial):
-        _prepare(partial, final, overwrite=overwrite, resume=resume)
+    with ExitStack() as held:
+        def claim() -> None:
+            held.enter_context(_training_lock(partial))
+            _prepare(partial, final, overwrite=overwrite, resume=resume)
+
+        # under torchrun rank 0 alone owns the folders and the record; the others wait for each step
+        distributed.setup()
+        distributed.on_main(claim)
         result = train(
             model, train_config, train_arrays.tensors(), val_arrays.tensors(), partial,
             data_fingerprint=f"{train_arrays.fingerprint}/{val_arrays.fingerprint}", resume=resume,
             progress=lambda fraction, label: say(fraction, f"{name}: {label}"),
         )
-        _swap_in(partial, final)
-    record_run(dataset, name, final, result.manifest)
+        distributed.on_main(lambda: _swap_in(partial, final))
+    distributed.on_main(lambda: record_run(dataset, name, final, result.manifest))
     return dataclasses.replace(result, run_dir=final)
 
 
