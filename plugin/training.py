@@ -102,7 +102,11 @@ def train_on_dataset(
 
 def _prepare(partial: Path, final: Path, *, overwrite: bool, resume: bool) -> None:
     """Make ``partial`` the folder the run trains in; nothing else is touched."""
+    from mm_models.checkpoint import STATE
+
     if resume:
+        if partial.is_dir() and not (partial / STATE).is_file():  # stopped in its first epoch: start over
+            shutil.rmtree(partial)
         if not partial.is_dir() and final.is_dir():  # a finished run, trained further
             shutil.copytree(final, partial)
         return

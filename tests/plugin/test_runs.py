@@ -74,6 +74,21 @@ def test_a_run_that_cannot_start_or_fails_leaves_the_previous_one(datasets, runs
     assert result.manifest["status"] == "finished" and not (run.parent / ".partial" / "lidar").exists()
 
 
+def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(datasets, runs_dir):
+    dataset = datasets[1]
+
+    def interrupt_at_once(fraction, label):
+        if "epoch 1/" in label:  # a batch update or the epoch's end: either way before last.pt exists
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_lidar(dataset, runs_dir, name="early", progress=interrupt_at_once)
+    partial = runs_dir / dataset.slug / ".partial" / "early"
+    (partial / "last.pt").unlink(missing_ok=True)  # as if killed before the first epoch ended
+    result = train_lidar(dataset, runs_dir, name="early", resume=True)
+    assert result.manifest["status"] == "finished" and len(result.history) == 1
+
+
 def test_an_existing_run_needs_overwrite_or_resume(datasets, runs_dir):
     dataset = datasets[0]
     if not recorded_runs(dataset):
