@@ -1,4 +1,4 @@
-"""``cilp app``: the FiftyOne App and an executor for its background runs, started and stopped together.
+"""``cilp app`` and ``cilp worker``: the FiftyOne App and executors for its background runs.
 
 FiftyOne (open source) runs an operator from the App in one of two ways:
 
@@ -12,24 +12,32 @@ FiftyOne (open source) runs an operator from the App in one of two ways:
 ``run_app`` starts two child processes with the same environment, that setting included:
 
 - the App server (``python -m fiftyone.server.main``), and
-- an executor serving the queue as ``fiftyone delegated launch`` does (FiftyOne's
-  ``DelegatedOperationService``, one operation at a time, each in a child process that
-  FiftyOne monitors, so a crash or an out-of-memory kill of a training marks it failed),
-  except that it takes the oldest scheduled operation first, and that an operation it is
-  running when it is stopped is marked failed ("interrupted") instead of staying
-  "running" forever.
+- an executor (:mod:`cilp_plugin.executor`): it serves the queue as ``fiftyone delegated
+  launch -m`` does (FiftyOne's ``DelegatedOperationService``, one operation at a time, each
+  in a child process that FiftyOne monitors, so a crash or an out-of-memory kill of a
+  training marks it failed), except that it takes the oldest scheduled operation first,
+  that an operation it is running when it is stopped is marked failed ("interrupted")
+  instead of staying "running" forever, that it marks failed the operations of executors
+  that died (their heartbeat went stale), and that it runs an operation that may change a
+  dataset's fields only while no other executor does so on that dataset.
 
-How they stop (the policy):
+``run_worker`` (``cilp worker``) starts the executor alone, for machines that run no App:
+any number of them, on any number of machines, serve one database
+(``FIFTYONE_DATABASE_URI``), each operation exactly once.
 
-- Ctrl-C, SIGTERM or SIGHUP to ``cilp app``: the executor first (its running operation
-  is marked failed), then the App server; exit status 0.
+How they stop (the policy, the same for both):
+
+- Ctrl-C, SIGTERM or SIGHUP: the executor first (its running operation is marked
+  failed), then the App server; exit status 0.
 - The App server exits on its own: the executor is stopped too; exit status 1.
-- The executor exits on its own (killed, crashed): it is restarted, since the App is in
-  use and scheduled runs would otherwise wait forever; if it exits within
-  ``QUICK_EXIT_S`` of its start ``MAX_QUICK_EXITS`` times in a row (a settings or
-  database problem, not a one-off), everything stops; exit status 1.
-- ``cilp app`` killed outright (SIGKILL): the kernel sends both children SIGTERM
-  (``PR_SET_PDEATHSIG``, Linux), and they stop as above.
+- The executor exits on its own (killed, crashed): what it left running (the
+  operation's process) is killed, and it is restarted, since scheduled runs would
+  otherwise wait forever; if it exits within ``QUICK_EXIT_S`` of its start
+  ``MAX_QUICK_EXITS`` times in a row (a settings or database problem, not a one-off),
+  everything stops; exit status 1. The operation it was running is marked failed by an
+  executor (this one, restarted, or another) once its heartbeat is stale.
+- ``cilp app`` / ``cilp worker`` killed outright (SIGKILL): the kernel sends the children
+  SIGTERM (``PR_SET_PDEATHSIG``, Linux), and they stop as above.
 """
 
 from __future__ import annotations
@@ -45,17 +53,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from .executor import Settings, serve_queue
+from .executor import add_arguments as add_executor_arguments
+from .executor import settings_from as executor_settings
+
 #: an executor that exits this soon after its start counts as a quick exit
 QUICK_EXIT_S = 30.0
-#: that many quick exits in a row stop ``cilp app``
+#: that many quick exits in a row stop ``cilp app`` (``cilp worker``)
 MAX_QUICK_EXITS = 3
 #: how long a child has to stop after SIGTERM before it is killed (the executor stops its
 #: running operation's process tree first: FiftyOne gives that up to 25 s)
 STOP_TIMEOUT_S = {"executor": 45.0, "server": 15.0}
 SERVER_START_TIMEOUT_S = 120.0
-#: the error a scheduled operation gets when its executor is stopped while it runs
-INTERRUPTED = ("interrupted: the executor running this operation was stopped ({signal}), "
-               "e.g. `cilp app` ended; schedule it again to rerun it")
 PARENT_ENV = "CILP_APP_PARENT"
 
 
@@ -105,62 +114,28 @@ def serve_app(port: int, address: str) -> None:
     start_server(port=port, address=address)
 
 
-def serve_queue(poll_s: float = 0.5) -> int:
-    """Run scheduled (delegated) operations, oldest first, until SIGINT / SIGTERM.
-
-    What ``fiftyone delegated launch`` does, through the same ``DelegatedOperationService``;
-    an operation running when the executor is stopped is marked failed (``INTERRUPTED``).
-    """
-    import fiftyone as fo
-    from fiftyone.factory import DelegatedOperationPagingParams, SortByField, SortDirection
-    from fiftyone.operators.delegated import DelegatedOperationService
-    from fiftyone.operators.executor import ExecutionResult, ExecutionRunState
-
-    service = DelegatedOperationService()
-    oldest_first = DelegatedOperationPagingParams(sort_by=SortByField.QUEUED_AT,
-                                                  sort_direction=SortDirection.ASCENDING, limit=1)
-    print("cilp app: executor ready: scheduled operations run here, one at a time", flush=True)
-    current = None
-    try:
-        while True:
-            for operation in service.list_operations(run_state=ExecutionRunState.QUEUED, paging=oldest_first):
-                current = operation
-                service.execute_operation(operation, log=True, monitor=True,
-                                          check_interval_seconds=fo.config.delegated_operation_monitor_interval)
-                current = None
-            time.sleep(poll_s)
-    except KeyboardInterrupt as stop:
-        if current is not None:  # still RUNNING (only then): failed, with the reason
-            error = INTERRUPTED.format(signal=str(stop) or "SIGINT")
-            if service.set_failed(current.id, result=ExecutionResult(error=error, error_message=error),
-                                  required_state=ExecutionRunState.RUNNING):
-                print(f"cilp app: operation {current.id} ({current.operator}) marked failed: interrupted",
-                      flush=True)
-    return 0
-
-
 def _child_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cilp_plugin.app")
     sub = parser.add_subparsers(dest="role", required=True)
     server = sub.add_parser("server")
     server.add_argument("--port", type=int, required=True)
     server.add_argument("--address", required=True)
-    sub.add_parser("executor")
+    add_executor_arguments(sub.add_parser("executor"))
     args = parser.parse_args(argv)
     _die_with_parent()
     if args.role == "server":
         serve_app(args.port, args.address)
         return 0
     _handle_stop_signals()
-    return serve_queue()
+    return serve_queue(executor_settings(args))
 
 
 # --------------------------------------------------------------------------- the supervisor
 
 
 class _Child:
-    def __init__(self, role: str, argv: list[str], env: dict):
-        self.role, self.argv, self.env = role, argv, env
+    def __init__(self, role: str, argv: list[str], env: dict, label: str = "cilp app"):
+        self.role, self.argv, self.env, self.label = role, argv, env, label
         self.process: subprocess.Popen | None = None
         self.started = 0.0
 
@@ -179,7 +154,7 @@ class _Child:
         try:
             self.process.wait(STOP_TIMEOUT_S[self.role])
         except subprocess.TimeoutExpired:
-            print(f"cilp app: the {self.role} did not stop within {STOP_TIMEOUT_S[self.role]:.0f} s: killed",
+            print(f"{self.label}: the {self.role} did not stop within {STOP_TIMEOUT_S[self.role]:.0f} s: killed",
                   file=sys.stderr, flush=True)
             self.process.kill()
             self.process.wait()
@@ -210,58 +185,136 @@ def _wait_for_server(server: _Child, url: str, timeout: float = SERVER_START_TIM
     raise RuntimeError(f"the App server did not answer {url}/fiftyone within {timeout:.0f} s")
 
 
-def run_app(name: str, port: int = 5151, address: str = "127.0.0.1", executor: bool = True) -> int:
-    """Serve the App on ``address:port`` showing dataset ``name`` and, with ``executor``,
-    run what is scheduled from it; until Ctrl-C / SIGTERM (see the module docstring)."""
-    check_port_free(address, port)
-    env = {**os.environ, PARENT_ENV: str(os.getpid())}
-    if executor:
-        env["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"  # the App offers "Schedule"
-    me = [sys.executable, "-m", "cilp_plugin.app"]
-    server = _Child("server", me + ["server", "--port", str(port), "--address", address], env)
-    worker = _Child("executor", me + ["executor"], env) if executor else None
-    url = f"http://{address}:{port}"
+def _set_subreaper(on: bool) -> bool:
+    """Adopt this process's orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``): an operation's
+    process outlives a killed executor (it runs in a session of its own) and is killed here."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _kill_orphans(label: str, keep: set[int], report: bool = True) -> None:
+    """Kill (with their descendants) the children of this process it did not start: what a dead
+    executor left running, adopted as its subreaper (``report``: say so)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        if child.pid in keep:
+            continue
+        try:
+            tree = [child, *child.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in tree:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(tree, timeout=10)
+        if report:
+            print(f"{label}: killed process {child.pid} ({len(tree)} in all), left running by the executor",
+                  file=sys.stderr, flush=True)
+
+
+def _supervise(label: str, server: _Child | None, worker: _Child | None, started=None) -> int:
+    """Run ``server`` and ``worker`` until a stop signal or the server's exit, ``worker`` restarted
+    as the module docstring says; ``started()`` once both are started. The exit status."""
+    import psutil
+
     status, quick_exits = 0, 0
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     _handle_stop_signals()
+    theirs = {child.pid for child in psutil.Process().children()}  # not ours to clean up (e.g. in tests)
+    subreaper = _set_subreaper(True)
+    ours = [child for child in (server, worker) if child]
+
+    def keep() -> set[int]:
+        return theirs | {child.process.pid for child in ours if child.process}
+
     try:
-        server.start()
-        if worker:
-            worker.start()
-        _wait_for_server(server, url)
-        print(f"the App shows '{name}' at {url}/datasets/{urllib.parse.quote(name)} (Ctrl-C to stop)", flush=True)
-        if worker:
-            print("background runs: choose 'Schedule' in an operator's form; this process runs them "
-                  "(`fiftyone delegated list` shows them)", flush=True)
+        for child in ours:
+            child.start()
+        if started:
+            started()
         while True:
-            if server.exited() is not None:
-                print(f"cilp app: the App server exited (status {server.exited()}): stopping",
+            if server and server.exited() is not None:
+                print(f"{label}: the App server exited (status {server.exited()}): stopping",
                       file=sys.stderr, flush=True)
                 status = 1
                 break
             if worker and worker.exited() is not None:
+                if subreaper:
+                    _kill_orphans(label, keep())
                 quick = time.monotonic() - worker.started < QUICK_EXIT_S
                 quick_exits = quick_exits + 1 if quick else 0
                 if quick_exits >= MAX_QUICK_EXITS:
-                    print(f"cilp app: the executor exited {quick_exits} times within {QUICK_EXIT_S:.0f} s of its "
+                    print(f"{label}: the executor exited {quick_exits} times within {QUICK_EXIT_S:.0f} s of its "
                           f"start (last status {worker.exited()}): stopping", file=sys.stderr, flush=True)
                     status = 1
                     break
-                print(f"cilp app: the executor exited (status {worker.exited()}): restarting it",
+                print(f"{label}: the executor exited (status {worker.exited()}): restarting it",
                       file=sys.stderr, flush=True)
                 worker.start()
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("cilp app: stopping the executor and the App", flush=True)
+        stopping = " and ".join(("the executor",) * bool(worker) + ("the App",) * bool(server))
+        print(f"{label}: stopping {stopping}", flush=True)
     finally:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)  # the children stop in order, whatever comes now
         if worker:
             worker.stop()
-        server.stop()
+        if server:
+            server.stop()
+        if subreaper:  # e.g. multiprocessing's resource tracker of a stopped executor, or what a killed one left
+            _kill_orphans(label, keep(), report=False)
+            _set_subreaper(False)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return status
+
+
+def _child_env() -> dict:
+    return {**os.environ, PARENT_ENV: str(os.getpid())}
+
+
+def run_app(name: str, port: int = 5151, address: str = "127.0.0.1", executor: bool = True,
+            settings: Settings | None = None) -> int:
+    """Serve the App on ``address:port`` showing dataset ``name`` and, with ``executor``,
+    run what is scheduled from it; until Ctrl-C / SIGTERM (see the module docstring)."""
+    check_port_free(address, port)
+    env = _child_env()
+    me = [sys.executable, "-m", "cilp_plugin.app"]
+    worker = None
+    if executor:
+        env["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"  # the App offers "Schedule"
+        settings = (settings or Settings()).resolved()  # checked before anything starts
+        worker = _Child("executor", me + ["executor", *settings.argv()], env)
+    server = _Child("server", me + ["server", "--port", str(port), "--address", address], env)
+    url = f"http://{address}:{port}"
+
+    def started() -> None:
+        _wait_for_server(server, url)
+        print(f"the App shows '{name}' at {url}/datasets/{urllib.parse.quote(name)} (Ctrl-C to stop)", flush=True)
+        if worker:
+            print("background runs: choose 'Schedule' in an operator's form; this process runs them "
+                  "(`fiftyone delegated list` shows them)", flush=True)
+
+    return _supervise("cilp app", server, worker, started)
+
+
+def run_worker(settings: Settings | None = None) -> int:
+    """Run scheduled operations of FiftyOne's database (``FIFTYONE_DATABASE_URI``) here, beside any
+    other executors, until Ctrl-C / SIGTERM; the executor restarted as ``cilp app``'s is."""
+    settings = (settings or Settings(label="cilp worker")).resolved()
+    worker = _Child("executor", [sys.executable, "-m", "cilp_plugin.app", "executor", *settings.argv()],
+                    _child_env(), label=settings.label)
+    return _supervise(settings.label, None, worker)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@
     cilp search cilp-assessment cube_0001 --slice rgb --k 5
     cilp report --dataset cilp-assessment --out runs/report
     cilp app cilp-assessment
+    cilp worker              # runs what is scheduled, on a machine without the App
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -264,6 +266,15 @@ def cmd_app(args) -> int:
     return run_app(args.name, port=args.port, address=args.address, executor=args.executor)
 
 
+def cmd_worker(args) -> int:
+    from .app import run_worker
+    from .executor import Settings, check_worker_environment
+
+    settings = Settings(label="cilp worker", name=args.name, stale_after_s=args.stale_after).resolved()
+    print(check_worker_environment(), flush=True)  # the database and the plugin, before anything starts
+    return run_worker(settings)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -387,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true and an executor of your own, forms offer only "
                         "'Execute', cut off after FIFTYONE_OPERATOR_TIMEOUT")
     p.set_defaults(handler=cmd_app)
+
+    p = commands.add_parser("worker", help="run what is scheduled in FiftyOne's database (FIFTYONE_DATABASE_URI), "
+                                           "beside other workers, on a machine without the App; Ctrl-C stops it")
+    p.add_argument("--name", default=socket.gethostname(), help="how runs name this worker (the host name)")
+    p.add_argument("--stale-after", type=float, metavar="S",
+                   help="mark a running operation failed once its executor's heartbeat is this old "
+                        "(default: $CILP_WORKER_STALE_S or 300; at least 3 heartbeats)")
+    p.set_defaults(handler=cmd_worker)
     return parser
 
 
