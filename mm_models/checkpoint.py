@@ -100,12 +100,9 @@ def save_best_weights(model: nn.Module | None, run_dir: Path, manifest: dict, na
     unnamed file behind, never a manifest that calls intact weights corrupt.
     """
     run_dir = Path(run_dir)
-    previous = manifest.get("checkpoint")
-    if previous == name:
-        return
     if model is not None:
         save_weights(model, run_dir / name, manifest.get("spec"))
-    else:
+    elif manifest.get("checkpoint") != name:
         (run_dir / name).unlink(missing_ok=True)
         os.link(run_dir / weights_name(manifest, run_dir), run_dir / name)
     manifest.update(checkpoint=name, checkpoint_sha256=file_sha256(run_dir / name))

@@ -610,7 +610,6 @@ def train(
                                                       train_config.logged_predictions if train_config.wandb else 0)
             manifest["status"] = "finished"
             ckpt.save_best_weights(None, run_dir, manifest, ckpt.WEIGHTS)  # the best, under the usual name
-            ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)  # also when resuming left the best where it was
             tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])
         manifest, history = distributed.broadcast_object((manifest, history))  # rank 0's run, on every rank
         tracker.finish()
