@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 junit=$(mktemp --suffix .xml)
 trap 'rm -f "$junit"' EXIT
 
-"$PYTHON" -m pytest -q -m cuda tests/mm_models/test_mm_cuda.py -p no:cacheprovider --junitxml "$junit"
+"$PYTHON" -m pytest -q -m cuda tests/mm_models/test_mm_cuda.py tests/mm_models/test_mm_streaming.py -p no:cacheprovider --junitxml "$junit"
 tests=$?
 "$PYTHON" benchmarks/bench_gpu.py --junit "$junit"
 bench=$?
