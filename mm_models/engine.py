@@ -17,11 +17,13 @@ unfrozen parameters, and records its validation metrics before training
 
 The device is CUDA when present; bf16 autocast is used where it is faster (CUDA
 with bf16, or a CPU where a short probe measures it faster), with fp32 weights
-and an fp32 loss. The data
-moves to the device once; the model runs channels_last; the learning rate follows
-a linear warm-up then a cosine decay, set every step. After every epoch the run
-folder gets the best-val-loss weights (when they improved), the resume state,
-``metrics.csv`` and the manifest, each written atomically.
+and an fp32 loss. The data moves to the device once or, where it does not fit
+(``TrainConfig.data``, see :func:`mm_models.data.placement`), stays on the host
+(memory-mapped from its cache) and streams to the device a batch at a time, the same
+batches; the model runs channels_last; the learning rate follows a linear warm-up
+then a cosine decay, set every step. After every epoch the run folder gets the
+best-val-loss weights (when they improved), the resume state, ``metrics.csv`` and the
+manifest, each written atomically.
 
 Under ``torchrun`` (:mod:`mm_models.distributed`) every process runs this loop, the
 model under DistributedDataParallel: ``batch_size`` is the global batch, each process
@@ -53,7 +55,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import AUGMENTATIONS, make_augmentation
-from .data import CLASS_NAMES, PairTensors
+from .data import CLASS_NAMES, DATA_MODES, PairTensors, placement
 from .encoders import check_choice, config_from_dict
 from .factory import count_parameters
 from .inputs import fit_standardizers
@@ -96,11 +98,13 @@ class TrainConfig:
     wandb_project: str = "cilp-multimodal"
     logged_predictions: int = 32  # val samples in the wandb predictions table
     preset: str = ""  # the preset (mm_models.presets) these settings came from, for the record; "" = by hand
+    data: str = "auto"  # auto | resident | streamed: where the pairs live while training (mm_models.data.placement)
 
     def __post_init__(self):
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("augment", self.augment, AUGMENTATIONS)
+        check_choice("data", self.data, DATA_MODES)
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
                           ("logged_predictions", 0), ("seed", 0)):
             value = getattr(self, name)
@@ -443,6 +447,7 @@ def train(
                          f"expected at least one pair per process")
     device = resolve_device(train_config.device)
     precision = distributed.broadcast_object(resolve_precision(train_config.precision, device))
+    data_mode, data_note = placement(train_config.data, device, train_data, val_data)
     run_dir = Path(run_dir).resolve()
     distributed.on_main(lambda: _check_run_dir(run_dir, resume))  # only rank 0 looks at the run folder
     if train_config.wandb:
@@ -501,6 +506,7 @@ def train(
         "input_statistics": fitted,
         "device": str(device),
         "precision": precision,
+        "data": {"mode": data_mode, "bytes": train_data.nbytes + val_data.nbytes, "note": data_note},
         "package_version": package_version(),
         "torch_version": torch.__version__,
         "status": "running",
@@ -526,7 +532,10 @@ def train(
                                    train_config.wandb_project)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        train_data, val_data = train_data.to(device), val_data.to(device)
+        if progress and data_mode == "streamed":  # resident, the usual, is said in the manifest alone
+            progress(0.0, data_note)
+        train_data, val_data = ((d.streamed(device) if data_mode == "streamed" else d.resident(device))
+                                for d in (train_data, val_data))
         compiled = torch.compile if train_config.compile else (lambda module: module)
         forward = compiled(distributed.wrap(model, device))
         evaluator = forward if world == 1 else compiled(model)  # no DDP collectives while evaluating
@@ -684,7 +693,8 @@ def outputs_of(
         raise ValueError("data: no pairs to predict")
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    outputs = infer(model.to(device_), data.to(device_), batch_size=batch_size, device=device_,
+    placed = data.streamed(device_) if placement("auto", device_, data)[0] == "streamed" else data.resident(device_)
+    outputs = infer(model.to(device_), placed, batch_size=batch_size, device=device_,
                     precision=precision, progress=progress)
     return {k: v.cpu().numpy() for k, v in outputs.items()}
 

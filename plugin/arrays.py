@@ -4,12 +4,20 @@ RGB stays RGBA uint8 ``(N, 64, 64, 4)``; LiDAR becomes the course's XYZA float32
 ``(N, 4, 64, 64)``; labels are 0 (cube) / 1 (sphere). Decoded arrays are cached on
 disk under a key made of every file's path, size and modification time, so a
 re-run skips the decoding and any change to the data makes a new entry.
+
+The cache of a selection is an arrays folder (``mm_models.data``):
+``CACHE/tensors/<fingerprint>/`` with ``rgb.npy``, ``lidar.npy``, ``labels.npy`` and
+``index.json``, decoded and written ``CHUNK`` pairs at a time (memory flat in the
+number of pairs) and returned memory-mapped: training reads it into memory or
+streams it from there (``TrainConfig.data``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +25,8 @@ import numpy as np
 
 from . import format as fmt
 
-CACHE_VERSION = 1
+CACHE_VERSION = 1  # part of the fingerprint (runs record it: resume checks it)
+CHUNK = 1024  # pairs decoded, then written, at a time (~80 MB)
 
 
 class MissingFilesError(FileNotFoundError):
@@ -31,15 +40,17 @@ class MissingFilesError(FileNotFoundError):
 @dataclass
 class PairArrays:
     pair_ids: list[str]
-    rgb: np.ndarray  # (N, H, W, 4) uint8
-    lidar: np.ndarray  # (N, 4, H, W) float32
+    rgb: np.ndarray  # (N, H, W, 4) uint8; memory-mapped from ``source`` when cached
+    lidar: np.ndarray  # (N, 4, H, W) float32; memory-mapped from ``source`` when cached
     labels: np.ndarray  # (N,) int64, index into format.LABELS
     fingerprint: str  # identifies the data: pair ids and file contents' keys
+    source: Path | None = None  # the arrays folder (cache) rgb and lidar are mapped from
 
     def __len__(self) -> int:
         return len(self.pair_ids)
 
     def tensors(self):
+        """As ``mm_models.PairTensors`` (still memory-mapped when cached: the engine places them)."""
         from mm_models.data import PairTensors
 
         return PairTensors.from_numpy(self.rgb, self.lidar, self.labels)
@@ -66,7 +77,11 @@ def _fingerprint(pair_ids: list[str], paths: list[tuple[str, str]]) -> str:
 
 def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], range_paths: list[str],
                cache_dir: Path | str | None = None) -> PairArrays:
-    """Decode (or reuse from ``cache_dir``) the arrays of the given pairs, in order."""
+    """Decode (or reuse from ``cache_dir``) the arrays of the given pairs, in order.
+
+    With ``cache_dir`` the arrays are decoded into the cache a chunk at a time and come
+    back memory-mapped from it; without, they are decoded into memory.
+    """
     if not pair_ids:
         raise ValueError("no pairs to load: the selection is empty")
     unknown = sorted(set(labels) - set(fmt.LABELS))
@@ -74,31 +89,64 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
         raise ValueError(f"unknown labels {unknown}: expected {' / '.join(fmt.LABELS)}")
     fingerprint = _fingerprint(pair_ids, list(zip(rgb_paths, range_paths)))
     label_index = np.array([fmt.LABELS.index(label) for label in labels], np.int64)
-    cached = Path(cache_dir) / "tensors" / f"{fingerprint}.npz" if cache_dir else None
-    if cached and cached.exists():
-        with np.load(cached, allow_pickle=False) as arrays:
-            return PairArrays(list(pair_ids), arrays["rgb"], arrays["lidar"], label_index, fingerprint)
+    if not cache_dir:
+        rgb, lidar = _empty(len(pair_ids))
+        _decode(rgb_paths, range_paths, rgb, lidar)
+        return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint)
 
-    angles = {}
-    rgb = np.empty((len(pair_ids), fmt.SIZE, fmt.SIZE, 4), np.uint8)
-    lidar = np.empty((len(pair_ids), 4, fmt.SIZE, fmt.SIZE), np.float32)
+    from mm_models.data import INDEX, open_arrays  # torch: not at plugin load
+
+    folder = Path(cache_dir) / "tensors" / fingerprint
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f"{fingerprint}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process decodes (torchrun's start together); the others wait
+        arrays = None
+        if (folder / INDEX).is_file():
+            try:
+                arrays, index = open_arrays(folder)
+                if index.get("fingerprint") != fingerprint or index.get("count") != len(pair_ids):
+                    raise ValueError(f"{folder}: holds other pairs")
+            except ValueError:  # damaged: decode again
+                arrays = None
+                shutil.rmtree(folder, ignore_errors=True)
+        if arrays is None:
+            _decode_to_cache(folder, fingerprint, rgb_paths, range_paths, label_index)
+            Path(cache_dir, "tensors", f"{fingerprint}.npz").unlink(missing_ok=True)  # this version's predecessor
+            arrays, _ = open_arrays(folder)
+    return PairArrays(list(pair_ids), arrays["rgb"], arrays["lidar"], label_index, fingerprint, folder)
+
+
+def _empty(count: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.empty((count, fmt.SIZE, fmt.SIZE, 4), np.uint8),
+            np.empty((count, 4, fmt.SIZE, fmt.SIZE), np.float32))
+
+
+def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: dict | None = None) -> None:
+    """Decode the pairs of the paths into ``rgb`` and ``lidar`` (as many rows as paths)."""
+    angles = {} if angles is None else angles
     for i, (rgb_path, range_path) in enumerate(zip(rgb_paths, range_paths)):
-        class_dir = Path(range_path).parent.parent
+        class_dir = os.path.dirname(os.path.dirname(range_path))
         if class_dir not in angles:
             angles[class_dir] = fmt.read_angles(class_dir)
         rgb[i] = fmt.read_rgb(rgb_path)
         lidar[i] = fmt.depth_to_xyza(fmt.read_depth(range_path), *angles[class_dir])
-    if cached:
-        from mm_models.checkpoint import atomic_write  # torch: not at plugin load
-
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cached, lambda temp: _save_npz(temp, rgb=rgb, lidar=lidar))
-    return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint)
 
 
-def _save_npz(path: str, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
-        np.savez(handle, **arrays)
+def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray) -> None:
+    """Decode the pairs into the arrays folder ``folder``, ``CHUNK`` pairs at a time."""
+    from mm_models.data import ArraysWriter
+
+    count = len(labels)
+    rgb, lidar = _empty(min(CHUNK, count))
+    angles: dict = {}
+    with ArraysWriter(folder, {"rgb": ((count, *rgb.shape[1:]), np.uint8),
+                               "lidar": ((count, *lidar.shape[1:]), np.float32),
+                               "labels": ((count,), np.int64)},
+                      {"fingerprint": fingerprint, "labels": list(fmt.LABELS)}) as out:
+        for start in range(0, count, CHUNK):
+            stop = min(start + CHUNK, count)
+            _decode(rgb_paths[start:stop], range_paths[start:stop], rgb, lidar, angles)
+            out.write(start, rgb=rgb[:stop - start], lidar=lidar[:stop - start], labels=labels[start:stop])
 
 
 def from_folder(root: Path | str, pair_ids: list[str] | None = None,

@@ -159,7 +159,7 @@ def cmd_train(args) -> int:
 
     train_config = preset_config("fusion", args.preset, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                  device=args.device, precision=args.precision, compile=args.compile,
-                                 patience=args.patience, seed=args.seed, wandb=args.wandb)
+                                 patience=args.patience, seed=args.seed, wandb=args.wandb, data=args.data)
     fusion = args.fusion or DEFAULT_FUSION.get(args.family, "concat")
     models = SUITES[args.suite] if args.suite else [(args.family, fusion, args.downsample)]
     configs = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in models]  # validate all first
@@ -192,9 +192,9 @@ def cmd_train_cilp(args) -> int:
     with _Bar("train-cilp") if main else nullcontext() as bar:
         results = train_cilp(dataset, stages=stages, epochs=args.epochs, batch_size=args.batch_size,
                              preset=args.preset, device=args.device, precision=args.precision, seed=args.seed,
-                             wandb=args.wandb, lidar_tower=args.lidar_tower, run_prefix=args.run_prefix,
-                             train_tag=args.train_tag, val_tag=args.val_tag, runs_dir=args.runs_dir,
-                             overwrite=args.overwrite, resume=args.resume, progress=bar)
+                             wandb=args.wandb, data=args.data, lidar_tower=args.lidar_tower,
+                             run_prefix=args.run_prefix, train_tag=args.train_tag, val_tag=args.val_tag,
+                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume, progress=bar)
     if main:
         for result in results.values():
             print(f"{result.summary()}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
@@ -415,6 +415,10 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
                    help="epochs, lr and batch size (mm_models.presets): auto (gpu on CUDA, else cpu) | cpu | gpu")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
+    p.add_argument("--data", default="auto", choices=["auto", "resident", "streamed"],
+                   help="where the pairs live while training: resident on the device, or streamed to it a batch "
+                        "at a time from their memory-mapped cache; auto: resident while they fit half the memory "
+                        "available (RAM, or the GPU's), else streamed")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
     p.add_argument("--train-tag", default="train")

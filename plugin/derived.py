@@ -123,6 +123,12 @@ def derive(pair: fmt.Pair, azimuth: np.ndarray, zenith: np.ndarray, cache: Path)
     )
 
 
+def derive_many(jobs: list) -> list[DerivedFiles]:
+    """:func:`derive` of each ``(pair, azimuth, zenith, cache)``: one task of an ingest's worker process
+    (a function of this module, light to import, not of ``ingest``, which imports FiftyOne)."""
+    return [derive(*job) for job in jobs]
+
+
 def make_cache_dirs(cache: Path) -> None:
     for kind in ("depth", "pcd", "bev"):
         (cache / kind).mkdir(parents=True, exist_ok=True)

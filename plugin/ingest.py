@@ -14,12 +14,15 @@ every change is a bulk write (``add_samples`` of whole batches, ``set_values``,
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import uuid
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -312,16 +315,40 @@ def _derive_one(args) -> derived.DerivedFiles:
     return derived.derive(*args)
 
 
+#: pairs a worker derives per task; pairs in flight at most: a few database batches' worth (memory flat in N)
+DERIVE_CHUNK = 32
+DERIVE_AHEAD = 2 * ADD_BATCH
+
+
 def _derive_all(pairs, report, cache: Path, workers: int | None) -> Iterator[derived.DerivedFiles]:
-    """The derived files of each pair, in order, made by up to ``workers`` processes."""
+    """The derived files of each pair, in order, made by up to ``workers`` processes.
+
+    Work is handed out as the results are taken, never more than ``DERIVE_AHEAD`` pairs
+    ahead: ``Executor.map`` would queue every pair at once and keep every result until
+    it is taken, memory that grows with the number of pairs. The workers start from a
+    fork server, not as forks of this process: a fork would hold a copy of everything
+    this process holds by then (FiftyOne, the list of every pair), counted again in
+    each worker's memory. (As with macOS's spawn, and Python 3.14's default, a script
+    that ingests needs the usual ``if __name__ == "__main__":`` guard.)
+    """
     derived.make_cache_dirs(cache)
-    jobs = [(pair, *report.angles(pair.label), cache) for pair in pairs]
-    workers = workers or min(2, len(jobs) // 200 + 1)  # a pool pays off from a few hundred pairs
+    jobs = ((pair, *report.angles(pair.label), cache) for pair in pairs)
+    workers = workers or min(2, len(pairs) // 200 + 1)  # a pool pays off from a few hundred pairs
     if workers == 1:
         yield from map(_derive_one, jobs)
         return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_derive_one, jobs, chunksize=32)
+    start = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
+        pending: deque = deque()
+        while True:
+            while len(pending) * DERIVE_CHUNK < max(DERIVE_AHEAD, 2 * workers * DERIVE_CHUNK):
+                chunk = list(islice(jobs, DERIVE_CHUNK))
+                if not chunk:
+                    break
+                pending.append(pool.submit(derived.derive_many, chunk))
+            if not pending:
+                return
+            yield from pending.popleft().result()
 
 
 def _projection_metadata(made: derived.DerivedFiles) -> fou3d.OrthographicProjectionMetadata:

@@ -35,14 +35,15 @@ def parse_stages(stages) -> list[str]:
 def train_cilp(
     dataset: fo.Dataset, *, stages=("lidar", "cilp", "projector", "rgb2lidar"), epochs: int | dict | None = None,
     batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto",
-    seed: int = 42, wandb: bool = False, lidar_tower: str = "locked", run_prefix: str = "", train_tag: str = "train",
-    val_tag: str = "val", runs_dir: Path | str | None = None, overwrite: bool = False, resume: bool = False,
-    progress=None,
+    seed: int = 42, wandb: bool = False, data: str = "auto", lidar_tower: str = "locked", run_prefix: str = "",
+    train_tag: str = "train", val_tag: str = "val", runs_dir: Path | str | None = None, overwrite: bool = False,
+    resume: bool = False, progress=None,
 ) -> dict:
     """Train ``stages`` (in pipeline order); returns stage -> the engine's ``TrainResult``.
 
     ``epochs`` overrides the preset's (one number for every stage, or stage ->
-    epochs), ``batch_size`` its batch size (every stage). ``lidar_tower`` is CILP's
+    epochs), ``batch_size`` its batch size (every stage); ``data`` where the pairs live
+    (``TrainConfig.data``: auto, resident, streamed). ``lidar_tower`` is CILP's
     LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
     from it) or ``trained`` (the reference's). Progress is labelled
     ``stage 2/4 cilp: epoch 3/10: ...``.
@@ -60,7 +61,7 @@ def train_cilp(
     else:
         epochs = {stage: epochs for stage in stages} if epochs is not None else {}
     configs = {stage: train_config(stage, preset, epochs=epochs.get(stage), batch_size=batch_size, device=device,
-                                   precision=precision, seed=seed, wandb=wandb)
+                                   precision=precision, seed=seed, wandb=wandb, data=data)
                for stage in stages}  # validates every number before anything trains
     recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
     for stage in stages:

@@ -45,6 +45,15 @@ def test_bench_train_prints_a_row_per_loop_and_the_ceiling():
     assert re.search(rf"^\| engine \| projector \| .* \| MSE {NUMBER} \|$", out, re.MULTILINE), out
 
 
+def test_bench_scale_prints_a_row_per_size():
+    out = run_benchmark("bench_scale.py", "--quick")
+    change = rf"[+-]{NUMBER} % \(cold [+-]{NUMBER} %\)"
+    assert re.search(rf"^\| 40 \| {NUMBER} GB \| {NUMBER} GB \| {NUMBER} \| {NUMBER} MB \| {NUMBER} \| {NUMBER} MB "
+                     rf"\| {NUMBER} \| {NUMBER} MB \| {NUMBER} \| {NUMBER} MB \| {NUMBER} \| {change} \|$", out,
+                     re.MULTILINE), out
+    assert re.search(rf"streamed / resident, median of the paired rounds: 40: {change}", out), out
+
+
 @pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])
 def test_bench_train_refuses_sizes_below_one(flag):
     done = subprocess.run([sys.executable, "benchmarks/bench_train.py", flag, "0"], cwd=REPO,

@@ -25,8 +25,10 @@ def test_dataset_and_folder_give_the_same_arrays(dataset, tiny_data, tmp_path):
 
 def test_cache_is_reused_and_keyed_by_content(data_copy, tmp_path):
     first = arrays.from_folder(data_copy, cache_dir=tmp_path)
-    cached = list((tmp_path / "tensors").glob("*.npz"))
-    assert [p.stem for p in cached] == [first.fingerprint]
+    cached = [p for p in (tmp_path / "tensors").iterdir() if p.is_dir()]
+    assert [p.name for p in cached] == [first.fingerprint] and first.source == cached[0]
+    assert sorted(p.name for p in cached[0].iterdir()) == ["index.json", "labels.npy", "lidar.npy", "rgb.npy"]
+    assert isinstance(first.lidar, np.memmap)  # read from the cache as needed, not loaded
 
     again = arrays.from_folder(data_copy, cache_dir=tmp_path)
     assert again.fingerprint == first.fingerprint
@@ -37,6 +39,23 @@ def test_cache_is_reused_and_keyed_by_content(data_copy, tmp_path):
     changed = arrays.from_folder(data_copy, cache_dir=tmp_path)
     assert changed.fingerprint != first.fingerprint
     assert not np.array_equal(changed.lidar[0], first.lidar[0])
+
+
+def test_cache_is_written_in_chunks_and_a_damaged_one_decoded_again(data_copy, tmp_path, monkeypatch):
+    monkeypatch.setattr(arrays, "CHUNK", 3)
+    whole = arrays.from_folder(data_copy)  # no cache: decoded into memory
+    chunked = arrays.from_folder(data_copy, cache_dir=tmp_path)
+    assert whole.source is None and not isinstance(whole.lidar, np.memmap)
+    np.testing.assert_array_equal(chunked.rgb, whole.rgb)
+    np.testing.assert_array_equal(chunked.lidar, whole.lidar)
+    np.testing.assert_array_equal(np.load(chunked.source / "labels.npy"), whole.labels)
+
+    with open(chunked.source / "lidar.npy", "r+b") as damaged:
+        damaged.truncate(1000)
+    again = arrays.from_folder(data_copy, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.lidar, whole.lidar)
+    tensors = again.tensors()
+    assert tensors.mapped and np.array_equal(tensors.labels.numpy(), whole.labels)
 
 
 def test_empty_split_is_a_clear_error(dataset):
