@@ -21,8 +21,10 @@ phases below, each in a process of its own so that its peak memory is its own:
   placement's best round is reported, and the median over the cycles of streamed / resident.
 
 Peak RSS is the largest sum, sampled every 0.1 s, of the RSS of the phase's process
-and its workers (at least the phase process's own high-water mark). Generated data,
-caches and the database are deleted after each size unless ``--keep``.
+and its workers (at least the phase process's own high-water mark); PSS, beside it, the
+same sum of proportional set sizes: pages a forked worker shares with its parent counted
+once, the memory the phase really takes. Generated data, caches and the database are
+deleted after each size unless ``--keep``.
 
     python benchmarks/bench_scale.py               # 2,000 / 20,000 / 100,000 pairs: ~50 min on 2 cores, 13 GB disk
     python benchmarks/bench_scale.py --sizes 2000,20000 --phases arrays,resident,streamed,paired
@@ -282,17 +284,18 @@ def phase_paired(args) -> dict:
 
 
 def run_phase(phase: str, root: Path, args) -> dict:
-    """Run one phase in a child process; its result, with the peak RSS of the process and its workers."""
+    """Run one phase in a child process; its result, with the peak RSS and PSS of the process and its workers."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--out", out.name,
                    "--steps", str(args.steps), "--rounds", str(args.rounds), "--warmup", str(args.warmup),
                    "--batch-size", str(args.batch_size), "--precision", args.precision]
         child = subprocess.Popen(command, cwd=REPO)
-        process, peak = psutil.Process(child.pid), 0
+        process, peak, peak_pss = psutil.Process(child.pid), 0, 0
         while child.poll() is None:
             try:
-                tree = [process, *process.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if _counted(p)))
+                tree = [p for p in (process, *process.children(recursive=True)) if _counted(p)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree))
+                peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in tree))
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -300,6 +303,7 @@ def run_phase(phase: str, root: Path, args) -> dict:
             raise SystemExit(f"phase {phase} on {root} failed (exit status {child.returncode})")
         result = json.loads(Path(out.name).read_text())
     result["peak_rss_mb"] = max(peak / 2**20, result.pop("own_peak_mb"))
+    result["peak_pss_mb"] = peak_pss / 2**20
     return result
 
 
@@ -384,8 +388,9 @@ def ratio(results: dict) -> str:
 
 
 def table(rows) -> str:
-    lines = ["| pairs | arrays | disk | ingest pairs/s | ingest peak RSS | arrays cache pairs/s | arrays peak RSS "
-             "| train resident samples/s | resident peak RSS | train streamed samples/s | streamed peak RSS "
+    lines = ["| pairs | arrays | disk | ingest pairs/s | ingest peak RSS (PSS) | arrays cache pairs/s "
+             "| arrays peak RSS (PSS) | train resident samples/s | resident peak RSS (PSS) "
+             "| train streamed samples/s | streamed peak RSS (PSS) "
              "| streamed cold samples/s | streamed / resident |",
              "| " + " | ".join(["---"] * 13) + " |"]
     for size, r in rows:
@@ -394,7 +399,9 @@ def table(rows) -> str:
             return "-" if value is None else f"{value:,.{digits}f}"
 
         def rss(phase: str) -> str:
-            return f"{r[phase]['peak_rss_mb']:,.0f} MB" if phase in r else "-"
+            if phase not in r:
+                return "-"
+            return f"{r[phase]['peak_rss_mb']:,.0f} MB ({r[phase].get('peak_pss_mb', float('nan')):,.0f} MB)"
 
         lines.append("| " + " | ".join([
             f"{size:,}", f"{r['arrays']['bytes'] / 1e9:.2f} GB" if "arrays" in r else "-", f"{r['disk_gb']:.1f} GB",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +26,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
+
+from .workers import process_pool
 
 #: class folder -> label, in the reference order (cubes first)
 CLASS_FOLDERS = {"cubes": "cube", "spheres": "sphere"}
@@ -282,7 +283,7 @@ def scan(
         raise FormatError(f"{root}: data folder does not exist")
     if workers is None:
         workers = 2 if validate and count_candidate_pairs(root) >= 400 else 1
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+    with process_pool(workers) if workers > 1 else nullcontext() as pool:
         map_ = partial(pool.map, chunksize=64) if pool else map
         classes = {
             folder: scan_class(root, folder, validate=validate, size=size, progress=progress, map_=map_)

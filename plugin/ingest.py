@@ -14,12 +14,10 @@ every change is a bulk write (``add_samples`` of whole batches, ``set_values``,
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import uuid
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
@@ -32,6 +30,7 @@ import fiftyone.utils.utils3d as fou3d
 from . import derived
 from . import format as fmt
 from .staging import describe_owner, owner, owner_state
+from .workers import process_pool
 
 DEFAULT_NAME = "cilp-assessment"
 SLICES = ("rgb", "depth", "lidar")
@@ -325,11 +324,10 @@ def _derive_all(pairs, report, cache: Path, workers: int | None) -> Iterator[der
 
     Work is handed out as the results are taken, never more than ``DERIVE_AHEAD`` pairs
     ahead: ``Executor.map`` would queue every pair at once and keep every result until
-    it is taken, memory that grows with the number of pairs. The workers start from a
-    fork server, not as forks of this process: a fork would hold a copy of everything
-    this process holds by then (FiftyOne, the list of every pair), counted again in
-    each worker's memory. (As with macOS's spawn, and Python 3.14's default, a script
-    that ingests needs the usual ``if __name__ == "__main__":`` guard.)
+    it is taken, memory that grows with the number of pairs. The workers are forks of
+    this process (its pages shared until written), not started from a fork server or
+    spawned: those run the caller's main script again in each worker, and a script that
+    ingests without an ``if __name__ == "__main__":`` guard would ingest again there.
     """
     derived.make_cache_dirs(cache)
     jobs = ((pair, *report.angles(pair.label), cache) for pair in pairs)
@@ -337,8 +335,7 @@ def _derive_all(pairs, report, cache: Path, workers: int | None) -> Iterator[der
     if workers == 1:
         yield from map(_derive_one, jobs)
         return
-    start = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start)) as pool:
+    with process_pool(workers) as pool:
         pending: deque = deque()
         while True:
             while len(pending) * DERIVE_CHUNK < max(DERIVE_AHEAD, 2 * workers * DERIVE_CHUNK):

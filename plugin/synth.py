@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import format as fmt
+from .workers import process_pool
 
 #: the course's beam layout: -16 to +15.5 degrees in 0.5 degree steps
 BEAM_ANGLES = np.deg2rad(-16.0 + 0.5 * np.arange(fmt.SIZE)).astype(np.float32)
@@ -267,7 +267,7 @@ def generate(
                 stop = min(start + _BATCH, n_per_class)
                 jobs.append((str(staging), folder, class_index, start, stop, seed, config, width))
         if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
+            with process_pool(workers) as pool:
                 for done in pool.map(_write_chunk, *zip(*jobs)):
                     if progress:
                         progress(done)

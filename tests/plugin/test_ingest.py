@@ -1,5 +1,7 @@
 """Folder -> grouped dataset: group integrity, derived files, idempotence, atomic failure."""
 
+import subprocess
+import sys
 import uuid
 
 import fiftyone as fo
@@ -262,3 +264,19 @@ def interrupt_after(calls: int):
             raise KeyboardInterrupt
 
     return progress
+
+
+def test_a_script_without_a_main_guard_ingests_with_worker_processes(tmp_path):
+    """The most natural two-line script: the derived files are made by worker processes (200+ new pairs),
+    which must not run the script again (a fork server or spawn would: a second ingest of the same name)."""
+    from cilp_plugin import synth
+
+    root = synth.generate(tmp_path / "data", n_per_class=110, seed=2)
+    name = unique("no-guard")
+    script = tmp_path / "ingest_it.py"
+    script.write_text("from cilp_plugin.ingest import ingest\n"
+                      f"print('added', len(ingest({str(root)!r}, {name!r}).added))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.count("added") == 1 and "added 220" in done.stdout, done.stdout
+    assert_whole_groups(fo.load_dataset(name), 220)
