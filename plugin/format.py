@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Container
 
 import numpy as np
 from PIL import Image
@@ -229,14 +229,8 @@ def _validate_pair(pair: Pair, size: int) -> list[BadFile]:
     return bad
 
 
-def scan_class(
-    root: Path, folder: str, *, validate: bool = True, size: int = SIZE,
-    progress: Callable[[int], None] | None = None, map_: Callable = map,
-) -> ClassReport:
-    """Pair the files of one class folder by stem; optionally read each to validate it.
-
-    ``map_`` runs the validation (``Executor.map`` to spread it over processes).
-    """
+def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
+    """Pair the files of one class folder by stem (reading its angles, no pair's files)."""
     class_dir = root / folder
     report = ClassReport(folder=class_dir, label=CLASS_FOLDERS[folder])
     rgb_dir, lidar_dir = class_dir / "rgb", class_dir / "lidar"
@@ -251,15 +245,7 @@ def scan_class(
 
     rgb, lidar = _stems(rgb_dir, ".png"), _stems(lidar_dir, ".npy")
     report.unpaired = sorted([rgb_dir / f"{s}.png" for s in rgb - lidar] + [lidar_dir / f"{s}.npy" for s in lidar - rgb])
-    pairs = [Pair(report.label, stem, class_dir) for stem in sorted(rgb & lidar)]
-    checks = map_(partial(_validate_pair, size=size), pairs) if validate else ([] for _ in pairs)
-    for pair, bad in zip(pairs, checks):
-        if bad:
-            report.bad_files.extend(bad)
-        else:
-            report.pairs.append(pair)
-        if progress:
-            progress(1)
+    report.pairs = [Pair(report.label, stem, class_dir) for stem in sorted(rgb & lidar)]
     return report
 
 
@@ -277,6 +263,30 @@ def count_candidate_pairs(root: Path | str) -> int:
     )
 
 
+def validate_pairs(
+    report: ScanReport, *, skip: Container[str] = frozenset(), size: int = SIZE,
+    progress: Callable[[int], None] | None = None, workers: int | None = None,
+) -> ScanReport:
+    """Read the files of every pair of ``report`` but those whose ``pair_id`` is in ``skip``; a pair
+    with a corrupt or malformed file moves from ``pairs`` to ``bad_files``. By ``workers`` processes
+    (default: 2 from a few hundred pairs to read on). Returns ``report``, changed in place."""
+    to_read = [pair for pair in report.pairs if pair.pair_id not in skip]
+    workers = workers or (2 if len(to_read) >= 400 else 1)
+    by_label = {c.label: c for c in report.classes.values()}
+    failed = set()
+    with process_pool(workers) if workers > 1 else nullcontext() as pool:
+        map_ = partial(pool.map, chunksize=64) if pool else map
+        for pair, bad in zip(to_read, map_(partial(_validate_pair, size=size), to_read)):
+            if bad:
+                by_label[pair.label].bad_files.extend(bad)
+                failed.add(pair)
+            if progress:
+                progress(1)
+    for c in report.classes.values():
+        c.pairs = [pair for pair in c.pairs if pair not in failed]
+    return report
+
+
 def scan(
     root: Path | str, *, validate: bool = True, size: int = SIZE,
     progress: Callable[[int], None] | None = None, workers: int | None = None,
@@ -284,21 +294,13 @@ def scan(
     """Scan a data root. Bad and unpaired files are reported, never fatal.
 
     With ``validate`` every file is read, so corrupt or malformed files end up in
-    ``bad_files`` instead of ``pairs``; by ``workers`` processes (default: 2 from a
-    few hundred pairs on).
+    ``bad_files`` instead of ``pairs`` (see :func:`validate_pairs`).
     """
     root = Path(root)
     if not root.is_dir():
         raise FormatError(f"{root}: data folder does not exist")
-    if workers is None:
-        workers = 2 if validate and count_candidate_pairs(root) >= 400 else 1
-    with process_pool(workers) if workers > 1 else nullcontext() as pool:
-        map_ = partial(pool.map, chunksize=64) if pool else map
-        classes = {
-            folder: scan_class(root, folder, validate=validate, size=size, progress=progress, map_=map_)
-            for folder in CLASS_FOLDERS
-        }
-    return ScanReport(root=root, classes=classes)
+    report = ScanReport(root=root, classes={folder: scan_class(root, folder, size=size) for folder in CLASS_FOLDERS})
+    return validate_pairs(report, size=size, progress=progress, workers=workers) if validate else report
 
 
 def find_data_roots(top: Path | str) -> list[Path]:

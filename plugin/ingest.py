@@ -171,29 +171,23 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     root = Path(root).resolve()
     say = progress or (lambda fraction, label: None)
     say(0.0, f"scanning {root}")
-    report = fmt.scan(root).require_usable()
+    report = fmt.scan(root, validate=False).require_usable()
     cache = Path(cache_dir).resolve() if cache_dir else default_cache_dir(root)
 
     created = not fo.dataset_exists(name)
-    dataset = _open_dataset(name, root, building=building)
-    result = IngestResult(dataset=dataset, scan=report)
-    valid = {pair.pair_id: pair for pair in report.pairs}
-    keys = {pid: source_key(pair) for pid, pair in valid.items()}
-
-    # what the dataset holds, pair by pair: complete pairs are one group with every slice
-    samples = dataset.select_group_slices(_allow_mixed=True)
-    held: dict[str, dict] = {}
-    for sid, pid, gid, slice_name, key, path, range_path in zip(*samples.values(
-            ["id", "pair_id", "group.id", "group.name", "source_key", "filepath", "range_path"])):
-        entry = held.setdefault(pid, {"ids": [], "groups": {}, "key": key, "paths": set()})
-        entry["ids"].append(sid)
-        entry["groups"].setdefault(gid, set()).add(slice_name)
-        entry["paths"].add(range_path)
-        if slice_name == "rgb":
-            entry["paths"].add(path)
-    complete = {pid for pid, entry in held.items()
+    dataset = None if created else _open_dataset(name, root, building=building)
+    keys = {pair.pair_id: source_key(pair) for pair in report.pairs}
+    held = _pairs_held(dataset) if dataset is not None else {}
+    complete = {pid for pid, entry in held.items()  # one group holding every slice once
                 if len(entry["groups"]) == 1 and next(iter(entry["groups"].values())) == set(SLICES)
                 and len(entry["ids"]) == len(SLICES)}
+    # the files of pairs read when they were ingested and unchanged since (same key) are not read again
+    unchanged = {pid for pid in complete if held[pid]["key"] is not None and held[pid]["key"] == keys.get(pid)}
+    say(0.0, f"checking the files of {len(keys) - len(unchanged)} new or changed pairs")
+    fmt.validate_pairs(report, skip=unchanged).require_usable()  # before a new dataset exists
+    dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
+    result = IngestResult(dataset=dataset, scan=report)
+    valid = {pair.pair_id: pair for pair in report.pairs}
     broken = sorted(set(held) - complete)
     gone = sorted(pid for pid in held if pid not in valid)
     result.vanished = [pid for pid in gone if not all(Path(p).exists() for p in held[pid]["paths"] if p)]
@@ -259,6 +253,21 @@ def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, 
                     {sid: _projection_metadata(made[pid]) for sid, pid, slice_name in rows if slice_name == "lidar"},
                     key_field="id")
     view.set_values("source_key", {sid: keys[pid] for sid, pid, _ in rows}, key_field="id")
+
+
+def _pairs_held(dataset: fo.Dataset) -> dict[str, dict]:
+    """What ``dataset`` holds, pair by pair: sample ids, slices by group, file key, file paths."""
+    samples = dataset.select_group_slices(_allow_mixed=True)
+    held: dict[str, dict] = {}
+    for sid, pid, gid, slice_name, key, path, range_path in zip(*samples.values(
+            ["id", "pair_id", "group.id", "group.name", "source_key", "filepath", "range_path"])):
+        entry = held.setdefault(pid, {"ids": [], "groups": {}, "key": key, "paths": set()})
+        entry["ids"].append(sid)
+        entry["groups"].setdefault(gid, set()).add(slice_name)
+        entry["paths"].add(range_path)
+        if slice_name == "rgb":
+            entry["paths"].add(path)
+    return held
 
 
 def _open_dataset(name: str, root: Path, *, building: bool = False) -> fo.Dataset:

@@ -64,17 +64,21 @@ def test_slices_point_at_real_files(dataset, data_copy):
     assert str(data_copy) not in depth_png.filepath.replace(f"{data_copy}.cache", "")
 
 
-def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, capsys):
+def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, capsys, monkeypatch):
+    read = []  # the pairs whose files a re-ingest reads to check them: only new or changed ones
+    check = fmt._validate_pair
+    monkeypatch.setattr(fmt, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
     name = dataset.name
     again = ingest.ingest(data_copy, name)
     assert again.added == [] and again.existing == 16 and len(dataset) == 16
-    assert again.changed == again.vanished == again.repaired == []
+    assert again.changed == again.vanished == again.repaired == [] and read == []
 
     fmt.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
     (data_copy / "spheres" / "rgb" / "0001.png").unlink()
     (data_copy / "cubes" / "lidar" / "0002.npy").unlink()
     (data_copy / "cubes" / "rgb" / "0003.png").write_bytes(b"not a png")
     third = ingest.ingest(data_copy, name)
+    assert sorted(read) == ["cube_0003", "cube_0100"]
     assert third.added == ["cube_0100"]
     assert third.vanished == ["cube_0002", "sphere_0001"]
     assert third.invalid == ["cube_0003"]
@@ -233,6 +237,12 @@ def test_unusable_folder_and_foreign_dataset_are_refused(tmp_path, dataset, data
     (tmp_path / "empty" / "cubes").mkdir(parents=True)
     with pytest.raises(fmt.FormatError, match="folder missing"):
         ingest.ingest(tmp_path / "empty", unique())
+    for png in (data_copy / "cubes" / "rgb").glob("*.png"):  # pairs by name, but none readable
+        png.write_bytes(b"not a png")
+    name = unique()
+    with pytest.raises(fmt.FormatError, match="no usable RGB/LiDAR pair"):
+        ingest.ingest(data_copy, name)
+    assert not fo.dataset_exists(name)
     with pytest.raises(ValueError, match="was built from"):
         ingest.ingest(tiny_data, dataset.name)
 
