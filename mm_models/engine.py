@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import AUGMENTATIONS, make_augmentation
-from .data import CLASS_NAMES, DATA_MODES, PairTensors, placement
+from .data import CLASS_NAMES, DATA_MODES, PairTensors, place, placement
 from .encoders import check_choice, config_from_dict
 from .factory import count_parameters
 from .inputs import fit_standardizers
@@ -693,8 +693,7 @@ def outputs_of(
         raise ValueError("data: no pairs to predict")
     device_ = resolve_device(device)
     precision = resolve_precision(precision, device_)
-    placed = data.streamed(device_) if placement("auto", device_, data)[0] == "streamed" else data.resident(device_)
-    outputs = infer(model.to(device_), placed, batch_size=batch_size, device=device_,
+    outputs = infer(model.to(device_), place(data, device_), batch_size=batch_size, device=device_,
                     precision=precision, progress=progress)
     return {k: v.cpu().numpy() for k, v in outputs.items()}
 

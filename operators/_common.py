@@ -32,6 +32,21 @@ def progress_reporter(ctx, min_interval: float = 0.5) -> Callable[[float, str], 
     return report
 
 
+def training_hardware_fields(inputs, defaults: dict[str, Any]) -> None:
+    """Device, precision and where the pairs live: the same three choices on every training form."""
+    import fiftyone.operators.types as types
+
+    inputs.enum("device", ["auto", "cpu", "cuda"], default=defaults["device"], label="Device",
+                description="auto: CUDA when present", view=types.RadioGroup())
+    inputs.enum("precision", ["auto", "fp32", "bf16"], default=defaults["precision"], label="Precision",
+                description="auto: bf16 where it is faster (CUDA; a CPU where a short check measures it)",
+                view=types.RadioGroup())
+    inputs.enum("data", ["auto", "resident", "streamed"], default=defaults["data"], label="Data",
+                description="resident on the device, or streamed to it a batch at a time from the memory-mapped "
+                            "cache; auto: resident while the pairs fit half the memory available",
+                view=types.RadioGroup())
+
+
 def summary_output():
     """The result form of operators that report one line of text."""
     import fiftyone.operators.types as types

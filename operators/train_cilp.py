@@ -1,11 +1,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter, split_tag_fields
+from ._common import params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 DEFAULTS = dict(stages=list(STAGES), epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
-                wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False)
+                data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False)
 
 
 class TrainCILP(foo.Operator):
@@ -31,8 +31,8 @@ class TrainCILP(foo.Operator):
 
         p = params_with_defaults(ctx, DEFAULTS)
         results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], batch_size=p["batch_size"],
-                             preset=p["preset"], device=p["device"], precision=p["precision"], wandb=p["wandb"],
-                             lidar_tower=p["lidar_tower"],
+                             preset=p["preset"], device=p["device"], precision=p["precision"], data=p["data"],
+                             wandb=p["wandb"], lidar_tower=p["lidar_tower"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
                              overwrite=p["overwrite"], progress=progress_reporter(ctx))
         return {
@@ -58,10 +58,7 @@ def train_cilp_form(ctx) -> types.Object:
     inputs.int("batch_size", min=1, label="Batch size of every stage", description="default: the preset's")
     inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
                 description="auto: the GPU protocol on CUDA, the CPU preset otherwise", view=types.RadioGroup())
-    inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
-                description="auto: CUDA when present", view=types.RadioGroup())
-    inputs.enum("precision", ["auto", "fp32", "bf16"], default=DEFAULTS["precision"], label="Precision",
-                view=types.RadioGroup())
+    training_hardware_fields(inputs, DEFAULTS)
     inputs.enum("lidar_tower", ["locked", "trained"], default=DEFAULTS["lidar_tower"], label="CILP's LiDAR encoder",
                 description="locked: the LiDAR classifier, frozen (the RGB side learns the classes); trained: "
                             "learned with the RGB encoder, as the reference", view=types.RadioGroup())

@@ -1,12 +1,12 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter, split_tag_fields
+from ._common import params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
 
 FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
 FUSED = ("late", "intermediate", "early")  # the families with a fusion to choose
 DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=None, lr=None, batch_size=None,
-                preset="auto", device="auto", wandb=False, train_tag="train", val_tag="val", name=None,
+                preset="auto", device="auto", precision="auto", data="auto", wandb=False, train_tag="train", val_tag="val", name=None,
                 overwrite=False)
 
 
@@ -37,7 +37,7 @@ class TrainFusion(foo.Operator):
         model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),
                             downsample=p["downsample"])
         train = train_config("fusion", p["preset"], epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
-                             device=p["device"], wandb=p["wandb"])
+                             device=p["device"], precision=p["precision"], data=p["data"], wandb=p["wandb"])
         result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
                                   name=p["name"], overwrite=p["overwrite"], progress=progress_reporter(ctx))
         best = result.best
@@ -78,8 +78,7 @@ def train_form(ctx) -> types.Object:
     inputs.int("epochs", min=1, label="Epochs", description="default: the preset's")
     inputs.float("lr", min=0, label="Learning rate", description="default: the preset's")
     inputs.int("batch_size", min=1, label="Batch size", description="default: the preset's")
-    inputs.enum("device", ["auto", "cpu", "cuda"], default=DEFAULTS["device"], label="Device",
-                description="auto: CUDA when present", view=types.RadioGroup())
+    training_hardware_fields(inputs, DEFAULTS)
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
     split_tag_fields(ctx, inputs, DEFAULTS)
     inputs.str("name", label="Run name", description="default: from the model, e.g. intermediate_add")

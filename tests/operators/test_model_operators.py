@@ -1,6 +1,8 @@
 """train_fusion and apply_model through execute_operator: runs, predictions, evaluations, bad input."""
 
+import json
 import shutil
+from pathlib import Path
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -23,7 +25,8 @@ def dataset(split_dataset):
 def trained(dataset, tmp_path_factory, monkeypatch_module):
     monkeypatch_module.setenv("CILP_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
     run = foo.execute_operator(f"{URI}/train_fusion", ctx={
-        "dataset": dataset, "params": {"family": "late", "epochs": 2, "batch_size": 8}})
+        "dataset": dataset, "params": {"family": "late", "epochs": 2, "batch_size": 8, "precision": "fp32",
+                                       "data": "streamed"}})
     assert run.error is None, run.error
     return run.result
 
@@ -39,6 +42,8 @@ def test_train_fusion_records_a_finished_run(dataset, trained):
     assert trained["params"] == 1_994_793
     assert str(recorded_runs(dataset)["late"]) == trained["run_dir"]
     assert 0 <= trained["val_accuracy"] <= 1
+    manifest = json.loads((Path(trained["run_dir"]) / "manifest.json").read_text())
+    assert manifest["precision"] == "fp32" and manifest["data"]["mode"] == "streamed"  # the form's choices
 
 
 def test_apply_model_writes_predictions_on_every_slice_and_an_evaluation(dataset, trained):

@@ -422,7 +422,7 @@ def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipel
     try:
         run = foo.execute_operator(f"{URI}/train_cilp", ctx={"dataset": dataset, "params": {
             "stages": ["rgb2lidar"], "epochs": 1, "batch_size": 16, "overwrite": True, "device": "cpu",
-            "train_tag": "op_train", "val_tag": "op_val"}})
+            "data": "streamed", "train_tag": "op_train", "val_tag": "op_val"}})
     finally:
         flat.untag_samples(list(few))
     assert run.error is None, run.error
@@ -431,7 +431,7 @@ def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipel
     assert recorded_runs(dataset) == recorded
     loaded = load_run(recorded["rgb2lidar"])
     assert loaded.manifest["best"]["epoch"] == 1 and loaded.manifest["train"]["batch_size"] == 16
-    assert loaded.manifest["epochs_completed"] == 1
+    assert loaded.manifest["epochs_completed"] == 1 and loaded.manifest["data"]["mode"] == "streamed"
     assert (loaded.manifest["train_size"], loaded.manifest["val_size"]) == (32, 16)
     assert dataset.count_sample_tags().keys() == {"train", "val"}
     assert loaded.spec.parents["projector"].run == str(recorded["projector"])
