@@ -33,7 +33,9 @@ What FiftyOne open source does not do, done here:
   record, one key of its own) runs only while its executor holds the dataset's lease, a
   document in the database (``cilp_worker_leases``) taken atomically, renewed every
   heartbeat and expiring ``stale_after`` seconds after the last renewal (a dead holder's
-  lease lapses). Other executors run other operations meanwhile. FiftyOne's own
+  lease lapses). Other executors run other operations meanwhile. Writes outside the
+  queue take it too (:func:`dataset_lease`, around every staged write: ``cilp apply``,
+  "Execute" in the App), so they wait for a worker's and it for theirs. FiftyOne's own
   executor does not take these leases: do not mix it with ``cilp worker`` where
   operations other than trainings run.
 - **A stopped executor's operation is marked failed** ("interrupted"), instead of
@@ -45,11 +47,15 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from .owners import owner, owner_state
 
 #: ``stale_after`` when neither ``--stale-after`` nor this variable says otherwise
 STALE_ENV = "CILP_WORKER_STALE_S"
@@ -179,15 +185,19 @@ def lease_key(operation) -> str | None:
 
 
 def acquire_lease(key: str, holder: str, operation_id, stale_after_s: float) -> bool:
-    """Take the lease ``key`` for ``holder`` if it is free, lapsed or already ``holder``'s."""
+    """Take the lease ``key`` for ``holder`` if it is free, lapsed, already ``holder``'s, or
+    held by a process of this host that is gone (killed: no need to wait for it to lapse)."""
     from pymongo import ReturnDocument
     from pymongo.errors import DuplicateKeyError
 
+    held = _leases().find_one({"_id": key})
+    if held and held.get("owner") and owner_state(held["owner"]) == "gone":
+        _leases().delete_one({"_id": key, "holder": held["holder"]})
     now = _now()
     try:
         _leases().find_one_and_update(
             {"_id": key, "$or": [{"expires_at": {"$lt": now}}, {"holder": holder}]},
-            {"$set": {"holder": holder, "operation": operation_id, "taken_at": now,
+            {"$set": {"holder": holder, "owner": owner(), "operation": operation_id, "taken_at": now,
                       "expires_at": now + timedelta(seconds=stale_after_s)}},
             upsert=True, return_document=ReturnDocument.AFTER)
     except DuplicateKeyError:  # held by another: the filter missed, the upsert met its _id
@@ -202,6 +212,53 @@ def renew_lease(key: str, holder: str, stale_after_s: float) -> bool:
 
 def release_lease(key: str, holder: str) -> None:
     _leases().delete_one({"_id": key, "holder": holder})
+
+
+#: the dataset lease this process (and its children) holds: set while an executor runs an operation
+#: for which it took the lease, and while :func:`dataset_lease` holds one
+HELD_LEASE_ENV = "CILP_HELD_LEASE"
+
+
+@contextmanager
+def dataset_lease(dataset, *, poll_s: float = 1.0):
+    """Hold ``dataset``'s lease, the one an executor takes for an operation that may change
+    its fields, while the block runs: waits (saying so) while another process holds it,
+    renews it every ``stale_after / 3`` seconds. Within an operation whose executor holds
+    it, or within an enclosing ``dataset_lease``, it is held already."""
+    key = f"dataset:{dataset._doc.id}"
+    if os.environ.get(HELD_LEASE_ENV) == key:
+        yield
+        return
+    stale_after_s = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
+    holder = f"{os.path.basename(sys.argv[0]) or 'python'} (host {socket.gethostname()}, pid {os.getpid()}) " \
+             f"{uuid.uuid4().hex[:8]}"
+    waiting = False
+    while not acquire_lease(key, holder, None, stale_after_s):
+        if not waiting:
+            other = (_leases().find_one({"_id": key}) or {}).get("holder", "another process")
+            print(f"dataset '{dataset.name}' is being written by {other}: waiting for it to finish", file=sys.stderr,
+                  flush=True)
+            waiting = True
+        time.sleep(poll_s)
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(stale_after_s / MIN_HEARTBEATS):
+            try:
+                renew_lease(key, holder, stale_after_s)
+            except Exception:  # noqa: BLE001 - the database away for a while: the next beat tries again
+                pass
+
+    renewer = threading.Thread(target=renew, name="cilp-dataset-lease", daemon=True)
+    renewer.start()
+    os.environ[HELD_LEASE_ENV] = key
+    try:
+        yield
+    finally:
+        del os.environ[HELD_LEASE_ENV]
+        stop.set()
+        renewer.join()
+        release_lease(key, holder)
 
 
 def check_worker_environment() -> str:
@@ -284,12 +341,15 @@ def serve_queue(settings: Settings) -> int:
                 if key and not acquire_lease(key, holder, operation.id, settings.stale_after_s):
                     continue  # another executor writes to that dataset: a later operation, or wait
                 attempted, current, janitor.lease = True, operation, key
+                if key:
+                    os.environ[HELD_LEASE_ENV] = key  # the operation's own staged writes need not wait for it
                 try:
                     outcome = service.execute_operation(operation, log=True, run_link=me, monitor=True,
                                                         check_interval_seconds=settings.heartbeat_s)
                     current = None  # done (a stop signal leaves it set: see below)
                 finally:
                     janitor.lease = None
+                    os.environ.pop(HELD_LEASE_ENV, None)
                     if key:
                         release_lease(key, holder)
                 if outcome is None:

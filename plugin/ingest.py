@@ -29,7 +29,7 @@ import fiftyone.utils.utils3d as fou3d
 
 from . import derived
 from . import format as fmt
-from .staging import describe_owner, owner, owner_state
+from .owners import describe_owner, owner, owner_state
 from .workers import process_pool
 
 DEFAULT_NAME = "cilp-assessment"

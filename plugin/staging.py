@@ -39,11 +39,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import time
 import uuid
+from contextlib import ExitStack
 
 import fiftyone as fo
+
+from .executor import dataset_lease
+from .owners import describe_owner, owner, owner_state
 
 logger = logging.getLogger(__name__)
 
@@ -53,41 +56,6 @@ WRITER = "cilp-multimodal"
 #: test hook: seconds to sleep after each step of a commit (lets a test kill a process mid-swap)
 STEP_DELAY_ENV = "CILP_STAGING_STEP_DELAY"
 _STAGED = re.compile(r"staged_([0-9a-f]{8})_(.+)")
-
-
-# --------------------------------------------------------------------------- owners (shared with ingest)
-
-
-def owner() -> dict:
-    """This process, as recorded on what it leaves behind while it works."""
-    import psutil
-
-    return {"host": socket.gethostname(), "pid": os.getpid(), "started": psutil.Process().create_time()}
-
-
-def owner_state(record: dict | None) -> str:
-    """``alive``, ``gone`` (no such process on this host any more) or ``unknown`` (another host)."""
-    import psutil
-
-    if not record or "pid" not in record:
-        return "gone"
-    if record.get("host") != socket.gethostname():
-        return "unknown"
-    try:
-        process = psutil.Process(int(record["pid"]))
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return "gone"
-        if abs(process.create_time() - float(record.get("started", 0))) > 1.0:
-            return "gone"  # the pid was reused by a younger process
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return "gone"
-    return "alive"
-
-
-def describe_owner(record: dict | None) -> str:
-    if not record:
-        return "an unknown process"
-    return f"pid {record.get('pid')} on {record.get('host')}"
 
 
 # --------------------------------------------------------------------------- the journal
@@ -240,6 +208,7 @@ class StagedWrite:
         self.stale_runs: list[str] = []  # evaluations / brain runs the new results no longer include
         self.recovered: list[str] = []  # what recover() did before this write began
         self._journal = None
+        self._lease = ExitStack()  # the dataset lease, held from __enter__ to __exit__
 
     def _staged(self, name: str) -> str:
         return f"staged_{self.token}_{name}"
@@ -289,13 +258,19 @@ class StagedWrite:
             self._journal.delete(self.token)
 
     def __enter__(self) -> "StagedWrite":
-        self.recovered = recover(self.dataset)
-        self._journal = _journal(self.dataset)
-        self._journal.set(self.token, {"owner": owner(), "state": "writing"})
+        with ExitStack() as held:
+            held.enter_context(dataset_lease(self.dataset))  # one writer of the dataset's fields at a time
+            self.recovered = recover(self.dataset)
+            self._journal = _journal(self.dataset)
+            self._journal.set(self.token, {"owner": owner(), "state": "writing"})
+            self._lease = held.pop_all()
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.rollback()
+        try:
+            if kind is None:
+                self.commit()
+            else:
+                self.rollback()
+        finally:
+            self._lease.close()

@@ -23,7 +23,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 
-from cilp_plugin import ingest, splits, staging, synth
+from cilp_plugin import ingest, owners, splits, staging, synth
 
 pytestmark = pytest.mark.faults
 
@@ -256,7 +256,7 @@ def test_kill_9_apply_mid_write_keeps_old_or_new_results_never_a_mix(split_datas
     mixed = snapshot(dataset)  # the window this recovery closes: the field is A's, its embedding still B's
     assert all(close(mixed["logits"][sid], old["logits"][sid]) for sid in old["logits"])
     assert all(close(mixed["embeddings"][sid], new["embeddings"][sid]) for sid in old["logits"])
-    assert staging.owner_state(entry["owner"]) == "gone"
+    assert owners.owner_state(entry["owner"]) == "gone"
     report = staging.recover(dataset)  # what the next apply does first
     assert report and report[0].startswith(f"finished the swap of a killed write (pid {running.process.pid}")
     state = assert_consistent(dataset)

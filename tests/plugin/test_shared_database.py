@@ -190,6 +190,61 @@ def test_a_dataset_lease_is_held_by_one_executor_and_lapses_when_not_renewed(sha
         release_lease(key, "two")
 
 
+def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(dataset, capfd):
+    """``cilp apply`` and "Execute" in the App write through a StagedWrite, which takes the lease an
+    executor takes for such an operation: while a worker holds it, they wait."""
+    import threading
+
+    from cilp_plugin.executor import HELD_LEASE_ENV, _leases, acquire_lease, dataset_lease, release_lease
+    from cilp_plugin.staging import StagedWrite
+
+    key = f"dataset:{dataset._doc.id}"
+    assert acquire_lease(key, "cilp worker w1 (host h, pid 1)", "op1", stale_after_s=60)
+    entered, left = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with StagedWrite(dataset):
+            entered.set()
+            with dataset_lease(dataset):  # nested: held already, no wait
+                assert os.environ[HELD_LEASE_ENV] == key
+        left.set()
+
+    writer = threading.Thread(target=write)
+    try:
+        writer.start()
+        assert not entered.wait(2.0), "the staged write did not wait for the worker's lease"
+        assert "is being written by cilp worker w1 (host h, pid 1): waiting" in capfd.readouterr().err
+        release_lease(key, "cilp worker w1 (host h, pid 1)")
+        assert entered.wait(10) and left.wait(10)
+        writer.join(10)
+        assert _leases().find_one({"_id": key}) is None and HELD_LEASE_ENV not in os.environ  # released
+    finally:
+        release_lease(key, "cilp worker w1 (host h, pid 1)")
+        writer.join(10)
+
+
+def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(dataset):
+    """A ``cilp apply`` killed with ``kill -9`` holds its lease until it lapses (5 min by default):
+    the next writer on the same host sees its process gone and takes the lease over."""
+    import socket
+    from datetime import datetime, timedelta
+
+    from cilp_plugin.executor import _leases, dataset_lease
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    key = f"dataset:{dataset._doc.id}"
+    _leases().insert_one({"_id": key, "holder": "cilp apply (killed)", "expires_at": datetime.utcnow() + timedelta(
+        hours=1), "owner": {"host": socket.gethostname(), "pid": dead.pid, "started": 0.0}})
+    try:
+        started = time.monotonic()
+        with dataset_lease(dataset):
+            assert _leases().find_one({"_id": key})["owner"]["pid"] == os.getpid()
+        assert time.monotonic() - started < 5
+    finally:
+        _leases().delete_one({"_id": key})
+
+
 def test_only_monitored_running_operations_with_a_stale_heartbeat_are_marked_failed(dataset):
     from fiftyone.operators.executor import ExecutionRunState
 
