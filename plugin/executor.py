@@ -35,9 +35,9 @@ What FiftyOne open source does not do, done here:
   heartbeat and expiring ``stale_after`` seconds after the last renewal (a dead holder's
   lease lapses). Other executors run other operations meanwhile. Writes outside the
   queue take it too (:func:`dataset_lease`, around every staged write: ``cilp apply``,
-  "Execute" in the App), so they wait for a worker's and it for theirs. FiftyOne's own
-  executor does not take these leases: do not mix it with ``cilp worker`` where
-  operations other than trainings run.
+  "Execute" in the App), so they wait for a worker's and it for theirs. Under FiftyOne's
+  own executor only those staged writes take it, not a whole operation (a dataset load
+  or split it runs is unguarded).
 - **A stopped executor's operation is marked failed** ("interrupted"), instead of
   staying ``running``.
 """
@@ -214,9 +214,11 @@ def release_lease(key: str, holder: str) -> None:
     _leases().delete_one({"_id": key, "holder": holder})
 
 
-#: the dataset lease this process (and its children) holds: set while an executor runs an operation
-#: for which it took the lease, and while :func:`dataset_lease` holds one
+#: the dataset lease an executor holds for the operation it runs (set in its process for the
+#: operation's process to inherit)
 HELD_LEASE_ENV = "CILP_HELD_LEASE"
+#: the dataset leases this thread holds (``held.keys``): an App server runs operations in threads
+_held = threading.local()
 
 
 @contextmanager
@@ -226,7 +228,8 @@ def dataset_lease(dataset, *, poll_s: float = 1.0):
     renews it every ``stale_after / 3`` seconds. Within an operation whose executor holds
     it, or within an enclosing ``dataset_lease``, it is held already."""
     key = f"dataset:{dataset._doc.id}"
-    if os.environ.get(HELD_LEASE_ENV) == key:
+    held = getattr(_held, "keys", frozenset())
+    if os.environ.get(HELD_LEASE_ENV) == key or key in held:
         yield
         return
     stale_after_s = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
@@ -251,11 +254,11 @@ def dataset_lease(dataset, *, poll_s: float = 1.0):
 
     renewer = threading.Thread(target=renew, name="cilp-dataset-lease", daemon=True)
     renewer.start()
-    os.environ[HELD_LEASE_ENV] = key
+    _held.keys = held | {key}
     try:
         yield
     finally:
-        del os.environ[HELD_LEASE_ENV]
+        _held.keys = held
         stop.set()
         renewer.join()
         release_lease(key, holder)

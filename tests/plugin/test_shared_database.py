@@ -195,7 +195,7 @@ def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(data
     executor takes for such an operation: while a worker holds it, they wait."""
     import threading
 
-    from cilp_plugin.executor import HELD_LEASE_ENV, _leases, acquire_lease, dataset_lease, release_lease
+    from cilp_plugin.executor import _leases, acquire_lease, dataset_lease, release_lease
     from cilp_plugin.staging import StagedWrite
 
     key = f"dataset:{dataset._doc.id}"
@@ -205,8 +205,8 @@ def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(data
     def write() -> None:
         with StagedWrite(dataset):
             entered.set()
-            with dataset_lease(dataset):  # nested: held already, no wait
-                assert os.environ[HELD_LEASE_ENV] == key
+            with dataset_lease(dataset):  # nested: held already by this thread, no wait
+                pass
         left.set()
 
     writer = threading.Thread(target=write)
@@ -217,7 +217,20 @@ def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(data
         release_lease(key, "cilp worker w1 (host h, pid 1)")
         assert entered.wait(10) and left.wait(10)
         writer.join(10)
-        assert _leases().find_one({"_id": key}) is None and HELD_LEASE_ENV not in os.environ  # released
+        assert _leases().find_one({"_id": key}) is None  # released
+
+        other = threading.Event()  # two threads of one process (the App server's): one waits for the other
+
+        def second_writer() -> None:
+            with dataset_lease(dataset):
+                other.set()
+
+        with dataset_lease(dataset):
+            thread = threading.Thread(target=second_writer)
+            thread.start()
+            assert not other.wait(1.5), "a second thread of the process entered a held lease"
+        assert other.wait(10)
+        thread.join(10)
     finally:
         release_lease(key, "cilp worker w1 (host h, pid 1)")
         writer.join(10)
