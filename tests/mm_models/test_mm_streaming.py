@@ -85,8 +85,11 @@ def test_an_array_that_disagrees_with_the_index_is_refused(small_split, folders)
 # --------------------------------------------------------------------------- the same batches
 
 
+@pytest.mark.parametrize("readers", [1, 3], ids=["one-reader", "three-readers"])
 @pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
-def test_streamed_batches_are_the_resident_ones(small_split, folders, prefetch):
+def test_streamed_batches_are_the_resident_ones(small_split, folders, prefetch, readers, monkeypatch):
+    monkeypatch.setattr(mm_data, "READ_THREADS", readers)
+    monkeypatch.setattr(mm_data, "ROWS_PER_READER", 2)  # a batch of 5 read by 2 threads, of 7 by 3
     resident = small_split[0].to("cpu")
     streamed = PairTensors.open(folders[0]).streamed("cpu", prefetch=prefetch)
     assert isinstance(streamed, StreamedPairs) and streamed.mapped and len(streamed) == len(resident)
@@ -99,6 +102,8 @@ def test_streamed_batches_are_the_resident_ones(small_split, folders, prefetch):
             for key in ("rgb", "lidar"):
                 assert torch.equal(got[key], expected[key]) and got[key].stride() == expected[key].stride()
             assert torch.equal(got_labels, expected_labels)
+    backwards = torch.arange(30, 23, -1)
+    assert torch.equal(streamed.batch(backwards)[0]["rgb"], resident.batch(backwards)[0]["rgb"])
     # rows asked for out of turn (not the ones read ahead) are read then
     rows = torch.tensor([7, 2, 2, 30])
     assert torch.equal(streamed.batch(rows)[0]["lidar"], resident.batch(rows)[0]["lidar"])
