@@ -59,8 +59,8 @@ RESIDENT_FRACTION = 0.5
 ARRAYS_FORMAT = "mm_models.arrays/1"
 INDEX = "index.json"
 #: threads reading the rows of a large streamed batch, each at least ROWS_PER_READER rows
-#: (positioned reads release the GIL; at batch 256 on 2 cores, two threads read 52,000-57,000
-#: rows/s, one 37,000-45,000)
+#: (positioned reads release the GIL; at batch 256 on 2 cores, two threads read 43,000-57,000
+#: rows/s, one 37,000-45,000, in six alternating rounds)
 MAX_READ_THREADS = 4
 READ_THREADS = max(1, min(MAX_READ_THREADS, os.cpu_count() or 1))
 ROWS_PER_READER = 32
