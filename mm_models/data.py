@@ -195,14 +195,7 @@ class PairTensors:
     def batch_rows(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                    drop_last: bool = False) -> Iterator[Tensor | slice]:
         """The rows of each of :meth:`batches`: slices in order, index tensors with ``shuffle``."""
-        stop = len(self) - len(self) % batch_size if drop_last else len(self)
-        order = None
-        if shuffle:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-            order = torch.randperm(len(self), generator=generator, device=self.device)
-        for start in range(0, stop, batch_size):
-            rows = slice(start, start + batch_size)
-            yield rows if order is None else order[rows]
+        yield from _epoch_rows(len(self), batch_size, shuffle, seed, drop_last, self.device)
 
 
 @dataclass
@@ -270,24 +263,14 @@ class StreamedPairs(PairTensors):
         yield from self._rows(batch_size, shuffle, seed, drop_last, read=_share)
 
     def _rows(self, batch_size, shuffle, seed, drop_last, read) -> Iterator[Tensor | slice]:
-        stop = len(self) - len(self) % batch_size if drop_last else len(self)
-        order = None
-        if shuffle:  # resident data's permutation: drawn on the same device, then used on the host
-            generator = torch.Generator(device=self.target).manual_seed(seed)
-            order = torch.randperm(len(self), generator=generator, device=self.target).cpu()
-        starts = range(0, stop, batch_size)
-
-        def rows_at(i: int) -> Tensor | slice:
-            rows = slice(starts[i], starts[i] + batch_size)
-            return rows if order is None else order[rows]
-
-        pool = ThreadPoolExecutor(1, thread_name_prefix="mm-prefetch") if self.prefetch and starts else None
+        # resident data's rows: the permutation drawn on the same device, then used on the host
+        epoch = _epoch_rows(len(self), batch_size, shuffle, seed, drop_last, self.target, host=True)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="mm-prefetch") if self.prefetch and epoch else None
         try:
-            for i in range(len(starts)):
-                rows = rows_at(i)
+            for i, rows in enumerate(epoch):
                 for ahead in ((i, i + 1) if i == 0 else (i + 1,)):
-                    if pool and ahead < len(starts):
-                        wanted = read(rows_at(ahead))
+                    if pool and ahead < len(epoch):
+                        wanted = read(epoch[ahead])
                         self._ahead.append((wanted, pool.submit(self._read, wanted)))
                         while len(self._ahead) > 2:  # rows listed but not taken: drop their reads
                             self._ahead.popleft()
@@ -339,6 +322,21 @@ class StreamedPairs(PairTensors):
         if not self.files:
             self._read_from_maps(out[0].nbytes + out[1].nbytes)
         return out[0], out[1]
+
+
+def _epoch_rows(count: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, device: torch.device,
+                *, host: bool = False) -> list[Tensor | slice]:
+    """The rows of each batch of an epoch of ``count`` pairs: slices in order or, with ``shuffle``,
+    slices of a permutation seeded by ``seed`` and drawn on ``device`` (then moved to the host
+    with ``host``: the same rows wherever the data lives)."""
+    stop = count - count % batch_size if drop_last else count
+    starts = range(0, stop, batch_size)
+    if not shuffle:
+        return [slice(start, start + batch_size) for start in starts]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    order = torch.randperm(count, generator=generator, device=device)
+    order = order.cpu() if host else order
+    return [order[start:start + batch_size] for start in starts]
 
 
 def _file_span(array: np.ndarray) -> tuple[int, int, int, str] | None:
