@@ -319,10 +319,6 @@ def _declare_fields(dataset: fo.Dataset) -> None:
             dataset.add_sample_field(name, kind, **options)
 
 
-def _derive_one(args) -> derived.DerivedFiles:
-    return derived.derive(*args)
-
-
 #: pairs a worker derives per task; pairs in flight at most: a few database batches' worth (memory flat in N)
 DERIVE_CHUNK = 32
 DERIVE_AHEAD = 2 * ADD_BATCH
@@ -342,7 +338,7 @@ def _derive_all(pairs, report, cache: Path, workers: int | None) -> Iterator[der
     jobs = ((pair, *report.angles(pair.label), cache) for pair in pairs)
     workers = workers or min(2, len(pairs) // 200 + 1)  # a pool pays off from a few hundred pairs
     if workers == 1:
-        yield from map(_derive_one, jobs)
+        yield from (derived.derive(*job) for job in jobs)
         return
     with process_pool(workers) as pool:
         pending: deque = deque()
