@@ -61,7 +61,7 @@ class CILPConfig:
         check_choice("downsample", self.downsample, DOWNSAMPLE_MODES)
         check_choice("lidar_tower", self.lidar_tower, LIDAR_TOWERS)
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
-        check_choice("lidar_input", self.lidar_input, LIDAR_INPUTS)
+        check_choice("lidar_input", self.lidar_input, tuple(i for i in LIDAR_INPUTS if i != "range"))
         object.__setattr__(self, "widths", tuple(self.widths))
         for name in ("embed_dim", "vector_hidden", "image_size", "rgb_channels", "lidar_channels"):
             value = getattr(self, name)

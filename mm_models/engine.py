@@ -145,7 +145,9 @@ class TrainResult:
         """``cilp: best epoch 10, val loss 0.2130, rgb2lidar_top1 80.00%, ...`` and, for a stage built
         from parents, the same before training."""
         objective = KINDS[self.spec.kind].objective
-        text = f"{self.run_dir.name}: best epoch {self.best['epoch']}, {describe_metrics(self.best, objective)}"
+        imported = self.manifest.get("imported")
+        made = f"imported from {imported['from']}" if imported else f"best epoch {self.best['epoch']}"
+        text = f"{self.run_dir.name}: {made}, {describe_metrics(self.best, objective)}"
         if self.manifest.get("initial"):
             text += f" (before training: {describe_metrics(self.manifest['initial'], objective)})"
         return text

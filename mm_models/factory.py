@@ -44,7 +44,8 @@ class ModelConfig:
     vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
     mask_no_return: bool = True  # zero the XYZ of no-return beams (False: the reference's raw XYZA)
     rgb_input: str = "standardize"  # standardize (training-split statistics) | raw (the reference's [0, 1])
-    lidar_input: str = "standardize"  # standardize (training-split statistics) | metres (the reference's)
+    lidar_input: str = "standardize"  # standardize (training-split statistics) | metres (the reference's) | range
+    head_hidden: tuple[int, ...] = ()  # hidden sizes of the classifier head; () = the family's (HEAD_HIDDEN)
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
@@ -53,6 +54,12 @@ class ModelConfig:
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
         check_choice("lidar_input", self.lidar_input, LIDAR_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
+        object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
+        if self.lidar_input == "range" and self.mask_no_return:
+            raise ValueError("mask_no_return: the 'range' LiDAR input reads the ranges as stored, "
+                             "no-return beams included; set mask_no_return to false")
+        if not all(isinstance(h, int) and h > 0 for h in self.head_hidden):
+            raise ValueError(f"head_hidden: expected positive integers, got {self.head_hidden!r}")
         for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -72,7 +79,7 @@ class ModelConfig:
         return {m: (channels[m], self.image_size, self.image_size) for m in self.modalities}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "widths": list(self.widths)}
+        return {**asdict(self), "widths": list(self.widths), "head_hidden": list(self.head_hidden)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -82,7 +89,8 @@ class ModelConfig:
 
 def build_model(config: ModelConfig) -> FusionClassifier:
     """The classifier described by ``config`` (weights from the current torch seed)."""
-    channels = {"rgb": config.rgb_channels, "lidar": config.lidar_channels}
+    # what each encoder reads: the inputs, after their steps (the range step keeps one channel)
+    channels = {"rgb": config.rgb_channels, "lidar": 1 if config.lidar_input == "range" else config.lidar_channels}
     fusion = Fusion(config.fusion)
 
     def embedder(in_channels: int, out_dim: int | None = None) -> Embedder:
@@ -107,7 +115,7 @@ def build_model(config: ModelConfig) -> FusionClassifier:
         preprocess["rgb"] = input_step(config.rgb_input, config.rgb_channels)
     if "lidar" in config.modalities:
         preprocess["lidar"] = lidar_step(config.lidar_input, config.mask_no_return, config.lidar_channels)
-    head = mlp_head(head_in, HEAD_HIDDEN[config.family])
+    head = mlp_head(head_in, config.head_hidden or HEAD_HIDDEN[config.family])
     return FusionClassifier(encoders, fusion, head, trunk, preprocess)
 
 

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 #: how RGB enters a model: standardised with training-split statistics, or the reference's raw [0, 1]
 RGB_INPUTS = ("standardize", "raw")
-#: how LiDAR XYZA enters a model (after masking): standardised with training-split statistics, or in metres
-LIDAR_INPUTS = ("standardize", "metres")
+#: how LiDAR XYZA enters a model: standardised with training-split statistics (after masking), in
+#: metres, or as the one-channel range the file stores (the assessment's own LiDAR classifier's input)
+LIDAR_INPUTS = ("standardize", "metres", "range")
 
 
 class MaskNoReturn(nn.Module):
@@ -37,6 +38,14 @@ class MaskNoReturn(nn.Module):
     def forward(self, xyza: Tensor) -> Tensor:
         xyz, valid = xyza[:, :-1], xyza[:, -1:]
         return torch.cat([xyz * valid, valid], dim=1)
+
+
+class RangeOfXYZA(nn.Module):
+    """The radial range each beam stored, ``|xyz|``, as one channel ``(B, 1, H, W)``: no-return
+    beams keep their stored value (>= 50), as in the ``.npy`` files."""
+
+    def forward(self, xyza: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(xyza[:, :-1].float(), dim=1, keepdim=True).to(xyza.dtype)
 
 
 class Standardize(nn.Module):
@@ -106,7 +115,9 @@ def input_step(rgb_input: str, channels: int) -> nn.Module:
 
 def lidar_step(lidar_input: str, mask_no_return: bool, channels: int) -> nn.Module:
     """The LiDAR steps: :class:`MaskNoReturn` when asked, then :class:`Standardize` for ``lidar_input``
-    ``standardize`` (one of :data:`LIDAR_INPUTS`)."""
+    ``standardize`` (one of :data:`LIDAR_INPUTS`); for ``range``, :class:`RangeOfXYZA` alone."""
+    if lidar_input == "range":
+        return RangeOfXYZA()
     steps = [MaskNoReturn()] if mask_no_return else []
     if lidar_input == "standardize":
         steps.append(Standardize("lidar", channels))

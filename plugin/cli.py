@@ -194,10 +194,12 @@ def cmd_train_cilp(args) -> int:
                              preset=args.preset, device=args.device, precision=args.precision, seed=args.seed,
                              wandb=args.wandb, data=args.data, lidar_tower=args.lidar_tower,
                              run_prefix=args.run_prefix, train_tag=args.train_tag, val_tag=args.val_tag,
-                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume, progress=bar)
+                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume,
+                             lidar_from=args.lidar_from, progress=bar)
     if main:
         for result in results.values():
-            print(f"{result.summary()}, {result.best['samples_per_s']:,.0f} samples/s -> {result.run_dir}")
+            speed = f", {result.best['samples_per_s']:,.0f} samples/s" if "samples_per_s" in result.best else ""
+            print(f"{result.summary()}{speed} -> {result.run_dir}")
     return 0
 
 
@@ -357,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CILP's LiDAR encoder: locked (the lidar stage's classifier, frozen; default) or "
                         "trained with the RGB encoder (the reference's)")
     p.add_argument("--run-prefix", default="", help="run names become PREFIX + stage (e.g. exp1_cilp)")
+    p.add_argument("--lidar-from", type=Path, metavar="PATH",
+                   help="the assessment's pretrained lidar_cnn.pt: the lidar stage imports it instead of training")
     _training_flags(p)
     p.set_defaults(handler=cmd_train_cilp)
 

@@ -4,7 +4,9 @@
     results = train_cilp(dataset)                            # lidar, cilp, projector, rgb2lidar
     train_cilp(dataset, stages=["projector", "rgb2lidar"])   # reuses the dataset's lidar and cilp runs
 
-Stage ``s`` is recorded on the dataset as the run ``<run_prefix><s>``. A stage
+With ``lidar_from`` the ``lidar`` stage is the assessment's pretrained LiDAR classifier
+(``lidar_cnn.pt``), imported instead of trained. Stage ``s`` is recorded on the dataset
+as the run ``<run_prefix><s>``. A stage
 built from earlier ones (projector: cilp + lidar; rgb2lidar: projector) takes
 them from this call or, when not trained now, from the runs recorded on the
 dataset; every parent is checked before the first stage starts.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
-from .training import check_run_name, recorded_runs, train_on_dataset
+from .training import check_run_name, import_on_dataset, recorded_runs, train_on_dataset
 
 
 def parse_stages(stages) -> list[str]:
@@ -37,7 +39,7 @@ def train_cilp(
     batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto",
     seed: int = 42, wandb: bool = False, data: str = "auto", lidar_tower: str = "locked", run_prefix: str = "",
     train_tag: str = "train", val_tag: str = "val", runs_dir: Path | str | None = None, overwrite: bool = False,
-    resume: bool = False, progress=None,
+    resume: bool = False, lidar_from: Path | str | None = None, progress=None,
 ) -> dict:
     """Train ``stages`` (in pipeline order); returns stage -> the engine's ``TrainResult``.
 
@@ -46,13 +48,20 @@ def train_cilp(
     (``TrainConfig.data``: auto, resident, streamed). ``lidar_tower`` is CILP's
     LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
     from it) or ``trained`` (the reference's). Progress is labelled
-    ``stage 2/4 cilp: epoch 3/10: ...``.
+    ``stage 2/4 cilp: epoch 3/10: ...``. ``lidar_from`` (a ``lidar_cnn.pt``) makes the ``lidar``
+    stage an import of the assessment's pretrained classifier.
     """
     from mm_models.presets import train_config
     from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
 
     parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
     stages = parse_stages(stages)
+    if lidar_from is not None:
+        if "lidar" not in stages:
+            raise ValueError("lidar_from: it replaces the lidar stage; include lidar in the stages")
+        from mm_models.assessment import load_lidar_cnn
+
+        load_lidar_cnn(lidar_from)  # a wrong file is refused before any stage trains
     names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
     if isinstance(epochs, dict):
         unknown = sorted(map(str, set(epochs) - set(PIPELINE)))
@@ -60,9 +69,10 @@ def train_cilp(
             raise ValueError(f"epochs: unknown stages {', '.join(unknown)}; expected some of {', '.join(PIPELINE)}")
     else:
         epochs = {stage: epochs for stage in stages} if epochs is not None else {}
+    trained = [s for s in stages if not (s == "lidar" and lidar_from is not None)]
     configs = {stage: train_config(stage, preset, epochs=epochs.get(stage), batch_size=batch_size, device=device,
                                    precision=precision, seed=seed, wandb=wandb, data=data)
-               for stage in stages}  # validates every number before anything trains
+               for stage in trained}  # validates every number before anything trains
     recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
     for stage in stages:
         for role in parents_of[stage]:
@@ -81,10 +91,15 @@ def train_cilp(
     for i, stage in enumerate(stages):
         parents = {role: runs.get(role) or recorded[role] for role in parents_of[stage]}
         label = f"stage {i + 1}/{len(stages)} {stage}"
-        result = train_on_dataset(
-            dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=train_tag, val_tag=val_tag,
-            runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,
-            progress=lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}"))
+        report = lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}")  # noqa: E731
+        if stage not in configs:
+            result = import_on_dataset(dataset, lidar_from, val_tag=val_tag, runs_dir=runs_dir, name=names[stage],
+                                       overwrite=overwrite, progress=report)
+        else:
+            result = train_on_dataset(
+                dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=train_tag,
+                val_tag=val_tag, runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,
+                progress=report)
         runs[stage] = result.run_dir
         results[stage] = result
     return results

@@ -1,12 +1,17 @@
 """Synthetic cubes/spheres in the DLI layout, rendered offline by ray casting.
 
 A camera and a LiDAR sit together at the origin, looking down +y (x right, z up).
-Each scene holds one red, green or blue object: a cube (random size, position and
-3-D rotation) or a sphere (random size and position), lit by a random directional
-light (Lambertian shading) on a dark background, with small sensor noise. The
-camera is a pinhole whose field of view matches the LiDAR's beams; the LiDAR
-returns the radial distance along each (azimuth, zenith) beam, ``NO_RETURN`` where
-a beam hits nothing. Optional ground plane and distractor poles make it harder.
+Each scene holds one object, a cube (random 3-D rotation) or a sphere, at a random
+position, in a random pastel colour, lit by one directional light from a random
+direction (Lambertian shading: faces turned away stay black) on a black background,
+with small sensor noise. The camera is a pinhole with its own field of view; the
+LiDAR returns the radial distance along each (azimuth, zenith) beam, ``NO_RETURN``
+where a beam hits nothing. Optional ground plane and distractor poles make it harder.
+
+The defaults are fitted to the original renders (``benchmarks/fit_scene.py``, the
+README's "How the generated scenes were fitted"): NVIDIA's own LiDAR classifier
+recognises them, and the RGB statistics match the published ones. ``LEGACY`` is the
+look of the generator before that fit.
 
 Every scene draws from its own generator seeded by ``(seed, class, index)``, so the
 output is byte-identical for the same arguments and a larger set starts with the
@@ -15,6 +20,7 @@ scenes of a smaller one.
 
 from __future__ import annotations
 
+import colorsys
 import os
 import shutil
 import tempfile
@@ -30,35 +36,57 @@ from .workers import process_pool
 #: the course's beam layout: -16 to +15.5 degrees in 0.5 degree steps
 BEAM_ANGLES = np.deg2rad(-16.0 + 0.5 * np.arange(fmt.SIZE)).astype(np.float32)
 SHAPES = {"cubes": "cube", "spheres": "sphere"}
+PALETTES = ("pastel", "primary")
+LIGHTS = ("any", "front")
 _BATCH = 64  # scenes rendered together
-#: cube half-edge per unit of size, so that cubes and spheres cover similar areas
-CUBE_HALF_EDGE = 0.85
 GROUND_GREY, POLE_GREY = 0.06, 0.12
 POLE_HALF_SIZE = (0.15, 0.15, 4.0)  # metres
 
 
 @dataclass(frozen=True)
 class SceneConfig:
-    """Difficulty knobs; the defaults resemble the original renders."""
+    """Physical scene parameters; the defaults are fitted to the original renders."""
 
-    distance: tuple[float, float] = (9.0, 14.0)  # sensor to object centre, metres
-    size: tuple[float, float] = (0.7, 1.4)  # sphere radius / cube half-edge, metres
-    offset: float = 0.35  # lateral and vertical offset, as a fraction of the view half-width
-    brightness: float = 0.25  # peak reflectance; the original images are very dark
-    rgb_noise: float = 0.004  # std of camera noise, in [0, 1] intensity units
+    distance: tuple[float, float] = (17.83, 24.65)  # sensor to object centre, metres
+    size: tuple[float, float] = (1.17, 1.51)  # sphere radius, metres
+    cube_scale: float = 1.0  # a cube's half-edge per unit of size: 1 = edge as long as the sphere's diameter
+    offset: float = 0.6  # lateral and vertical offset, as a fraction of the LiDAR's half field of view
+    camera_fov: float | None = 47.0  # the camera's field of view, degrees; None: the LiDAR's
+    palette: str = "pastel"  # object colours: light pastel hues, or one dominant primary channel
+    light: str = "any"  # the light's direction: from anywhere up to back_light, or from the sensor's side ("front")
+    back_light: float = 0.25  # with light "any": how far behind the object the light may be (-1 to 1: up to right behind)
+    brightness: float = 0.8  # light strength times peak reflectance
+    ambient: tuple[float, float] = (0.0, 0.0)  # share of light reaching faces turned from the light
+    rgb_noise: float = 0.0  # std of camera noise, in [0, 1] intensity units (the original has none: black is 0)
     depth_noise: float = 0.01  # std of range noise on valid returns, metres
     ground_plane: bool = False  # a grey floor under the sensor
     ground_height: float = 2.0  # sensor height above the floor, metres
     distractors: int = 0  # grey poles scattered behind the object
 
     def __post_init__(self):
-        for name in ("distance", "size"):
+        for name in ("distance", "size", "ambient"):
             lo, hi = getattr(self, name)
-            if not 0 < lo <= hi:
+            if not (0 <= lo <= hi if name == "ambient" else 0 < lo <= hi):
                 raise ValueError(f"SceneConfig.{name}: expected 0 < low <= high, got {(lo, hi)}")
+        if not -1 <= self.back_light <= 1:
+            raise ValueError(f"SceneConfig.back_light: expected a value in [-1, 1], got {self.back_light}")
         for name in ("offset", "brightness", "rgb_noise", "depth_noise", "distractors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SceneConfig.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.cube_scale <= 0:
+            raise ValueError(f"SceneConfig.cube_scale: must be > 0, got {self.cube_scale}")
+        if self.camera_fov is not None and not 0 < self.camera_fov < 180:
+            raise ValueError(f"SceneConfig.camera_fov: expected degrees in (0, 180), got {self.camera_fov}")
+        for name, allowed in (("palette", PALETTES), ("light", LIGHTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SceneConfig.{name}: unknown value {getattr(self, name)!r}; "
+                                 f"expected one of {', '.join(allowed)}")
+
+
+#: the generator's look before it was fitted to the original: larger, nearer, dim pure
+#: red/green/blue objects lit from the sensor's side, cubes shrunk to cover a sphere's area
+LEGACY = SceneConfig(distance=(9.0, 14.0), size=(0.7, 1.4), cube_scale=0.85, offset=0.35, camera_fov=None,
+                     palette="primary", light="front", brightness=0.25, ambient=(0.05, 0.2), rgb_noise=0.004)
 
 
 # --------------------------------------------------------------------------- rays
@@ -144,19 +172,38 @@ def _random_rotation(rng) -> np.ndarray:
     ], np.float32)
 
 
+def _colour(rng, palette: str) -> np.ndarray:
+    if palette == "primary":
+        colour = rng.uniform(0.0, 0.12, 3)
+        colour[rng.integers(3)] = rng.uniform(0.7, 1.0)
+        return colour
+    hue = np.asarray(colorsys.hsv_to_rgb(rng.uniform(), 1.0, 1.0))
+    white = rng.uniform(0.3, 0.75)  # pastel: the hue mixed with white
+    return white + (1 - white) * hue
+
+
+def _light_direction(rng, config: SceneConfig) -> np.ndarray:
+    """Unit vector towards the light: uniform over the directions whose component away from the
+    sensor is at most ``back_light`` (a light right behind the object leaves it black), or from
+    the sensor's side."""
+    if config.light == "front":
+        direction = np.array([rng.uniform(-1, 1), -rng.uniform(0.3, 1.0), rng.uniform(-0.2, 1.0)])
+        return direction / np.linalg.norm(direction)
+    away, around = rng.uniform(-1, config.back_light), rng.uniform(0, 2 * np.pi)
+    across = np.sqrt(1 - away * away)
+    return np.array([across * np.cos(around), away, across * np.sin(around)])
+
+
 def _sample_scene(rng, config: SceneConfig, half_fov: float) -> dict:
     distance = rng.uniform(*config.distance)
     spread = config.offset * np.tan(half_fov) * distance
-    colour = rng.uniform(0.0, 0.12, 3)
-    colour[rng.integers(3)] = rng.uniform(0.7, 1.0)
-    light = np.array([rng.uniform(-1, 1), -rng.uniform(0.3, 1.0), rng.uniform(-0.2, 1.0)])
     scene = {
         "center": np.array([rng.uniform(-spread, spread), distance, rng.uniform(-spread, spread)]),
         "size": rng.uniform(*config.size),
         "rotation": _random_rotation(rng),
-        "albedo": config.brightness * colour,
-        "light": light / np.linalg.norm(light),
-        "ambient": rng.uniform(0.05, 0.2),
+        "albedo": config.brightness * _colour(rng, config.palette),
+        "light": _light_direction(rng, config),
+        "ambient": rng.uniform(*config.ambient),
         "poles": [],
     }
     for _ in range(config.distractors):
@@ -177,7 +224,7 @@ def _shade(rays, scenes, shape: str, config: SceneConfig):
     if shape == "sphere":
         t, cosine = _hit_sphere(rays, center, size, light)
     else:
-        half = np.repeat(CUBE_HALF_EDGE * size[:, None], 3, 1)
+        half = np.repeat(config.cube_scale * size[:, None], 3, 1)
         t, cosine = _hit_box(rays, center, half, _stack(scenes, "rotation"), light)
     ambient = _stack(scenes, "ambient")[:, None]
     intensity = ambient + (1 - ambient) * np.clip(cosine, 0, None)
@@ -207,8 +254,9 @@ def render_batch(
     """Render one scene per generator: RGBA uint8 ``(N, S, S, 4)``, depth float32 ``(N, S, S)``."""
     size = len(azimuth)
     half_fov = float(np.abs(azimuth).max())
+    camera_half_fov = half_fov if config.camera_fov is None else np.deg2rad(config.camera_fov) / 2
     scenes = [_sample_scene(rng, config, half_fov) for rng in rngs]
-    _, colour = _shade(camera_rays(size, half_fov), scenes, shape, config)
+    _, colour = _shade(camera_rays(size, camera_half_fov), scenes, shape, config)
     t, _ = _shade(lidar_rays(azimuth, zenith), scenes, shape, config)
 
     rgb_noise = np.stack([rng.standard_normal((size * size, 3), np.float32) for rng in rngs])

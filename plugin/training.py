@@ -71,9 +71,7 @@ def train_on_dataset(
     name = check_run_name(name or default_run_name(model))
     if overwrite and resume:
         raise ValueError("overwrite and resume: choose one (resume continues a run, overwrite starts it over)")
-    check_own_run_name(dataset, name)
-    final = dataset_runs_dir(dataset, runs_dir) / name
-    partial = final.parent / PARTIAL / name
+    final, partial = _run_folders(dataset, runs_dir, name)
     say = progress or (lambda fraction, label: None)
     say(0.0, f"{name}: loading the '{train_tag}' and '{val_tag}' pairs")
     train_arrays = arrays.from_dataset(dataset, train_tag)
@@ -98,6 +96,38 @@ def train_on_dataset(
         distributed.on_main(lambda: _swap_in(partial, final))
     distributed.on_main(lambda: record_run(dataset, name, final, result.manifest))
     return dataclasses.replace(result, run_dir=final)
+
+
+def import_on_dataset(
+    dataset: fo.Dataset, path: Path | str, *, val_tag: str = "val", runs_dir: Path | str | None = None,
+    name: str = "lidar", overwrite: bool = False, progress=None,
+):
+    """Import the assessment's pretrained LiDAR classifier (``lidar_cnn.pt`` at ``path``) as the
+    finished run ``name``, measured on the pairs tagged ``val_tag`` and recorded like a trained run."""
+    from mm_models import distributed
+    from mm_models.assessment import import_run, load_lidar_cnn
+
+    load_lidar_cnn(path)  # a wrong file is refused before anything is written
+    final, partial = _run_folders(dataset, runs_dir, check_run_name(name))
+    (progress or (lambda fraction, label: None))(0.0, f"importing {path}")
+    val_arrays = arrays.from_dataset(dataset, val_tag)
+
+    def make_run():  # under torchrun rank 0 alone writes and records it
+        with _training_lock(partial):
+            _prepare(partial, final, overwrite=overwrite, resume=False)
+            result = import_run(path, val_arrays.tensors(), partial, data_fingerprint=val_arrays.fingerprint)
+            _swap_in(partial, final)
+        record_run(dataset, name, final, result.manifest)
+        return dataclasses.replace(result, run_dir=final)
+
+    return distributed.on_main(make_run)
+
+
+def _run_folders(dataset: fo.Dataset, runs_dir: Path | str | None, name: str) -> tuple[Path, Path]:
+    """The folder of the run ``name`` and the one it is made in until it finished."""
+    check_own_run_name(dataset, name)
+    final = dataset_runs_dir(dataset, runs_dir) / name
+    return final, final.parent / PARTIAL / name
 
 
 def _prepare(partial: Path, final: Path, *, overwrite: bool, resume: bool) -> None:

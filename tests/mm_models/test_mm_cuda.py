@@ -4,6 +4,7 @@ Skipped where no GPU is present; ``benchmarks/gpu_check.sh`` runs them (``-m cud
 with the GPU benchmark.
 """
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from cilp_plugin import synth
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-EASY = synth.SceneConfig(distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
+EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
 ADD = ModelConfig(family="intermediate", fusion="add")
 
 

@@ -5,13 +5,14 @@ setting (closer, larger, brighter objects) so that a few thousand training sampl
 suffice; the default scenes need several thousand distinct pairs.
 """
 
+import dataclasses
 import pytest
 
 from mm_models import ModelConfig, TrainConfig, build_model, count_parameters, predict, train
 from mm_testdata import read_arrays, split
 from cilp_plugin import synth
 
-EASY = synth.SceneConfig(distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
+EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
 
 
 @pytest.fixture(scope="module")

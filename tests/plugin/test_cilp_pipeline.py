@@ -5,6 +5,7 @@ The four stages train once (module fixture) on 2 x 100 easy generated pairs,
 reads what they wrote. The last test retrains rgb2lidar through the operator.
 """
 
+import dataclasses
 import contextlib
 import csv
 import io
@@ -29,7 +30,7 @@ from cilp_plugin.training import record_run, recorded_runs
 from cilp_plugin.writeback import apply_run
 
 URI = "@cilp/multimodal"
-EASY = synth.SceneConfig(distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
+EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
 PER_CLASS = 100
 EPOCHS = {"lidar": 1, "cilp": 6, "projector": 1, "rgb2lidar": 1}  # cilp: 60-70 % val top-5 among 200
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
