@@ -271,7 +271,24 @@ def download(
             raise DownloadError(f"the downloaded data is not usable:\n{report.format_text()}")
         say(f"installing {' and '.join(fmt.CLASS_FOLDERS)} into {dest}")
         install_class_folders(root, dest, tmp / "replaced")
+        keep_lidar_cnn(root, dest, say)
     return fmt.scan(dest, validate=False)
+
+
+#: NVIDIA's pretrained LiDAR classifier, which the assessment's folder holds beside the class folders
+LIDAR_CNN = "lidar_cnn.pt"
+
+
+def keep_lidar_cnn(root: Path, dest: Path, say: Callable[[str], None]) -> Path | None:
+    """Move the archive's ``lidar_cnn.pt`` (beside the class folders) into ``dest`` and say how to use it."""
+    source = root / LIDAR_CNN
+    if not source.is_file() or source.is_symlink():
+        return None
+    target = dest / LIDAR_CNN
+    shutil.move(str(source), str(target))
+    say(f"kept the assessment's pretrained LiDAR classifier as {target}: use it as the lidar stage with "
+        f"`cilp train-cilp DATASET --lidar-from {target}`")
+    return target
 
 
 def install_class_folders(root: Path, dest: Path, trash: Path) -> None:

@@ -26,6 +26,10 @@ def server(tmp_path_factory, tiny_data):
         for path in tiny_data.rglob("*"):
             zf.write(path, f"data/assessment/{path.relative_to(tiny_data)}")
     good = (site / "good.zip").read_bytes()
+    with zipfile.ZipFile(site / "assessment.zip", "w") as zf:  # the assessment's folder: data and lidar_cnn.pt
+        for path in tiny_data.rglob("*"):
+            zf.write(path, f"data/assessment/{path.relative_to(tiny_data)}")
+        zf.writestr("data/assessment/lidar_cnn.pt", b"weights")
     (site / "truncated.zip").write_bytes(good[: len(good) // 2])
     (site / "error.html").write_text("<!DOCTYPE html><html><body>Quota exceeded</body></html>")
     with zipfile.ZipFile(site / "traversal.zip", "w") as zf:
@@ -73,6 +77,15 @@ def test_good_zip_is_found_validated_and_installed(server, tmp_path, tiny_data):
     assert report.usable and len(report.pairs) == 16
     assert snapshot(tmp_path / "data") == snapshot(tiny_data)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "temporary files left behind"
+
+
+def test_the_assessments_lidar_cnn_is_kept_beside_the_data_with_how_to_use_it(server, tmp_path, capsys):
+    _, url = server
+    dest = tmp_path / "data"
+    assert cli.main(["download", f"{url}/assessment.zip", "--dest", str(dest), "--allow-http"]) == 0
+    assert (dest / "lidar_cnn.pt").read_bytes() == b"weights"
+    assert f"cilp train-cilp DATASET --lidar-from {dest / 'lidar_cnn.pt'}" in capsys.readouterr().err
+    assert sorted(p.name for p in dest.iterdir()) == ["cubes", "lidar_cnn.pt", "spheres"]
 
 
 def test_existing_class_folders_need_force_and_force_replaces_only_them(server, tmp_path, capsys, tiny_data):
