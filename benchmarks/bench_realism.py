@@ -28,7 +28,6 @@ from mm_models.assessment import load_lidar_cnn
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lidar_cnn.pt"
 DEFAULT_SEEDS = (7, 1234)
-LOOKS = {"default": synth.SceneConfig(), "legacy": synth.LEGACY}
 
 #: the original's published statistics (../shared/notes/dli-data-format.md) and what the
 #: picture of four original pairs shows (cubes 0000/0001, spheres 0000/0001)
@@ -127,6 +126,31 @@ def table(name: str, stats: dict[str, ClassStats]) -> str:
     return "\n".join(lines)
 
 
+def draw_looks(path: Path, pairs: int = 3, seed: int = 7) -> None:
+    """Pairs of each look side by side (RGB, then the LiDAR range in viridis: yellow = no return),
+    to set beside the picture of original pairs (../shared/reference/original_sample_pairs.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(look, class_index, shape) for look in synth.LOOKS for class_index, shape in enumerate(synth.SHAPES.values())]
+    fig, axes = plt.subplots(len(rows), 2 * pairs, figsize=(4 * pairs, 2.1 * len(rows)))
+    for row, (look, class_index, shape) in zip(axes, rows):
+        rngs = [np.random.default_rng([seed, class_index, i]) for i in range(pairs)]
+        rgba, depth = synth.render_batch(rngs, shape, synth.LOOKS[look], synth.BEAM_ANGLES, synth.BEAM_ANGLES)
+        for i in range(pairs):
+            row[2 * i].imshow(rgba[i, ..., :3])
+            row[2 * i + 1].imshow(depth[i], cmap="viridis")
+            row[2 * i].set_title(f"{look}: {shape} {i}, RGB", fontsize=8)
+            row[2 * i + 1].set_title("LiDAR range", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data", nargs="*", type=Path, help="data folders (default: fresh default renders)")
@@ -134,15 +158,19 @@ def main():
                         help="the assessment's lidar_cnn.pt (default: ../shared/reference/lidar_cnn.pt)")
     parser.add_argument("--n-per-class", type=int, default=300, help="pairs per class of the default renders")
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS, help="seeds of the default renders")
-    parser.add_argument("--look", choices=LOOKS, default="default",
+    parser.add_argument("--look", choices=synth.LOOKS, default="default",
                         help="the renders' SceneConfig: the fitted defaults, or the generator before its fit")
+    parser.add_argument("--picture", type=Path, metavar="PNG",
+                        help="also draw pairs of each look (e.g. docs/generated_pairs.png)")
     args = parser.parse_args()
+    if args.picture:
+        draw_looks(args.picture)
     if not args.reference_lidar.is_file():
         parser.error(f"--reference-lidar: {args.reference_lidar} not found (the assessment's lidar_cnn.pt)")
     classifier = load_lidar_cnn(args.reference_lidar)
     with tempfile.TemporaryDirectory() as tmp:
         folders = args.data or [synth.generate(Path(tmp) / f"seed{seed}", args.n_per_class, seed=seed,
-                                               config=LOOKS[args.look]) for seed in args.seeds]
+                                               config=synth.LOOKS[args.look]) for seed in args.seeds]
         for folder in folders:
             name = folder if args.data else f"cilp generate --n-per-class {args.n_per_class} --seed " \
                                             f"{folder.name[4:]}" + (f" ({args.look} look)" if args.look != "default" else "")

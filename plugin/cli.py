@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import socket
 import sys
@@ -42,10 +43,11 @@ def _progress_bar(total: int, unit: str, desc: str):
 def cmd_generate(args) -> int:
     from . import synth
 
-    config = synth.SceneConfig(
-        distance=tuple(args.distance), size=tuple(args.size), rgb_noise=args.rgb_noise,
-        depth_noise=args.depth_noise, ground_plane=args.ground_plane, distractors=args.distractors,
-    )
+    knobs = {"distance": args.distance, "size": args.size, "brightness": args.brightness,
+             "camera_fov": args.camera_fov, "no_return": args.no_return, "rgb_noise": args.rgb_noise,
+             "depth_noise": args.depth_noise, "distractors": args.distractors}
+    config = dataclasses.replace(synth.LOOKS[args.look], ground_plane=args.ground_plane,
+                                 **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items() if v is not None})
     start = time.perf_counter()
     with _progress_bar(2 * args.n_per_class, "pair", "generating") as bar:
         dest = synth.generate(args.dest, args.n_per_class, args.seed, config,
@@ -288,14 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", type=Path, help="folder to create")
     p.add_argument("--n-per-class", type=_positive_int, default=1000, help="pairs per class (1000)")
     p.add_argument("--seed", type=int, default=42, help="random seed (42)")
-    p.add_argument("--distance", type=float, nargs=2, default=(9.0, 14.0), metavar=("MIN", "MAX"),
-                   help="object distance range in metres")
-    p.add_argument("--size", type=float, nargs=2, default=(0.7, 1.4), metavar=("MIN", "MAX"),
-                   help="object size range in metres (sphere radius)")
-    p.add_argument("--rgb-noise", type=float, default=0.004, help="camera noise std in [0, 1]")
-    p.add_argument("--depth-noise", type=float, default=0.01, help="range noise std in metres")
+    p.add_argument("--look", choices=["default", "legacy"], default="default",
+                   help="the scenes: fitted to the original renders (default), or the generator's before that fit")
+    p.add_argument("--distance", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="object distance range in metres (default 17.83 24.65)")
+    p.add_argument("--size", type=float, nargs=2, metavar=("MIN", "MAX"),
+                   help="object size range in metres: sphere radius, cube half-edge (default 1.17 1.51)")
+    p.add_argument("--brightness", type=float, help="light strength times peak reflectance (default 0.8)")
+    p.add_argument("--camera-fov", type=float, help="the camera's field of view in degrees (default 47)")
+    p.add_argument("--no-return", type=float, help="the range stored where a beam hits nothing, >= 50 (default 50)")
+    p.add_argument("--rgb-noise", type=float, help="camera noise std in [0, 1] (default 0)")
+    p.add_argument("--depth-noise", type=float, help="range noise std in metres (default 0.01)")
     p.add_argument("--ground-plane", action="store_true", help="add a floor under the sensors")
-    p.add_argument("--distractors", type=int, default=0, help="grey poles behind the object")
+    p.add_argument("--distractors", type=int, help="grey poles behind the object (default 0)")
     p.add_argument("--force", action="store_true", help="replace DEST if it holds files")
     p.set_defaults(handler=cmd_generate)
 

@@ -59,6 +59,7 @@ class SceneConfig:
     ambient: tuple[float, float] = (0.0, 0.0)  # share of light reaching faces turned from the light
     rgb_noise: float = 0.0  # std of camera noise, in [0, 1] intensity units (the original has none: black is 0)
     depth_noise: float = 0.01  # std of range noise on valid returns, metres
+    no_return: float = fmt.NO_RETURN  # the range stored where a beam hits nothing (any value >= 50)
     ground_plane: bool = False  # a grey floor under the sensor
     ground_height: float = 2.0  # sensor height above the floor, metres
     distractors: int = 0  # grey poles scattered behind the object
@@ -73,6 +74,8 @@ class SceneConfig:
         for name in ("offset", "brightness", "rgb_noise", "depth_noise", "distractors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SceneConfig.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.no_return >= fmt.NO_RETURN:
+            raise ValueError(f"SceneConfig.no_return: expected a value >= {fmt.NO_RETURN}, got {self.no_return}")
         if self.cube_scale <= 0:
             raise ValueError(f"SceneConfig.cube_scale: must be > 0, got {self.cube_scale}")
         if self.camera_fov is not None and not 0 < self.camera_fov < 180:
@@ -87,6 +90,9 @@ class SceneConfig:
 #: red/green/blue objects lit from the sensor's side, cubes shrunk to cover a sphere's area
 LEGACY = SceneConfig(distance=(9.0, 14.0), size=(0.7, 1.4), cube_scale=0.85, offset=0.35, camera_fov=None,
                      palette="primary", light="front", brightness=0.25, ambient=(0.05, 0.2), rgb_noise=0.004)
+
+#: the looks ``cilp generate --look`` offers
+LOOKS = {"default": SceneConfig(), "legacy": LEGACY}
 
 
 # --------------------------------------------------------------------------- rays
@@ -264,8 +270,8 @@ def render_batch(
     colour = np.clip(colour + config.rgb_noise * rgb_noise, 0, 1)
     rgba = np.full((len(rngs), size * size, 4), 255, np.uint8)
     rgba[..., :3] = np.rint(colour * 255).astype(np.uint8)
-    depth = np.where(np.isfinite(t), t + config.depth_noise * depth_noise, fmt.NO_RETURN)
-    depth = np.minimum(depth, fmt.NO_RETURN).astype(np.float32)
+    depth = np.where(np.isfinite(t) & (t < fmt.NO_RETURN), t + config.depth_noise * depth_noise, config.no_return)
+    depth = np.where(depth < fmt.NO_RETURN, depth, config.no_return).astype(np.float32)
     return rgba.reshape(-1, size, size, 4), depth.reshape(-1, size, size)
 
 
