@@ -1,11 +1,11 @@
 """Do the defaults hold on data unlike the generator's defaults? One table row per data set.
 
     .venv/bin/python benchmarks/bench_robustness.py [--sets default near ...] [--n-per-class 1000]
-        [--precision fp32|bf16] [--preset cpu] [--lidar-from PATH]
+        [--precision fp32|bf16] [--preset cpu] [--lidar-from PATH] [--lidar-towers locked trained]
 
 Each set is generated (seed 42, split 80 / 20 with seed 42, as the demo cuts it), then trained
 with today's defaults and the preset's epochs: intermediate fusion (add), and the CILP chain
-(lidar classifier, CILP with the locked LiDAR tower, projector, RGB -> LiDAR). Printed per set:
+(lidar classifier, CILP with the locked or trained LiDAR tower, projector, RGB -> LiDAR). Per set:
 intermediate add's val accuracy, the chain before and after fine-tuning, CILP's val retrieval
 top-1 / top-5 among the val pairs, and the wall time. ``--lidar-from`` adds a row per set with
 the assessment's lidar_cnn.pt as the lidar stage (what it makes of data unlike the original).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import sys
 import tempfile
 import time
@@ -61,20 +62,22 @@ def run_set(name: str, config: synth.SceneConfig, args, work: Path) -> list[str]
     fusion = fit(ModelConfig(family="intermediate", fusion="add"), "fusion", "intermediate_add")
     fusion_seconds = time.perf_counter() - began
     lidar_sources = {"trained": None} | ({"lidar_cnn.pt": args.lidar_from} if args.lidar_from else {})
-    for source, lidar_from in lidar_sources.items():
+    lidars = {}  # each lidar stage once, shared by the towers
+    for (source, lidar_from), tower in itertools.product(lidar_sources.items(), args.lidar_towers):
         began = time.perf_counter()
-        prefix = "" if lidar_from is None else "nv_"
-        if lidar_from is None:
-            lidar = fit(ModelConfig(family="lidar"), "lidar", "lidar")
-        else:
-            lidar = import_run(lidar_from, val_data, runs / f"{prefix}lidar")
-        cilp = fit(pipeline_spec("cilp", {"lidar": lidar.run_dir}), "cilp", f"{prefix}cilp")
+        prefix = f"{'nv_' if lidar_from else ''}{tower}_"
+        if source not in lidars:
+            lidars[source] = fit(ModelConfig(family="lidar"), "lidar", "lidar") if lidar_from is None else \
+                import_run(lidar_from, val_data, runs / "nv_lidar")
+        lidar = lidars[source]
+        cilp_parents = {"lidar": lidar.run_dir} if tower == "locked" else {}
+        cilp = fit(pipeline_spec("cilp", cilp_parents, tower), "cilp", f"{prefix}cilp")
         projector = fit(pipeline_spec("projector", {"cilp": cilp.run_dir, "lidar": lidar.run_dir}),
                         "projector", f"{prefix}projector")
         chain = fit(pipeline_spec("rgb2lidar", {"projector": projector.run_dir}), "rgb2lidar", f"{prefix}rgb2lidar")
         seconds = time.perf_counter() - began
         rows.append(
-            f"| {name} | {source} | {100 * fusion.best['val/accuracy']:.2f} % | "
+            f"| {name} | {source}, {tower} tower | {100 * fusion.best['val/accuracy']:.2f} % | "
             f"{100 * lidar.best['val/accuracy']:.2f} % | "
             f"{100 * cilp.best['val/rgb2lidar_top1']:.2f} % / {100 * cilp.best['val/rgb2lidar_top5']:.2f} % | "
             f"{100 * chain.manifest['initial']['val/accuracy']:.2f} % | {100 * chain.best['val/accuracy']:.2f} % | "
@@ -90,9 +93,11 @@ def main():
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--lidar-from", type=Path, help="also build the chain on the assessment's lidar_cnn.pt")
+    parser.add_argument("--lidar-towers", nargs="+", choices=["locked", "trained"], default=["locked"],
+                        help="CILP's LiDAR tower(s): locked (today's default) and / or trained (the reference's)")
     args = parser.parse_args()
     print(f"2 x {args.n_per_class} pairs per set, 80 / 20, preset {args.preset}, {args.precision}\n")
-    print("| data | lidar stage | intermediate add | lidar | cilp top-1 / top-5 | rgb2lidar before | "
+    print("| data | lidar stage, CILP | intermediate add | lidar | cilp top-1 / top-5 | rgb2lidar before | "
           "rgb2lidar after | time (add + chain) |\n| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_robustness.") as tmp:
         for name in args.sets:
