@@ -1,6 +1,7 @@
 """The synthetic generator: the DLI layout, determinism, and class signal in both modalities."""
 
 import filecmp
+import re
 
 import numpy as np
 import pytest
@@ -111,3 +112,40 @@ def test_each_modality_alone_carries_the_class(tmp_path):
     train, test = order[:400], order[400:]
     assert held_out_accuracy(lidar, labels, train, test) >= 0.9
     assert held_out_accuracy(rgb, labels, train, test) >= 0.9
+
+
+def render(config, shape, n=64, seed=11):
+    class_index = list(synth.SHAPES.values()).index(shape)
+    rngs = [np.random.default_rng([seed, class_index, i]) for i in range(n)]
+    return synth.render_batch(rngs, shape, config, synth.BEAM_ANGLES, synth.BEAM_ANGLES)
+
+
+def test_the_default_look_is_the_originals_and_the_legacy_look_stays_reachable():
+    (cube_rgb, cube_depth), (sphere_rgb, sphere_depth) = (render(synth.SceneConfig(), s) for s in ("cube", "sphere"))
+    rgb = np.concatenate([cube_rgb, sphere_rgb])[..., :3] / 255
+    assert 0.0035 < rgb.mean() < 0.0075 and 0.04 < rgb.std() < 0.08  # the published statistics
+    assert (rgb == 0).mean() > 0.97  # a black background without noise: small lit objects
+    lit = rgb[rgb.max(-1) > 0.3]
+    assert np.median(lit.min(-1) / lit.max(-1)) > 0.3  # pastel: every channel lit, not one primary
+    returns = [(d < fmt.NO_RETURN).sum((1, 2)) for d in (cube_depth, sphere_depth)]
+    assert 1.6 < np.median(returns[0]) / np.median(returns[1]) < 2.6  # equal-size prims: cubes twice the beams
+    legacy_rgb, legacy_depth = render(synth.LEGACY, "sphere")
+    legacy_lit = legacy_rgb[..., :3][legacy_rgb[..., :3].max(-1) > 20] / 255
+    assert np.median(legacy_lit.min(-1) / legacy_lit.max(-1)) < 0.2  # one dominant channel
+    assert np.median((legacy_depth < fmt.NO_RETURN).sum((1, 2))) > 2 * np.median(returns[1])  # nearer, larger
+
+
+def test_generate_takes_the_look_and_the_scene_knobs(tmp_path, capsys):
+    dest = tmp_path / "far"
+    assert cli.main(["generate", str(dest), "--n-per-class", "2", "--look", "legacy", "--no-return", "100",
+                     "--distance", "2", "5", "--size", "0.2", "0.3"]) == 0
+    depth = fmt.read_depth(dest / "cubes" / "lidar" / "0000.npy")
+    assert depth.max() == 100.0 and 1.5 < depth.min() < 5
+    rgb = fmt.read_rgb(dest / "cubes" / "rgb" / "0000.png")[..., :3]
+    assert (rgb > 0).mean() > 0.2  # the legacy look's camera noise (the default look has none)
+    for field, value, message in (("no_return", 20.0, "no_return: expected a value >= 50.0"),
+                                  ("camera_fov", 200.0, "camera_fov: expected degrees in (0, 180)"),
+                                  ("palette", "neon", "palette: unknown value 'neon'"),
+                                  ("back_light", 2.0, "back_light: expected a value in [-1, 1]")):
+        with pytest.raises(ValueError, match=re.escape(f"SceneConfig.{message}")):
+            synth.SceneConfig(**{field: value})
