@@ -141,9 +141,11 @@ def test_reingest_completes_groups_an_interrupted_ingest_left(dataset, data_copy
     dataset.delete_samples([by_pair["cube_0001"]["depth"], by_pair["cube_0001"]["lidar"],
                             by_pair["sphere_0002"]["rgb"]])
     dataset.delete_samples([by_pair["sphere_0005"]["rgb"]])  # only depth + lidar left of this one...
-    pair = next(p for p in fmt.scan(data_copy).pairs if p.pair_id == "sphere_0005")
+    report = fmt.scan(data_copy)
+    pair = next(p for p in report.pairs if p.pair_id == "sphere_0005")
     made = derived.derive(pair, *fmt.read_angles(data_copy / "spheres"), ingest.default_cache_dir(data_copy))
-    dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair))[1:])  # ...and a second part
+    dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair), report.contents[pair.pair_id],
+                                              [])[1:])  # ...and a second part
 
     result = ingest.ingest(data_copy, dataset.name)
     assert result.repaired == ["cube_0001", "sphere_0002", "sphere_0005"]
