@@ -238,8 +238,12 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     finally:
         made.close()
 
-    # before the changed pairs get their new keys: a run cut short leaves them to be read again
+    # before the changed pairs get their new keys and the unhashed ones their digests: a run cut short
+    # leaves them to be read again
     _set_quirk_tags(dataset, result.quirks)
+    unhashed = [pid for pid in complete if pid in valid and pid not in unchanged and pid not in result.changed]
+    if unhashed:  # ingested by an older version, unchanged since
+        _record_content_hashes(dataset, unhashed, report)
     if result.changed:
         say(1.0, f"re-deriving {len(result.changed)} changed pairs")
         _update_changed(dataset, [valid[pid] for pid in result.changed], keys, report, cache, workers)
@@ -271,6 +275,12 @@ def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, 
                     key_field="id")
     view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid, _ in rows}, key_field="id")
     view.set_values("source_key", {sid: keys[pid] for sid, pid, _ in rows}, key_field="id")
+
+
+def _record_content_hashes(dataset: fo.Dataset, pair_ids: list[str], report: fmt.ScanReport) -> None:
+    view = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id").is_in(pair_ids))
+    view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid in zip(*view.values(
+        ["id", "pair_id"]))}, key_field="id")
 
 
 def _set_quirk_tags(dataset: fo.Dataset, quirks: dict[str, list[str]]) -> None:
