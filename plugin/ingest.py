@@ -240,7 +240,7 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
 
     # before the changed pairs get their new keys and the unhashed ones their digests: a run cut short
     # leaves them to be read again
-    _set_quirk_tags(dataset, result.quirks)
+    _set_quirk_tags(dataset, {pid: held[pid] for pid in complete if pid in valid}, result.quirks)
     unhashed = [pid for pid in complete if pid in valid and pid not in unchanged and pid not in result.changed]
     if unhashed:  # ingested by an older version, unchanged since
         _record_content_hashes(dataset, unhashed, report)
@@ -278,33 +278,42 @@ def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, 
 
 
 def _record_content_hashes(dataset: fo.Dataset, pair_ids: list[str], report: fmt.ScanReport) -> None:
+    """Write the digests the scan found for ``pair_ids`` on every slice of theirs, in one bulk write."""
     view = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id").is_in(pair_ids))
     view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid in zip(*view.values(
         ["id", "pair_id"]))}, key_field="id")
 
 
-def _set_quirk_tags(dataset: fo.Dataset, quirks: dict[str, list[str]]) -> None:
-    """Every slice of the pairs ``quirks[tag]`` names gets ``tag``; every other sample loses it.
-    Two bulk updates per tag, each of the samples that change only (none when nothing changed)."""
+def _set_quirk_tags(dataset: fo.Dataset, kept: dict[str, dict], quirks: dict[str, list[str]]) -> None:
+    """Every slice of the pairs ``quirks[tag]`` names gets ``tag``; the other slices lose it. Of the
+    pairs ``kept`` (:func:`_pairs_held`, before this run added its groups, which carry their tags):
+    one bulk update per tag and direction, of the samples that change only (none when nothing did)."""
     samples = dataset.select_group_slices(_allow_mixed=True)
-    F = fo.ViewField
     for tag, pair_ids in quirks.items():
-        named = F("pair_id").is_in(pair_ids)
-        samples.match(named & ~F("tags").contains(tag)).tag_samples(tag)
-        samples.match(~named & F("tags").contains(tag)).untag_samples(tag)
+        named = set(pair_ids)
+        to_tag, to_untag = [], []
+        for pid, entry in kept.items():
+            for sid, tags in zip(entry["ids"], entry["sample_tags"]):
+                if (tag in tags) != (pid in named):
+                    (to_untag if tag in tags else to_tag).append(sid)
+        if to_tag:
+            samples.select(to_tag).tag_samples(tag)
+        if to_untag:
+            samples.select(to_untag).untag_samples(tag)
 
 
 def _pairs_held(dataset: fo.Dataset) -> dict[str, dict]:
     """What ``dataset`` holds, pair by pair: sample ids, slices by group, file key, file paths, content
-    hash, and the rgb slice's tags."""
+    hash, the tags of each sample (in the order of the ids) and of the rgb slice."""
     samples = dataset.select_group_slices(_allow_mixed=True)
     held: dict[str, dict] = {}
     for sid, pid, gid, slice_name, key, path, range_path, content, tags in zip(*samples.values(
             ["id", "pair_id", "group.id", "group.name", "source_key", "filepath", "range_path", "content_hash",
              "tags"])):
         entry = held.setdefault(pid, {"ids": [], "groups": {}, "key": key, "paths": set(), "content": content,
-                                      "tags": []})
+                                      "sample_tags": [], "tags": []})
         entry["ids"].append(sid)
+        entry["sample_tags"].append(tags or [])
         entry["groups"].setdefault(gid, set()).add(slice_name)
         entry["paths"].add(range_path)
         if slice_name == "rgb":

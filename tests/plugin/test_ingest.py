@@ -367,6 +367,9 @@ def test_reingest_brings_the_quirk_tags_in_line_with_the_folder(quirky, monkeypa
     fmt.write_pair(unique_pair.folder, "0100", fmt.read_rgb(unique_pair.rgb_path),
                    fmt.read_depth(unique_pair.lidar_path))  # re-encoded, byte-identical: a new duplicate
     new = f"{unique_pair.label}_0100"
+    kept_duplicate = next(pid for pid in before["duplicate"] if pid != duplicate)
+    dataset.select_group_slices("lidar").match(fo.ViewField("pair_id") == kept_duplicate).untag_samples(
+        "duplicate")  # a slice that lost its tag gets it back
     read = read_pairs(monkeypatch)
 
     again = ingest.ingest(root, dataset.name)
@@ -392,3 +395,20 @@ def test_a_dataset_without_content_hashes_is_read_again_once(quirky, monkeypatch
     assert len(read) == 16 and quirk_tags(dataset) == expected
     ingest.ingest(root, dataset.name)
     assert len(read) == 16  # the second time, nothing
+
+
+def test_a_reingest_that_changes_nothing_writes_no_sample(quirky):
+    """The quirk tags are brought in line by updates of the samples that change only: none here."""
+    root, result = quirky
+    db = fo.core.odm.get_db_conn()
+    db.system.profile.drop()
+    db.command({"profile": 2})
+    try:
+        ingest.ingest(root, result.dataset.name)
+    finally:
+        db.command({"profile": 0})
+    collection = f"{db.name}.{result.dataset._sample_collection_name}"
+    writes = [op for op in db.system.profile.find({"ns": collection})
+              if op["op"] in ("update", "insert", "remove") or "$merge" in str(op.get("command"))]
+    db.system.profile.drop()
+    assert writes == []
