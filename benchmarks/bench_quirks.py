@@ -4,7 +4,8 @@ Validation reads every file anyway; the quirk checks hash the bytes it read and 
 decoded image. This times ``format.scan`` as it is against the same scan reading and decoding
 the files only (what it did before the checks), in alternating rounds on a warm page cache.
 With ``--ingest`` it also ingests the folder into a private MongoDB and times a re-ingest of
-the unchanged folder, and within it the step that brings the quirk tags in line.
+the unchanged folder, within it the step that brings the quirk tags in line, and the read of
+what the dataset holds with and without the two columns the quirks added (digests, tags).
 
     .venv/bin/python benchmarks/bench_quirks.py [--n-per-class 10000] [--root DIR] [--ingest]
 """
@@ -75,6 +76,17 @@ def time_reingest(root: Path) -> None:
     tag_steps = [b - a for a, b in zip(step[::2], step[1::2])]
     print(f"re-ingest, nothing changed: median {statistics.median(again):.2f} s of 3 "
           f"({', '.join(f'{s:.2f}' for s in again)}); of it the quirk-tag step {statistics.median(tag_steps):.3f} s")
+    samples = fo.load_dataset(name).select_group_slices(_allow_mixed=True)
+    before = ["id", "pair_id", "group.id", "group.name", "source_key", "filepath", "range_path"]
+    reads = {"without": [], "with": []}
+    for _ in range(3):
+        for variant, fields in (("without", before), ("with", before + ["content_hash", "tags"])):
+            start = time.perf_counter()
+            samples.values(fields)
+            reads[variant].append(time.perf_counter() - start)
+    print(f"reading what the dataset holds ({len(samples):,} samples): "
+          f"{statistics.median(reads['without']):.2f} s, with the digests and tags "
+          f"{statistics.median(reads['with']):.2f} s (medians of 3)")
     fo.delete_dataset(name)
 
 
