@@ -246,7 +246,8 @@ def test_default_generated_data_has_no_quirks(tiny_data):
 
 def test_blank_means_every_rgb_value_zero_whatever_the_alpha(data_copy):
     def write(stem, rgba, mode="RGBA"):
-        Image.fromarray(rgba if mode == "RGBA" else rgba[..., 0], mode).save(data_copy / "cubes" / "rgb" / f"{stem}.png")
+        image = Image.fromarray(rgba if mode == "RGBA" else rgba[..., 0], mode)
+        image.save(data_copy / "cubes" / "rgb" / f"{stem}.png")
 
     clear = np.zeros((64, 64, 4), np.uint8)  # black and transparent
     write("0001", clear)
