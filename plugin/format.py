@@ -45,7 +45,7 @@ SIZE = 64
 BLANK_RGB, DUPLICATE = "blank_rgb", "duplicate"
 QUIRK_TAGS = (BLANK_RGB, DUPLICATE)
 #: a file name like ``0123 (1).npy``: a browser's or a file manager's second copy of ``0123.npy``
-_COPY_NAME = re.compile(r"^(?P<original>.+) \((?P<n>[0-9]+)\)$")
+_COPY_NAME = re.compile(r"^(?P<original>.+) \([0-9]+\)$")
 
 
 class FormatError(ValueError):
