@@ -4,7 +4,7 @@
     cilp validate data/synthetic --json
     cilp download URL --dest data
     cilp ingest data/synthetic --name cilp-assessment
-    cilp split cilp-assessment --val 0.2 --seed 42 --to-json split.json
+    cilp split cilp-assessment --val 0.2 --seed 42 --to-json split.json --exclude-tags blank_rgb duplicate
     cilp train cilp-assessment --family intermediate --fusion add --epochs 10
     cilp train cilp-assessment --suite fusion --epochs 5
     cilp apply cilp-assessment intermediate_add late       # one process for any number of runs
@@ -51,7 +51,7 @@ def cmd_generate(args) -> int:
     start = time.perf_counter()
     with _progress_bar(2 * args.n_per_class, "pair", "generating") as bar:
         dest = synth.generate(args.dest, args.n_per_class, args.seed, config,
-                              force=args.force, progress=bar.update)
+                              force=args.force, progress=bar.update, quirks=args.quirks)
     seconds = time.perf_counter() - start
     print(f"wrote {2 * args.n_per_class} pairs to {dest} in {seconds:.1f} s "
           f"({2 * args.n_per_class / seconds:,.0f} pairs/s)")
@@ -132,7 +132,7 @@ def cmd_split(args) -> int:
 
     result = create_splits(
         _load(args.name), val=args.val, test=args.test, subset=args.subset, seed=args.seed,
-        stratify=args.stratify, from_json=args.from_json, to_json=args.to_json,
+        stratify=args.stratify, from_json=args.from_json, to_json=args.to_json, exclude_tags=args.exclude_tags,
     )
     print(result.summary())
     if args.to_json:
@@ -303,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-noise", type=float, help="range noise std in metres (default 0.01)")
     p.add_argument("--ground-plane", action="store_true", help="add a floor under the sensors")
     p.add_argument("--distractors", type=int, help="grey poles behind the object (default 0)")
+    p.add_argument("--quirks", type=int, default=0, metavar="N",
+                   help="per class, N of each quirk of published copies (0): all-black RGB images, "
+                        "'NNNN (1)' copies, pairs copied byte for byte onto later stems")
     p.add_argument("--force", action="store_true", help="replace DEST if it holds files")
     p.set_defaults(handler=cmd_generate)
 
@@ -337,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the class balance in every split (default: on)")
     p.add_argument("--from-json", type=Path, help="import a reference split file instead")
     p.add_argument("--to-json", type=Path, help="write the split to this JSON file")
+    p.add_argument("--exclude-tags", nargs="+", default=[], metavar="TAG",
+                   help="leave out pairs with any of these tags, e.g. blank_rgb duplicate (ingest's quirk tags)")
     p.set_defaults(handler=cmd_split)
 
     p = commands.add_parser("train", help="train a model (or a suite) on the dataset's split tags")

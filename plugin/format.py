@@ -15,7 +15,11 @@ reads or writes that layout: everything else goes through :func:`scan`,
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
+import io
 import os
+import re
 import struct
 import zlib
 from contextlib import nullcontext
@@ -36,6 +40,12 @@ LABELS = tuple(CLASS_FOLDERS.values())
 NO_RETURN = 50.0
 #: side of the square RGB image and depth grid (and the length of each angle vector)
 SIZE = 64
+#: the quirks of published copies that a scan finds and ingest tags: an all-black RGB image,
+#: a pair byte-identical to an earlier one
+BLANK_RGB, DUPLICATE = "blank_rgb", "duplicate"
+QUIRK_TAGS = (BLANK_RGB, DUPLICATE)
+#: a file name like ``0123 (1).npy``: a browser's or a file manager's second copy of ``0123.npy``
+_COPY_NAME = re.compile(r"^(?P<original>.+) \([0-9]+\)$")
 
 
 class FormatError(ValueError):
@@ -73,6 +83,23 @@ class BadFile:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Contents:
+    """What reading a valid pair's files found besides their validity: what the quirks are judged on."""
+
+    digest: str  #: ``RGB/LIDAR``: the BLAKE2b-128 hex digest of each file's bytes
+    blank_rgb: bool  #: every R, G and B value of the image is 0 (alpha aside)
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    """An unpaired file named like ``0123 (1).npy`` beside its original ``0123.npy``."""
+
+    path: Path
+    original: Path
+    identical: bool  #: byte for byte
+
+
 @dataclass
 class ClassReport:
     """What a scan found in one class folder."""
@@ -81,6 +108,8 @@ class ClassReport:
     label: str
     pairs: list[Pair] = field(default_factory=list)
     unpaired: list[Path] = field(default_factory=list)
+    #: the unpaired files named like ``0123 (1).npy`` whose original is there (also in ``unpaired``)
+    copies: list[FileCopy] = field(default_factory=list)
     bad_files: list[BadFile] = field(default_factory=list)
     #: a problem that makes the whole folder unusable (missing folder, bad angles)
     error: str | None = None
@@ -98,6 +127,8 @@ class ScanReport:
 
     root: Path
     classes: dict[str, ClassReport]
+    #: pair id -> what reading its files found; pairs not read (``scan(validate=False)``) have none
+    contents: dict[str, Contents] = field(default_factory=dict, repr=False)
 
     @property
     def usable(self) -> bool:
@@ -123,6 +154,36 @@ class ScanReport:
             raise FormatError("; ".join(problems))
         return self
 
+    # the quirks of published copies, judged on the pairs whose files were read
+
+    def blank_rgb(self) -> list[str]:
+        """The pairs (ids, cubes then spheres by stem) whose RGB image is all black."""
+        return [p.pair_id for p in self.pairs if p.pair_id in self.contents and self.contents[p.pair_id].blank_rgb]
+
+    def duplicates(self) -> dict[str, str]:
+        """Each pair whose RGB and LiDAR files are both byte-identical to an earlier pair's -> that pair.
+
+        Pairs go cubes then spheres, each by stem: the first of identical pairs is the original and is
+        not listed, so ``0123 (1)`` is the duplicate of ``0123``. Pairs that share one file only (such as
+        the all-black images, byte-identical to each other) are not duplicates."""
+        first: dict[str, str] = {}
+        found = {}
+        for pair in self.pairs:
+            contents = self.contents.get(pair.pair_id)
+            if contents is not None:
+                original = first.setdefault(contents.digest, pair.pair_id)
+                if original != pair.pair_id:
+                    found[pair.pair_id] = original
+        return found
+
+    def quirks(self) -> dict[str, list[str]]:
+        """Quirk tag -> the pairs that carry it (see :data:`QUIRK_TAGS`)."""
+        return {BLANK_RGB: self.blank_rgb(), DUPLICATE: list(self.duplicates())}
+
+    @property
+    def copies(self) -> list[FileCopy]:
+        return [copy for c in self.classes.values() for copy in c.copies]
+
     def to_dict(self) -> dict:
         return {
             "root": str(self.root),
@@ -132,11 +193,17 @@ class ScanReport:
                     "label": c.label,
                     "pairs": len(c.pairs),
                     "unpaired": [str(p) for p in c.unpaired],
+                    "copies": [{"path": str(f.path), "original": str(f.original), "identical": f.identical}
+                               for f in c.copies],
                     "bad_files": [{"path": str(b.path), "reason": b.reason} for b in c.bad_files],
                     "error": c.error,
                 }
                 for name, c in self.classes.items()
             },
+            # of the pairs whose files were read (all of them after a validating scan)
+            "checked_pairs": sum(p.pair_id in self.contents for p in self.pairs),
+            "blank_rgb": self.blank_rgb(),
+            "duplicates": self.duplicates(),
         }
 
     def format_text(self, max_listed: int = 10) -> str:
@@ -148,27 +215,64 @@ class ScanReport:
             )
             if c.error:
                 lines.append(f"    error: {c.error}")
+            copies = {copy.path: copy for copy in c.copies}
             for path in c.unpaired[:max_listed]:
-                lines.append(f"    unpaired: {path}")
+                lines.append(f"    unpaired: {path}" + (f" ({_describe_copy(copies[path])})" if path in copies else ""))
             for bad in c.bad_files[:max_listed]:
                 lines.append(f"    bad: {bad.path}: {bad.reason}")
             hidden = max(0, len(c.unpaired) - max_listed) + max(0, len(c.bad_files) - max_listed)
             if hidden:
                 lines.append(f"    ... and {hidden} more (use --json for the full list)")
+        if self.contents:  # the pairs were read
+            lines += self.quirk_lines(max_listed) or [
+                "  quirks: none (no all-black RGB image, no duplicate pair, no 'NNNN (n)' copy)"]
         return "\n".join(lines)
+
+    def quirk_lines(self, max_listed: int = 5) -> list[str]:
+        """The quirks found (of the pairs read), counted with examples; ``[]`` when there are none."""
+        blank, duplicates, copies = self.blank_rgb(), self.duplicates(), self.copies
+        if not (blank or duplicates or copies):
+            return []
+        lines = ["  quirks of published copies:"]
+        if blank:
+            lines.append(f"    {len(blank)} pairs with an all-black RGB image (tag {BLANK_RGB}): "
+                         f"{_some(blank, max_listed)}")
+        if duplicates:
+            lines.append(f"    {len(duplicates)} pairs byte-identical to an earlier pair (tag {DUPLICATE}): "
+                         + _some([f"{pid} (= {original})" for pid, original in duplicates.items()], max_listed))
+        if copies:
+            identical = sum(copy.identical for copy in copies)
+            lines.append(f"    {len(copies)} unpaired copies named 'NNNN (n)', {identical} byte-identical to "
+                         f"their original: {_some([_relative(copy.path, self.root) for copy in copies], max_listed)}")
+        return lines
+
+
+def _some(items: list[str], shown: int) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _describe_copy(copy: FileCopy) -> str:
+    return f"a copy of {copy.original.name}, {'byte-identical' if copy.identical else 'with other contents'}"
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def read_rgb(path: Path | str, size: int = SIZE) -> np.ndarray:
-    """An RGB(A) PNG in any PIL mode as a ``(size, size, 4)`` uint8 RGBA array."""
+def read_rgb(path: Path | str, size: int = SIZE, *, data: bytes | None = None) -> np.ndarray:
+    """An RGB(A) PNG in any PIL mode as a ``(size, size, 4)`` uint8 RGBA array (decoded from ``data``,
+    the file's bytes, when the caller has read them)."""
+    source = path if data is None else io.BytesIO(data)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
             rgba = np.asarray(image.convert("RGBA"))
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise FormatError(f"{path}: corrupt or truncated PNG ({exc})") from None
+        detail = str(exc).replace(repr(source), repr(str(path)))  # PIL names the stream it read
+        raise FormatError(f"{path}: corrupt or truncated PNG ({detail})") from None
     if rgba.shape[:2] != (size, size):
         raise FormatError(
             f"{path}: expected a {size}x{size} image, found {rgba.shape[1]}x{rgba.shape[0]}"
@@ -176,9 +280,9 @@ def read_rgb(path: Path | str, size: int = SIZE) -> np.ndarray:
     return rgba
 
 
-def _load_npy(path: Path | str) -> np.ndarray:
+def _load_npy(path: Path | str, data: bytes | None = None) -> np.ndarray:
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path if data is None else io.BytesIO(data), allow_pickle=False)
     except Exception as exc:
         raise FormatError(f"{path}: corrupt or truncated .npy file ({exc})") from None
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number):
@@ -186,9 +290,10 @@ def _load_npy(path: Path | str) -> np.ndarray:
     return array
 
 
-def read_depth(path: Path | str, size: int = SIZE) -> np.ndarray:
-    """A LiDAR range image as a ``(size, size)`` float32 array of metres."""
-    depth = _load_npy(path)
+def read_depth(path: Path | str, size: int = SIZE, *, data: bytes | None = None) -> np.ndarray:
+    """A LiDAR range image as a ``(size, size)`` float32 array of metres (decoded from ``data``, the file's
+    bytes, when the caller has read them)."""
+    depth = _load_npy(path, data)
     if depth.shape != (size, size):
         raise FormatError(f"{path}: expected a depth array of shape ({size}, {size}), found {depth.shape}")
     depth = depth.astype(np.float32, copy=False)
@@ -219,14 +324,28 @@ def read_angles(class_dir: Path | str, size: int = SIZE) -> tuple[np.ndarray, np
 # --------------------------------------------------------------------------- scanning
 
 
-def _validate_pair(pair: Pair, size: int) -> list[BadFile]:
-    bad = []
+def _validate_pair(pair: Pair, size: int) -> tuple[list[BadFile], Contents | None]:
+    """Read a pair's two files once each: what is wrong with them, or (valid) their :class:`Contents`.
+
+    The bytes read to decode a file are the bytes hashed: a digest costs no second read."""
+    bad, digests, arrays = [], [], []
     for path, reader in ((pair.rgb_path, read_rgb), (pair.lidar_path, read_depth)):
         try:
-            reader(path, size)
+            data = _read_bytes(path)
+            arrays.append(reader(path, size, data=data))
+            digests.append(hashlib.blake2b(data, digest_size=16).hexdigest())
         except FormatError as exc:
             bad.append(BadFile(path, str(exc).removeprefix(f"{path}: ")))
-    return bad
+    if bad:
+        return bad, None
+    return [], Contents(digest="/".join(digests), blank_rgb=not arrays[0][..., :3].any())
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise FormatError(f"{path}: unreadable ({exc.strerror or exc})") from None
 
 
 def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
@@ -246,7 +365,21 @@ def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
     rgb, lidar = _stems(rgb_dir, ".png"), _stems(lidar_dir, ".npy")
     report.unpaired = sorted([rgb_dir / f"{s}.png" for s in rgb - lidar] + [lidar_dir / f"{s}.npy" for s in lidar - rgb])
     report.pairs = [Pair(report.label, stem, class_dir) for stem in sorted(rgb & lidar)]
+    report.copies = [copy for path in report.unpaired if (copy := _copy_of(path)) is not None]
     return report
+
+
+def _copy_of(path: Path) -> FileCopy | None:
+    """``0123 (1).npy`` beside ``0123.npy``: a copy of it (compared byte for byte), else None."""
+    named = _COPY_NAME.match(path.stem)
+    original = path.with_name(named["original"] + path.suffix) if named else None
+    if original is None or not original.is_file():
+        return None
+    try:
+        identical = filecmp.cmp(path, original, shallow=False)
+    except OSError:  # vanished meanwhile: not a copy to report
+        return None
+    return FileCopy(path, original, identical)
 
 
 def _stems(folder: Path, suffix: str) -> set[str]:
@@ -268,7 +401,8 @@ def validate_pairs(
     progress: Callable[[int], None] | None = None, workers: int | None = None,
 ) -> ScanReport:
     """Read the files of every pair of ``report`` but those whose ``pair_id`` is in ``skip``; a pair
-    with a corrupt or malformed file moves from ``pairs`` to ``bad_files``. By ``workers`` processes
+    with a corrupt or malformed file moves from ``pairs`` to ``bad_files``, a valid one gets its
+    :class:`Contents` in ``report.contents`` (for the quirks). By ``workers`` processes
     (default: 2 from a few hundred pairs to read on). Returns ``report``, changed in place."""
     to_read = [pair for pair in report.pairs if pair.pair_id not in skip]
     workers = workers or (2 if len(to_read) >= 400 else 1)
@@ -276,10 +410,12 @@ def validate_pairs(
     failed = set()
     with process_pool(workers) if workers > 1 else nullcontext() as pool:
         map_ = partial(pool.map, chunksize=64) if pool else map
-        for pair, bad in zip(to_read, map_(partial(_validate_pair, size=size), to_read)):
+        for pair, (bad, contents) in zip(to_read, map_(partial(_validate_pair, size=size), to_read)):
             if bad:
                 by_label[pair.label].bad_files.extend(bad)
                 failed.add(pair)
+            else:
+                report.contents[pair.pair_id] = contents
             if progress:
                 progress(1)
     for c in report.classes.values():
@@ -294,7 +430,9 @@ def scan(
     """Scan a data root. Bad and unpaired files are reported, never fatal.
 
     With ``validate`` every file is read, so corrupt or malformed files end up in
-    ``bad_files`` instead of ``pairs`` (see :func:`validate_pairs`).
+    ``bad_files`` instead of ``pairs`` (see :func:`validate_pairs`), and the quirks of
+    published copies are found: all-black RGB images, duplicate pairs (``report.blank_rgb()``,
+    ``report.duplicates()``). Unpaired ``0123 (1).npy`` copies are found either way.
     """
     root = Path(root)
     if not root.is_dir():

@@ -3,9 +3,12 @@
 Slices: ``rgb`` (the PNG), ``depth`` (a colour-mapped range picture) and ``lidar``
 (a ``.pcd`` point cloud with a bird's-eye thumbnail). Every slice carries
 ``ground_truth``, ``pair_id``, ``range_path`` (the raw range image, which models
-read), ``source_key`` (size and modification time of the pair's files) and the
-LiDAR statistics. Derived files live in a cache folder beside the data; the raw
-data is never modified.
+read), ``source_key`` (size and modification time of the pair's files),
+``content_hash`` (a digest of each file) and the LiDAR statistics. Every slice of a
+pair with an all-black RGB image is tagged ``blank_rgb``, of a pair byte-identical to
+an earlier one ``duplicate`` (:mod:`.format`'s quirks; ingest sets and clears these
+two tags). Derived files live in a cache folder beside the data; the raw data is
+never modified.
 
 Ingesting into an existing dataset brings it in line with the folder (see :func:`ingest`);
 every change is a bulk write (``add_samples`` of whole batches, ``set_values``,
@@ -50,6 +53,7 @@ class IngestResult:
     repaired: list[str] = field(default_factory=list)  # pair ids whose groups were incomplete or doubled (a
     # killed ingest): their samples were replaced by one complete group (also in ``added``)
     unkeyed: int = 0  # of ``changed``: pairs an older version ingested without a source key
+    quirks: dict[str, list[str]] = field(default_factory=dict)  # quirk tag -> the pairs tagged with it
     leftovers: list[str] = field(default_factory=list)  # datasets removed: rebuilds of this name that were killed
     scan: fmt.ScanReport | None = None
     replaced: str | None = None  # what a rebuild replaced: "<data root> (<n> groups)"
@@ -75,6 +79,8 @@ class IngestResult:
         unpaired = sum(len(c.unpaired) for c in self.scan.classes.values()) if self.scan else 0
         if bad or unpaired:
             lines.append(f"  skipped {bad} bad and {unpaired} unpaired files (see `cilp validate`)")
+        if self.scan:
+            lines += self.scan.quirk_lines()
         return "\n".join(lines)
 
 
@@ -181,12 +187,20 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     complete = {pid for pid, entry in held.items()  # one group holding every slice once
                 if len(entry["groups"]) == 1 and next(iter(entry["groups"].values())) == set(SLICES)
                 and len(entry["ids"]) == len(SLICES)}
-    # the files of pairs read when they were ingested and unchanged since (same key) are not read again
-    unchanged = {pid for pid in complete if held[pid]["key"] is not None and held[pid]["key"] == keys.get(pid)}
+    # the files of pairs read when they were ingested and unchanged since (same key) are not read again:
+    # their contents are what was recorded then (the digests; all-black: the tag)
+    unchanged = {pid for pid in complete if held[pid]["key"] is not None and held[pid]["key"] == keys.get(pid)
+                 and held[pid]["content"] is not None}
     say(0.0, f"checking the files of {len(keys) - len(unchanged)} new or changed pairs")
     fmt.validate_pairs(report, skip=unchanged).require_usable()  # before a new dataset exists
+    report.contents.update({pid: fmt.Contents(held[pid]["content"], blank_rgb=fmt.BLANK_RGB in held[pid]["rgb_quirks"])
+                            for pid in unchanged})
     dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
-    result = IngestResult(dataset=dataset, scan=report)
+    result = IngestResult(dataset=dataset, scan=report, quirks=report.quirks())
+    tags_of: dict[str, list[str]] = {}
+    for tag, pair_ids in result.quirks.items():
+        for pid in pair_ids:
+            tags_of.setdefault(pid, []).append(tag)
     valid = {pair.pair_id: pair for pair in report.pairs}
     broken = sorted(set(held) - complete)
     gone = sorted(pid for pid in held if pid not in valid)
@@ -206,7 +220,8 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     try:
         for start in range(0, len(todo), ADD_BATCH):
             batch = todo[start:start + ADD_BATCH]
-            samples = [s for pair in batch for s in _group_samples(pair, next(made), keys[pair.pair_id])]
+            samples = [s for pair in batch for s in _group_samples(
+                pair, next(made), keys[pair.pair_id], report.contents[pair.pair_id], tags_of.get(pair.pair_id, []))]
             # built here with the declared schema: skip FiftyOne's per-sample checks. One insert per batch
             # (batcher=False): a process killed meanwhile leaves whole groups, where FiftyOne's default
             # batcher, which starts with a few samples per insert, left parts of groups
@@ -223,6 +238,12 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     finally:
         made.close()
 
+    # before the changed pairs get their new keys and the unhashed ones their digests: a run cut short
+    # leaves them to be read again
+    _set_quirk_tags(dataset, {pid: held[pid] for pid in complete if pid in valid}, result.quirks)
+    unhashed = [pid for pid in complete if pid in valid and pid not in unchanged and pid not in result.changed]
+    if unhashed:  # ingested by an older version, unchanged since
+        _record_content_hashes(dataset, unhashed, report)
     if result.changed:
         say(1.0, f"re-deriving {len(result.changed)} changed pairs")
         _update_changed(dataset, [valid[pid] for pid in result.changed], keys, report, cache, workers)
@@ -252,21 +273,57 @@ def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, 
     view.set_values("orthographic_projection_metadata",
                     {sid: _projection_metadata(made[pid]) for sid, pid, slice_name in rows if slice_name == "lidar"},
                     key_field="id")
+    view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid, _ in rows}, key_field="id")
     view.set_values("source_key", {sid: keys[pid] for sid, pid, _ in rows}, key_field="id")
 
 
+def _record_content_hashes(dataset: fo.Dataset, pair_ids: list[str], report: fmt.ScanReport) -> None:
+    """Write the digests the scan found for ``pair_ids`` on every slice of theirs, in one bulk write."""
+    view = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id").is_in(pair_ids))
+    view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid in zip(*view.values(
+        ["id", "pair_id"]))}, key_field="id")
+
+
+def _set_quirk_tags(dataset: fo.Dataset, kept: dict[str, dict], quirks: dict[str, list[str]]) -> None:
+    """Every slice of the pairs ``quirks[tag]`` names gets ``tag``; the other slices lose it. Of the
+    pairs ``kept`` (:func:`_pairs_held`, before this run added its groups, which carry their tags):
+    one bulk update per tag and direction, of the samples that change only (none when nothing did)."""
+    samples = dataset.select_group_slices(_allow_mixed=True)
+    for tag, pair_ids in quirks.items():
+        named = set(pair_ids)
+        to_tag = [sid for pid in named & kept.keys() for sid in kept[pid]["ids"]
+                  if tag not in kept[pid]["quirks"].get(sid, ())]
+        to_untag = [sid for pid, entry in kept.items() if pid not in named
+                    for sid, tags in entry["quirks"].items() if tag in tags]
+        if to_tag:
+            samples.select(to_tag).tag_samples(tag)
+        if to_untag:
+            samples.select(to_untag).untag_samples(tag)
+
+
 def _pairs_held(dataset: fo.Dataset) -> dict[str, dict]:
-    """What ``dataset`` holds, pair by pair: sample ids, slices by group, file key, file paths."""
+    """What ``dataset`` holds, pair by pair: sample ids, slices by group, file key, file paths, the
+    rgb slice's content hash, and the quirk tags of the samples that carry any (of the rgb slice's
+    apart). Three reads: every sample; the rgb slice; the quirk-tagged samples (reading every
+    sample's digest and tags would take 2.4 times as long as the first alone, at 60,000 samples)."""
     samples = dataset.select_group_slices(_allow_mixed=True)
     held: dict[str, dict] = {}
     for sid, pid, gid, slice_name, key, path, range_path in zip(*samples.values(
             ["id", "pair_id", "group.id", "group.name", "source_key", "filepath", "range_path"])):
-        entry = held.setdefault(pid, {"ids": [], "groups": {}, "key": key, "paths": set()})
+        entry = held.setdefault(pid, {"ids": [], "groups": {}, "key": key, "paths": set(), "content": None,
+                                      "quirks": {}, "rgb_quirks": set()})
         entry["ids"].append(sid)
         entry["groups"].setdefault(gid, set()).add(slice_name)
         entry["paths"].add(range_path)
         if slice_name == "rgb":
             entry["paths"].add(path)
+    for pid, content in zip(*dataset.select_group_slices("rgb").values(["pair_id", "content_hash"])):
+        held[pid]["content"] = content
+    tagged = samples.match(fo.ViewField("tags").contains(list(fmt.QUIRK_TAGS), all=False))
+    for sid, pid, slice_name, tags in zip(*tagged.values(["id", "pair_id", "group.name", "tags"])):
+        quirks = held[pid]["quirks"][sid] = set(tags) & set(fmt.QUIRK_TAGS)
+        if slice_name == "rgb":
+            held[pid]["rgb_quirks"] = quirks
     return held
 
 
@@ -309,6 +366,8 @@ def _declare_fields(dataset: fo.Dataset) -> None:
             ("range_path", fields.StringField, {"description": "the raw LiDAR range image (.npy)"}),
             ("source_key", fields.StringField,
              {"description": "size:mtime of the RGB and LiDAR files when derived (re-ingest compares it)"}),
+            ("content_hash", fields.StringField,
+             {"description": "BLAKE2b-128 of the RGB and LiDAR files (rgb/lidar): duplicate pairs share it"}),
             ("ground_truth", fields.EmbeddedDocumentField, {"embedded_doc_type": fo.Classification}),
             ("lidar_returns", fields.IntField, {"description": "valid LiDAR returns"}),
             ("lidar_min_range", fields.FloatField, {"description": "metres"}),
@@ -364,21 +423,23 @@ def _projection_metadata(made: derived.DerivedFiles) -> fou3d.OrthographicProjec
     )
 
 
-def _group_samples(pair: fmt.Pair, made: derived.DerivedFiles, key: str) -> list[fo.Sample]:
+def _group_samples(pair: fmt.Pair, made: derived.DerivedFiles, key: str, contents: fmt.Contents,
+                   tags: list[str]) -> list[fo.Sample]:
     group = fo.Group()
     common = dict(
         pair_id=pair.pair_id,
         range_path=str(pair.lidar_path),
         source_key=key,
+        content_hash=contents.digest,
         ground_truth=fo.Classification(label=pair.label),
         lidar_returns=made.returns,
         lidar_min_range=made.min_range,
         lidar_mean_range=made.mean_range,
     )
-    lidar = fo.Sample(filepath=str(made.pcd), group=group.element("lidar"), **common)
+    lidar = fo.Sample(filepath=str(made.pcd), group=group.element("lidar"), tags=list(tags), **common)
     lidar["orthographic_projection_metadata"] = _projection_metadata(made)
     return [
-        fo.Sample(filepath=str(pair.rgb_path), group=group.element("rgb"), **common),
-        fo.Sample(filepath=str(made.depth_png), group=group.element("depth"), **common),
+        fo.Sample(filepath=str(pair.rgb_path), group=group.element("rgb"), tags=list(tags), **common),
+        fo.Sample(filepath=str(made.depth_png), group=group.element("depth"), tags=list(tags), **common),
         lidar,
     ]

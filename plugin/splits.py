@@ -7,7 +7,9 @@ it exactly; ``stratify=True`` (the default) applies it to each class, so every
 split keeps the class balance. The JSON form is the reference's:
 ``{"train": [...], "val": [...], "seed": 42, "subset_percentage": 0.3}``
 (plus ``"test"`` when there is one). The protocol itself (``make_split``) needs no
-FiftyOne, so scripts that train without a dataset cut the same splits.
+FiftyOne, so scripts that train without a dataset cut the same splits. Pairs with an
+excluded tag (such as ingest's ``blank_rgb`` and ``duplicate``) are left out before
+the protocol runs, and out of an imported split.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from . import format as fmt
 
@@ -39,6 +41,12 @@ class Split:
 
     def counts(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in SPLITS}
+
+    def without(self, pair_ids: Iterable[str]) -> "Split":
+        """This split less ``pair_ids``."""
+        left_out = set(pair_ids)
+        kept = {name: [pid for pid in getattr(self, name) if pid not in left_out] for name in SPLITS}
+        return Split(**kept, seed=self.seed, subset_percentage=self.subset_percentage)
 
     def to_json(self, path: Path | str) -> Path:
         data = {"train": self.train, "val": self.val}
@@ -127,14 +135,22 @@ def make_split(pair_ids: list[str], val: float = 0.2, test: float = 0.0, subset:
 class SplitResult:
     split: Split
     missing: list[str]  # ids the split names that the dataset lacks
+    excluded: dict[str, list[str]] = field(default_factory=dict)  # excluded tag -> the pairs left out for it
 
     def summary(self) -> str:
         counts = ", ".join(f"{n} {name}" for name, n in self.split.counts().items() if n)
         text = f"split: {counts} pairs (seed {self.split.seed}, subset {self.split.subset_percentage})"
+        if self.excluded:
+            left_out = {pid for ids in self.excluded.values() for pid in ids}
+            text += f"\n  left out {len(left_out)} pairs tagged " + ", ".join(
+                f"{tag} ({len(ids)}{': ' + _some(ids) if ids else ''})" for tag, ids in self.excluded.items())
         if self.missing:
-            text += f"\n  {len(self.missing)} ids not in the dataset: {', '.join(self.missing[:10])}" + (
-                " ..." if len(self.missing) > 10 else "")
+            text += f"\n  {len(self.missing)} ids not in the dataset: {_some(self.missing)}"
         return text
+
+
+def _some(pair_ids: list[str], shown: int = 10) -> str:
+    return ", ".join(pair_ids[:shown]) + (" ..." if len(pair_ids) > shown else "")
 
 
 def all_slices(dataset: fo.Dataset):
@@ -149,6 +165,23 @@ def with_tags(view, tags: str | list[str] | None):
 
 def pair_ids(dataset: fo.Dataset) -> list[str]:
     return all_slices(dataset).distinct("pair_id")
+
+
+def check_exclude_tags(tags: str | Iterable[str] | None) -> list[str]:
+    """``tags`` as a list (one tag may come as a string); a split tag or an empty one raises ``ValueError``."""
+    tags = [tags] if isinstance(tags, str) else list(tags or [])
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip():
+            raise ValueError(f"exclude_tags: expected tag names such as 'blank_rgb', got {tag!r}")
+        if tag in SPLITS:
+            raise ValueError(f"exclude_tags: '{tag}' is a split tag, which a split rewrites; "
+                             f"exclude tags such as 'blank_rgb' or 'duplicate'")
+    return list(dict.fromkeys(tags))
+
+
+def tagged_pairs(dataset: fo.Dataset, tags: list[str]) -> dict[str, list[str]]:
+    """Each tag -> the pairs with it on any slice, sorted."""
+    return {tag: sorted(all_slices(dataset).match_tags(tag).distinct("pair_id")) for tag in tags}
 
 
 def apply_split(dataset: fo.Dataset, split: Split) -> SplitResult:
@@ -176,17 +209,29 @@ def apply_split(dataset: fo.Dataset, split: Split) -> SplitResult:
 def create_splits(
     dataset: fo.Dataset, *, val: float = 0.2, test: float = 0.0, subset: float = 1.0, seed: int = 42,
     stratify: bool = True, from_json: Path | str | None = None, to_json: Path | str | None = None,
+    exclude_tags: str | Iterable[str] | None = None,
 ) -> SplitResult:
-    """Make (or import, with ``from_json``) a split, tag the dataset, optionally export it."""
-    split = Split.from_json(from_json) if from_json else make_split(
-        pair_ids(dataset), val=val, test=test, subset=subset, seed=seed, stratify=stratify)
+    """Make (or import, with ``from_json``) a split, tag the dataset, optionally export it.
+
+    Pairs with any of ``exclude_tags`` (on any slice) are left out: the protocol runs on the others,
+    an imported split loses them, and they carry no split tag afterwards."""
+    tags = check_exclude_tags(exclude_tags)
+    excluded = tagged_pairs(dataset, tags)
+    left_out = {pid for ids in excluded.values() for pid in ids}
+    if from_json:
+        split = Split.from_json(from_json).without(left_out)
+    else:
+        split = make_split([pid for pid in pair_ids(dataset) if pid not in left_out],
+                           val=val, test=test, subset=subset, seed=seed, stratify=stratify)
     if not split.train and not split.val and not split.test:
-        raise ValueError("the split is empty: the dataset has no pairs (ingest data first)")
+        raise ValueError(f"the split is empty once the {len(left_out)} pairs tagged {' or '.join(tags)} are left out"
+                         if left_out else "the split is empty: the dataset has no pairs (ingest data first)")
     result = apply_split(dataset, split)
+    result.excluded = excluded
     if to_json:
         split.to_json(to_json)
     dataset.info["split"] = {"seed": split.seed, "subset_percentage": split.subset_percentage,
-                             **split.counts()}
+                             **split.counts(), "exclude_tags": tags}
     dataset.save()
     return result
 

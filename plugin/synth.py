@@ -297,15 +297,19 @@ def generate(
     force: bool = False,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    quirks: int = 0,
 ) -> Path:
     """Render ``n_per_class`` pairs per class into ``dest`` in the DLI layout.
 
     The files are written to a temporary folder beside ``dest`` and moved into
     place at the end, so a failed run leaves nothing behind. ``progress`` is
-    called with the number of pairs finished since its last call.
+    called with the number of pairs finished since its last call. ``quirks``
+    gives each class that many of each quirk of published copies (see
+    :func:`add_quirks`); none by default.
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class: expected a positive number of pairs, got {n_per_class}")
+    _check_quirks(quirks, n_per_class)
     dest = Path(dest).resolve()
     if dest.exists() and any(dest.iterdir()) and not force:
         raise FileExistsError(f"{dest}: already exists and is not empty (use --force to replace it)")
@@ -330,6 +334,7 @@ def generate(
                 done = _write_chunk(*job)
                 if progress:
                     progress(done)
+        add_quirks(staging, quirks, seed)
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
@@ -337,3 +342,52 @@ def generate(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+# --------------------------------------------------------------------------- quirks
+
+#: the stems one quirk of each kind takes: a blank image, a copy, and a duplicate with its original
+_STEMS_PER_QUIRK = 4
+
+
+def _check_quirks(quirks: int, n_per_class: int) -> None:
+    if quirks < 0:
+        raise ValueError(f"quirks: expected a number >= 0, got {quirks}")
+    if _STEMS_PER_QUIRK * quirks > n_per_class:
+        raise ValueError(f"quirks: {quirks} of each kind take {_STEMS_PER_QUIRK * quirks} pairs per class, "
+                         f"but n_per_class is {n_per_class}")
+
+
+def add_quirks(root: Path | str, quirks: int, seed: int) -> None:
+    """Give each class folder under ``root`` ``quirks`` of each quirk of published copies, on distinct
+    stems drawn by a generator seeded with ``(seed, class)``:
+
+    - an all-black RGB image (alpha 255) in place of a pair's image: these are byte-identical;
+    - an unpaired copy ``STEM (1).npy`` of a LiDAR file, or (every second one) ``STEM (1).png`` of an
+      RGB file, byte-identical to its original;
+    - a duplicate pair: a later stem's two files replaced by an earlier stem's, byte for byte.
+
+    The number of pairs stays the same. Applied after rendering: the scenes do not change.
+    """
+    if not quirks:
+        return
+    root = Path(root)
+    for class_index, folder in enumerate(fmt.CLASS_FOLDERS):
+        class_dir = root / folder
+        stems = sorted(path.stem for path in (class_dir / "lidar").glob("*.npy"))
+        _check_quirks(quirks, len(stems))
+        drawn = np.random.default_rng([seed, class_index]).permutation(len(stems))[:_STEMS_PER_QUIRK * quirks]
+        chosen = [stems[i] for i in drawn]
+        blank, copied, duplicated = chosen[:quirks], chosen[quirks:2 * quirks], chosen[2 * quirks:]
+        for stem in blank:
+            path = class_dir / "rgb" / f"{stem}.png"
+            black = np.zeros_like(fmt.read_rgb(path))
+            black[..., 3] = 255
+            path.write_bytes(fmt.encode_png(black))
+        for k, stem in enumerate(copied):
+            kind, suffix = (("lidar", ".npy"), ("rgb", ".png"))[k % 2]
+            shutil.copyfile(class_dir / kind / f"{stem}{suffix}", class_dir / kind / f"{stem} (1){suffix}")
+        for first, second in zip(duplicated[::2], duplicated[1::2]):
+            original, duplicate = sorted((first, second))
+            for kind, suffix in (("rgb", ".png"), ("lidar", ".npy")):
+                shutil.copyfile(class_dir / kind / f"{original}{suffix}", class_dir / kind / f"{duplicate}{suffix}")

@@ -24,6 +24,12 @@ def tiny_data(tmp_path_factory):
     return synth.generate(tmp_path_factory.mktemp("tiny") / "data", n_per_class=8, seed=1)
 
 
+@pytest.fixture(scope="session")
+def quirky_data(tmp_path_factory):
+    """8 pairs per class, 2 of each quirk of published copies per class (``generate(quirks=2)``); read-only."""
+    return synth.generate(tmp_path_factory.mktemp("quirky") / "data", n_per_class=8, seed=1, quirks=2)
+
+
 @pytest.fixture
 def data_copy(tiny_data, tmp_path):
     """A private, writable copy of ``tiny_data``."""

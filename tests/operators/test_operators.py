@@ -151,3 +151,38 @@ def test_apply_form_offers_runs_shipped_checkpoints_and_embedding_maps(client, l
     assert fields["embedding_map"]["default"] == "pca"
     fields = form({"source": "run"})
     assert "checkpoint" not in fields and "no runs recorded" in fields["run"]["view"]["description"]
+
+
+def test_split_operator_leaves_out_pairs_with_excluded_tags(client, quirky_data):
+    name = f"quirky-ops-{uuid.uuid4().hex[:8]}"
+    run = foo.execute_operator(f"{URI}/load_rgb_lidar_dataset",
+                               ctx={"params": {"source": "folder", "path": str(quirky_data), "name": name}})
+    assert run.error is None, run.error
+    assert "4 pairs with an all-black RGB image (tag blank_rgb)" in run.result["summary"]
+    dataset = fo.load_dataset(name)
+    try:
+        form = client.post("/operators/resolve-type", json={
+            "dataset_name": name, "operator_uri": f"{URI}/create_splits", "target": "inputs",
+            "params": {"exclude_tags": ["duplicate", "train"]}}).json()["type"]["properties"]["exclude_tags"]
+        assert "this dataset: blank_rgb: 4 pairs, duplicate: 4 pairs" in form["view"]["description"]
+        assert form["invalid"] and "'train' is a split tag" in form["error_message"]
+
+        run = foo.execute_operator(f"{URI}/create_splits", ctx={
+            "dataset": dataset, "params": {"val": 0.25, "seed": 0, "exclude_tags": ["blank_rgb", "duplicate"]}})
+        assert run.error is None, run.error
+        assert (run.result["train"], run.result["val"]) == (6, 2)  # 4 pairs a class left: 3 train, 1 val
+        assert run.result["excluded"] == {"blank_rgb": 4, "duplicate": 4}
+        rgb = dataset.select_group_slices("rgb")
+        assert set(rgb.match_tags(["train", "val"]).values("pair_id")).isdisjoint(
+            rgb.match_tags(["blank_rgb", "duplicate"]).values("pair_id"))
+        assert splits.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12,
+                                                                  "duplicate": 12}
+        run = foo.execute_operator(f"{URI}/create_splits", ctx={
+            "dataset": dataset, "params": {"val": 0.25, "exclude_tags": ["duplicate"]}})
+        assert run.error is None and run.result["excluded"] == {"duplicate": 4}
+        back = splits.all_slices(dataset).match_tags("blank_rgb").count_sample_tags()
+        assert back.get("train", 0) + back.get("val", 0) == back["blank_rgb"] == 12  # back in the split
+        with pytest.raises(ExecutionError, match="'val' is a split tag"):
+            foo.execute_operator(f"{URI}/create_splits", ctx={"dataset": dataset, "params": {"exclude_tags": ["val"]}})
+    finally:
+        dataset.delete()

@@ -101,3 +101,29 @@ def test_training_progress_is_a_bar_on_a_terminal_and_epoch_lines_in_a_log(capsy
             bar(fraction, label)
     assert capsys.readouterr().out.splitlines() == ["training:  50% late: epoch 1/2: val loss 0.5, accuracy 80%",
                                                     "training: 100% late: epoch 2/2: val loss 0.3, accuracy 90%"]
+
+
+def test_quirks_from_generate_to_split(tmp_path, capsys):
+    """`generate --quirks`, then what `validate`, `ingest` and `split --exclude-tags` make of them."""
+    root, name = tmp_path / "quirky", f"cli-quirks-{uuid.uuid4().hex[:8]}"
+    assert cli.main(["generate", str(root), "--n-per-class", "6", "--seed", "2", "--quirks", "1"]) == 0
+    assert cli.main(["validate", str(root)]) == 0
+    validated = capsys.readouterr().out
+    for line in ("cubes: 6 pairs, 1 unpaired, 0 bad files", "spheres: 6 pairs, 1 unpaired, 0 bad files",
+                 "2 pairs with an all-black RGB image (tag blank_rgb): cube_",
+                 "2 pairs byte-identical to an earlier pair (tag duplicate): cube_",
+                 "2 unpaired copies named 'NNNN (n)', 2 byte-identical to their original"):
+        assert line in validated
+
+    assert cli.main(["ingest", str(root), "--name", name]) == 0
+    ingested = capsys.readouterr().out
+    assert "12 pairs added" in ingested and "2 pairs with an all-black RGB image (tag blank_rgb)" in ingested
+    dataset = fo.load_dataset(name)
+    rgb = dataset.select_group_slices("rgb")
+    tagged = set(rgb.match_tags(["blank_rgb", "duplicate"]).values("pair_id"))
+    assert len(tagged) == 4
+
+    assert cli.main(["split", name, "--val", "0.5", "--exclude-tags", "blank_rgb", "duplicate"]) == 0
+    assert "split: 4 train, 4 val pairs" in capsys.readouterr().out  # the 8 untagged pairs
+    assert set(rgb.match_tags(["train", "val"]).values("pair_id")) == set(rgb.values("pair_id")) - tagged
+    fo.delete_dataset(name)

@@ -1,6 +1,7 @@
 """The on-disk contract: pairing, reading, and a named error for every malformed file."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -182,3 +183,110 @@ def test_validation_in_worker_processes_reports_the_same(data_copy):
         assert one.pairs == two.pairs and one.bad_files == two.bad_files and one.unpaired == two.unpaired
     assert {b.path.name for c in parallel.classes.values() for b in c.bad_files} == {"0001.png", "0004.npy"}
     assert len(parallel.pairs) == 13 and len(counted) == 15  # progress: every pair read, bad ones included
+
+
+# --------------------------------------------------------------------------- the original's quirks
+
+
+def expected_quirks(root):
+    """The quirks of ``root`` found by a reading of their own: images through PIL, pairs byte by byte."""
+    pairs = fmt.scan(root, validate=False).pairs
+    blank = [p.pair_id for p in pairs if not np.asarray(Image.open(p.rgb_path).convert("RGB")).any()]
+    duplicates = {}
+    for k, pair in enumerate(pairs):
+        original = next((earlier for earlier in pairs[:k] if earlier.pair_id not in duplicates
+                         and pair.rgb_path.read_bytes() == earlier.rgb_path.read_bytes()
+                         and pair.lidar_path.read_bytes() == earlier.lidar_path.read_bytes()), None)
+        if original is not None:
+            duplicates[pair.pair_id] = original.pair_id
+    return blank, duplicates
+
+
+def test_scan_reports_the_quirks_of_published_copies(quirky_data, capsys):
+    report = fmt.scan(quirky_data)
+
+    blank, duplicates = expected_quirks(quirky_data)
+    assert report.blank_rgb() == blank and len(blank) == 4  # 2 per class
+    assert report.duplicates() == duplicates and len(duplicates) == 4
+    assert all(dup.split("_")[0] == orig.split("_")[0] and dup > orig for dup, orig in duplicates.items())
+    assert report.quirks() == {"blank_rgb": blank, "duplicate": list(duplicates)}
+    assert not set(blank) & set(duplicates)
+    # the all-black images are byte-identical to each other, their LiDAR files are not: blank, not duplicates
+    assert len({(quirky_data / f"{p.split('_')[0]}s" / "rgb" / f"{p.split('_')[1]}.png").read_bytes()
+                for p in blank}) == 1
+    for c in report.classes.values():
+        assert len(c.pairs) == 8 and len(c.bad_files) == 0
+        assert [copy.path for copy in c.copies] == c.unpaired and len(c.unpaired) == 2
+        assert all(copy.identical and copy.original == copy.path.with_name(copy.path.name.replace(" (1)", ""))
+                   for copy in c.copies)
+
+    assert cli.main(["validate", str(quirky_data)]) == 0
+    text = capsys.readouterr().out
+    assert f"4 pairs with an all-black RGB image (tag blank_rgb): {', '.join(blank)}" in text
+    some_duplicate, its_original = next(iter(duplicates.items()))
+    assert "4 pairs byte-identical to an earlier pair (tag duplicate): " in text
+    assert f"{some_duplicate} (= {its_original})" in text
+    assert "4 unpaired copies named 'NNNN (n)', 4 byte-identical to their original: " in text
+    copy = report.classes["cubes"].copies[0]
+    assert f"unpaired: {copy.path} (a copy of {copy.original.name}, byte-identical)" in text
+
+    assert cli.main(["validate", str(quirky_data), "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["blank_rgb"] == blank and as_json["duplicates"] == duplicates and as_json["checked_pairs"] == 16
+    assert [c["identical"] for c in as_json["classes"]["spheres"]["copies"]] == [True, True]
+
+
+def test_default_generated_data_has_no_quirks(tiny_data):
+    report = fmt.scan(tiny_data)
+    assert report.blank_rgb() == [] and report.duplicates() == {} and report.copies == []
+    assert expected_quirks(tiny_data) == ([], {})
+    assert "quirks: none (no all-black RGB image, no duplicate pair, no 'NNNN (n)' copy)" in report.format_text()
+    assert "quirks" not in fmt.scan(tiny_data, validate=False).format_text()  # not read: nothing claimed
+
+
+def test_blank_means_every_rgb_value_zero_whatever_the_alpha(data_copy):
+    def write(stem, rgba, mode="RGBA"):
+        image = Image.fromarray(rgba if mode == "RGBA" else rgba[..., 0], mode)
+        image.save(data_copy / "cubes" / "rgb" / f"{stem}.png")
+
+    clear = np.zeros((64, 64, 4), np.uint8)  # black and transparent
+    write("0001", clear)
+    write("0002", clear, mode="L")  # a grey-level black image
+    one_dim_pixel = clear.copy()
+    one_dim_pixel[40, 7] = (0, 1, 0, 255)
+    write("0003", one_dim_pixel)
+    assert fmt.scan(data_copy).blank_rgb() == ["cube_0001", "cube_0002"]
+
+
+def test_duplicates_need_both_files_identical_and_copies_are_named(data_copy, capsys):
+    cubes, spheres = data_copy / "cubes", data_copy / "spheres"
+    for kind, suffix in (("rgb", "png"), ("lidar", "npy")):  # a cube pair again among the spheres
+        shutil.copyfile(cubes / kind / f"0002.{suffix}", spheres / kind / f"0005.{suffix}")
+        shutil.copyfile(cubes / kind / f"0004.{suffix}", cubes / kind / f"0004 (1).{suffix}")  # a paired copy
+    shutil.copyfile(cubes / "lidar" / "0006.npy", cubes / "lidar" / "0007.npy")  # the LiDAR alone: no duplicate
+    shutil.copyfile(cubes / "rgb" / "0006.png", cubes / "rgb" / "0001.png")  # the RGB alone: neither
+    np.save(cubes / "lidar" / "0003 (2).npy", np.full((64, 64), 20.0, np.float32))  # a copy that differs
+    (cubes / "rgb" / "0009 (1).png").write_bytes(b"a copy without an original")  # no 0009.png: not a copy
+
+    report = fmt.scan(data_copy)
+
+    assert report.duplicates() == {"cube_0004 (1)": "cube_0004", "sphere_0005": "cube_0002"}
+    assert [(c.path.name, c.original.name, c.identical) for c in report.classes["cubes"].copies] == [
+        ("0003 (2).npy", "0003.npy", False)]
+    assert [p.name for p in report.classes["cubes"].unpaired] == ["0003 (2).npy", "0009 (1).png"]
+    assert "(a copy of 0003.npy, with other contents)" in report.format_text()
+    assert "1 unpaired copies named 'NNNN (n)', 0 byte-identical to their original: cubes/lidar/0003 (2).npy" \
+        in report.format_text()
+
+
+def test_the_digests_are_of_the_bytes_read(data_copy):
+    import hashlib
+
+    report = fmt.scan(data_copy)
+    pair = report.pairs[3]
+    digest = "/".join(hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+                      for path in (pair.rgb_path, pair.lidar_path))
+    assert report.contents[pair.pair_id] == fmt.Contents(digest, blank_rgb=False)
+    assert len({c.digest for c in report.contents.values()}) == 16
+    skipped = fmt.validate_pairs(fmt.scan(data_copy, validate=False), skip={pair.pair_id})
+    assert pair.pair_id not in skipped.contents and len(skipped.contents) == 15

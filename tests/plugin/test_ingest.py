@@ -141,9 +141,11 @@ def test_reingest_completes_groups_an_interrupted_ingest_left(dataset, data_copy
     dataset.delete_samples([by_pair["cube_0001"]["depth"], by_pair["cube_0001"]["lidar"],
                             by_pair["sphere_0002"]["rgb"]])
     dataset.delete_samples([by_pair["sphere_0005"]["rgb"]])  # only depth + lidar left of this one...
-    pair = next(p for p in fmt.scan(data_copy).pairs if p.pair_id == "sphere_0005")
+    report = fmt.scan(data_copy)
+    pair = next(p for p in report.pairs if p.pair_id == "sphere_0005")
     made = derived.derive(pair, *fmt.read_angles(data_copy / "spheres"), ingest.default_cache_dir(data_copy))
-    dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair))[1:])  # ...and a second part
+    dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair), report.contents[pair.pair_id],
+                                              [])[1:])  # ...and a second part
 
     result = ingest.ingest(data_copy, dataset.name)
     assert result.repaired == ["cube_0001", "sphere_0002", "sphere_0005"]
@@ -290,3 +292,123 @@ def test_a_script_without_a_main_guard_ingests_with_worker_processes(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.count("added") == 1 and "added 220" in done.stdout, done.stdout
     assert_whole_groups(fo.load_dataset(name), 220)
+
+
+# --------------------------------------------------------------------------- the original's quirks
+
+
+@pytest.fixture
+def quirky(quirky_data, tmp_path):
+    """A writable copy of ``quirky_data`` (2 of each quirk per class) and its dataset."""
+    import shutil
+
+    root = shutil.copytree(quirky_data, tmp_path / "quirky")
+    result = ingest.ingest(root, unique("quirky"))
+    yield root, result
+    result.dataset.delete()
+
+
+def quirk_tags(dataset) -> dict[str, list[str]]:
+    """Quirk tag -> the pairs whose every slice carries it; fails when the slices of a pair disagree."""
+    by_pair = {}
+    for pid, slice_name, tags in zip(*dataset.select_group_slices(_allow_mixed=True).values(
+            ["pair_id", "group.name", "tags"])):
+        by_pair.setdefault(pid, {})[slice_name] = sorted(set(tags) & set(fmt.QUIRK_TAGS))
+    for pid, slices in by_pair.items():
+        assert len(slices) == 3 and len({tuple(tags) for tags in slices.values()}) == 1, f"{pid}: {slices}"
+    return {tag: sorted(pid for pid, slices in by_pair.items() if tag in slices["rgb"]) for tag in fmt.QUIRK_TAGS}
+
+
+def read_pairs(monkeypatch) -> list[str]:
+    """The pair ids whose files the next ingests read, as they read them."""
+    read = []
+    check = fmt._validate_pair
+    monkeypatch.setattr(fmt, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
+    return read
+
+
+def test_ingest_tags_every_slice_of_the_quirky_pairs(quirky, capsys, monkeypatch):
+    root, result = quirky
+    report = fmt.scan(root)
+    blank, duplicates = report.blank_rgb(), report.duplicates()
+    assert len(blank) == len(duplicates) == 4 and len(result.dataset) == 16
+
+    assert quirk_tags(result.dataset) == {"blank_rgb": sorted(blank), "duplicate": sorted(duplicates)}
+    assert result.quirks == {"blank_rgb": blank, "duplicate": list(duplicates)}
+    flat = result.dataset.select_group_slices(_allow_mixed=True)
+    assert dict(zip(*flat.values(["pair_id", "content_hash"]))) == {
+        pid: contents.digest for pid, contents in report.contents.items()}
+    summary = result.summary()
+    assert f"4 pairs with an all-black RGB image (tag blank_rgb): {', '.join(blank)}" in summary
+    assert "4 pairs byte-identical to an earlier pair (tag duplicate): " in summary
+    assert "skipped 0 bad and 4 unpaired files" in summary and "4 unpaired copies named 'NNNN (n)'" in summary
+
+    read = read_pairs(monkeypatch)  # the command again: nothing read, the same tags and report
+    from cilp_plugin import cli
+    assert cli.main(["ingest", str(root), "--name", result.dataset.name]) == 0
+    assert read == [] and f"(tag blank_rgb): {', '.join(blank)}" in capsys.readouterr().out
+    assert quirk_tags(result.dataset) == {"blank_rgb": sorted(blank), "duplicate": sorted(duplicates)}
+
+
+def test_reingest_brings_the_quirk_tags_in_line_with_the_folder(quirky, monkeypatch):
+    root, result = quirky
+    dataset = result.dataset
+    before = quirk_tags(dataset)
+    fixed = before["blank_rgb"][0]  # its image becomes a real one
+    label, stem = fixed.split("_")
+    image = np.random.default_rng(0).integers(0, 40, (64, 64, 4), np.uint8)
+    image[..., 3] = 255
+    (root / f"{label}s" / "rgb" / f"{stem}.png").write_bytes(fmt.encode_png(image))
+    duplicate, original = next(iter(result.scan.duplicates().items()))  # its original goes: it is the first now
+    label, stem = original.split("_")
+    (root / f"{label}s" / "rgb" / f"{stem}.png").unlink()
+    (root / f"{label}s" / "lidar" / f"{stem}.npy").unlink()
+    unique_pair = next(p for p in fmt.scan(root).pairs if not any(p.pair_id in ids for ids in before.values()))
+    fmt.write_pair(unique_pair.folder, "0100", fmt.read_rgb(unique_pair.rgb_path),
+                   fmt.read_depth(unique_pair.lidar_path))  # re-encoded, byte-identical: a new duplicate
+    new = f"{unique_pair.label}_0100"
+    kept_duplicate = next(pid for pid in before["duplicate"] if pid != duplicate)
+    dataset.select_group_slices("lidar").match(fo.ViewField("pair_id") == kept_duplicate).untag_samples(
+        "duplicate")  # a slice that lost its tag gets it back
+    read = read_pairs(monkeypatch)
+
+    again = ingest.ingest(root, dataset.name)
+
+    assert sorted(read) == sorted([fixed, new])  # unchanged pairs keep their recorded digests and tags
+    assert again.vanished == [original] and again.added == [new] and again.changed == [fixed]
+    assert quirk_tags(dataset) == {
+        "blank_rgb": [pid for pid in before["blank_rgb"] if pid != fixed],
+        "duplicate": sorted({*before["duplicate"], new} - {duplicate})}
+    assert again.quirks["duplicate"] == [pid for pid in fmt.scan(root).duplicates()]
+
+
+def test_a_dataset_without_content_hashes_is_read_again_once(quirky, monkeypatch):
+    root, result = quirky
+    dataset = result.dataset
+    flat = dataset.select_group_slices(_allow_mixed=True)
+    expected = quirk_tags(dataset)
+    flat.set_values("content_hash", [None] * len(flat))  # what an older version ingested
+    flat.untag_samples(list(fmt.QUIRK_TAGS))
+    read = read_pairs(monkeypatch)
+
+    ingest.ingest(root, dataset.name)
+    assert len(read) == 16 and quirk_tags(dataset) == expected
+    ingest.ingest(root, dataset.name)
+    assert len(read) == 16  # the second time, nothing
+
+
+def test_a_reingest_that_changes_nothing_writes_no_sample(quirky):
+    """The quirk tags are brought in line by updates of the samples that change only: none here."""
+    root, result = quirky
+    db = fo.core.odm.get_db_conn()
+    db.system.profile.drop()
+    db.command({"profile": 2})
+    try:
+        ingest.ingest(root, result.dataset.name)
+    finally:
+        db.command({"profile": 0})
+    collection = f"{db.name}.{result.dataset._sample_collection_name}"
+    writes = [op for op in db.system.profile.find({"ns": collection})
+              if op["op"] in ("update", "insert", "remove") or "$merge" in str(op.get("command"))]
+    db.system.profile.drop()
+    assert writes == []

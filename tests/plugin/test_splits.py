@@ -128,3 +128,76 @@ def test_a_new_split_is_written_in_one_database_update(dataset):
     db.system.profile.drop()
     assert len(writes) == 1, [op["op"] for op in writes]
     assert splits.read_split(dataset).counts() == {"train": 8, "val": 8, "test": 0}
+
+
+# --------------------------------------------------------------------------- leaving tagged pairs out
+
+
+@pytest.fixture(scope="module")
+def quirky(quirky_data):
+    """``quirky_data`` ingested: 4 pairs tagged blank_rgb, 4 others duplicate."""
+    result = ingest.ingest(quirky_data, f"quirky-splits-{uuid.uuid4().hex[:8]}")
+    yield result
+    result.dataset.delete()
+
+
+def split_tags(dataset) -> dict[str, set[str]]:
+    """Pair id -> the split tags its slices carry."""
+    by_pair = {}
+    for pid, tags in zip(*splits.all_slices(dataset).values(["pair_id", "tags"])):
+        by_pair.setdefault(pid, set()).update(set(tags) & set(splits.SPLITS))
+    return by_pair
+
+
+def test_excluded_tags_leave_their_pairs_out_of_the_split(quirky, capsys):
+    from cilp_plugin import cli
+
+    dataset, quirks = quirky.dataset, quirky.quirks
+    left_out = set(quirks["blank_rgb"]) | set(quirks["duplicate"])
+    assert len(left_out) == 8
+    splits.create_splits(dataset, val=0.25, seed=0)  # every pair in a split first
+    assert all(len(tags) == 1 for tags in split_tags(dataset).values())
+
+    result = splits.create_splits(dataset, val=0.25, seed=0, exclude_tags=["blank_rgb", "duplicate"])
+
+    kept = sorted(set(splits.pair_ids(dataset)) - left_out)
+    assert result.split.assignments() == splits.make_split(kept, val=0.25, seed=0).assignments()
+    assert {pid for pid, tags in split_tags(dataset).items() if tags} == set(kept)  # the others lost theirs
+    assert splits.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12, "duplicate": 12}
+    assert result.excluded == {"blank_rgb": sorted(quirks["blank_rgb"]), "duplicate": sorted(quirks["duplicate"])}
+    assert f"left out 8 pairs tagged blank_rgb (4: {', '.join(sorted(quirks['blank_rgb']))}), duplicate (4: " \
+        in result.summary()
+    assert dataset.info["split"]["exclude_tags"] == ["blank_rgb", "duplicate"]
+
+    assert cli.main(["split", dataset.name, "--val", "0.25", "--exclude-tags", "duplicate"]) == 0
+    assert "split: 8 train, 4 val pairs" in capsys.readouterr().out  # 6 a class: int(4.5) train
+    assert {pid for pid, tags in split_tags(dataset).items() if not tags} == set(quirks["duplicate"])
+
+
+def test_an_imported_split_loses_the_excluded_pairs(quirky, tmp_path):
+    dataset, quirks = quirky.dataset, quirky.quirks
+    every_pair = sorted(splits.pair_ids(dataset))
+    splits.Split(train=every_pair[:12], val=every_pair[12:], seed=1).to_json(tmp_path / "all.json")
+
+    result = splits.create_splits(dataset, from_json=tmp_path / "all.json", exclude_tags="blank_rgb")
+
+    assert set(result.split.assignments()) == set(every_pair) - set(quirks["blank_rgb"])
+    assert {pid for pid, tags in split_tags(dataset).items() if not tags} == set(quirks["blank_rgb"])
+
+
+@pytest.mark.parametrize("exclude_tags, message", [
+    (["duplicate", "val"], "exclude_tags: 'val' is a split tag"),
+    ([""], "exclude_tags: expected tag names"),
+    (["everything"], "the split is empty once the 16 pairs tagged everything are left out"),
+])
+def test_bad_exclusions_are_named_and_change_nothing(quirky, exclude_tags, message):
+    dataset = quirky.dataset
+    splits.all_slices(dataset).tag_samples("everything")
+    splits.create_splits(dataset, val=0.5, seed=2)
+    before = split_tags(dataset)
+    try:
+        with pytest.raises(ValueError, match=message):
+            splits.create_splits(dataset, val=0.25, seed=0, exclude_tags=exclude_tags)
+    finally:
+        splits.all_slices(dataset).untag_samples("everything")
+    assert split_tags(dataset) == before

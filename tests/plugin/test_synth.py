@@ -149,3 +149,40 @@ def test_generate_takes_the_look_and_the_scene_knobs(tmp_path, capsys):
                                   ("back_light", 2.0, "back_light: expected a value in [-1, 1]")):
         with pytest.raises(ValueError, match=re.escape(f"SceneConfig.{message}")):
             synth.SceneConfig(**{field: value})
+
+
+def test_quirks_knob_adds_each_quirk_on_its_own_stems_and_is_deterministic(tmp_path, capsys):
+    plain = synth.generate(tmp_path / "plain", n_per_class=12, seed=4)
+    assert cli.main(["generate", str(tmp_path / "a"), "--n-per-class", "12", "--seed", "4", "--quirks", "2"]) == 0
+    a = tmp_path / "a"
+    b = synth.generate(tmp_path / "b", n_per_class=12, seed=4, quirks=2, workers=1)
+    other_seed = synth.generate(tmp_path / "c", n_per_class=12, seed=5, quirks=2)
+
+    files = tree_files(a)
+    assert files == tree_files(b) and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files)
+    copies = sorted(str(f) for f in set(files) - set(tree_files(plain)))
+    assert len(copies) == 4 and all(" (1)." in name for name in copies)  # 2 per class, the rest as rendered
+    assert copies != sorted(str(f) for f in set(tree_files(other_seed)) - set(tree_files(plain)))
+    changed = {f for f in tree_files(plain) if not filecmp.cmp(plain / f, a / f, shallow=False)}
+    # per class: 2 images blanked, 2 pairs overwritten by an earlier pair's files (both files each)
+    assert len(changed) == 2 * (2 + 2 * 2)
+    for folder in fmt.CLASS_FOLDERS:
+        blanked = [f for f in changed if f.parts[0] == folder and f.parts[1] == "rgb"
+                   and not fmt.read_rgb(a / f)[..., :3].any()]
+        assert len(blanked) == 2 and all((fmt.read_rgb(a / f)[..., 3] == 255).all() for f in blanked)
+        overwritten = sorted({f.stem for f in changed if f.parts[0] == folder} - {f.stem for f in blanked})
+        assert len(overwritten) == 2
+        for stem in overwritten:  # each now a byte copy of an earlier stem's pair
+            assert any(filecmp.cmp(a / folder / "rgb" / f"{stem}.png", a / folder / "rgb" / f"{s:04d}.png", False)
+                       and filecmp.cmp(a / folder / "lidar" / f"{stem}.npy", a / folder / "lidar" / f"{s:04d}.npy",
+                                       False) for s in range(int(stem)))
+
+
+@pytest.mark.parametrize("n_per_class, quirks, message", [
+    (7, 2, "quirks: 2 of each kind take 8 pairs per class, but n_per_class is 7"),
+    (8, -1, "quirks: expected a number >= 0, got -1"),
+])
+def test_quirks_knob_refuses_what_does_not_fit_before_rendering(tmp_path, n_per_class, quirks, message):
+    with pytest.raises(ValueError, match=message):
+        synth.generate(tmp_path / "d", n_per_class=n_per_class, quirks=quirks)
+    assert list(tmp_path.iterdir()) == []  # nothing rendered, no staging folder left
