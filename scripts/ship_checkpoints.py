@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         return train_config(model, preset_name, epochs=args.epochs, device=args.device, precision=args.precision)
 
     models = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in SUITES["fusion"]]
-    about = {"data": {"generator": "cilp_plugin.synth (default scenes)", "seed": args.data_seed,
+    about = {"data": {"generator": "cilp_plugin.synth (default scenes)", "look": "default", "seed": args.data_seed,
                       "pairs": len(pair_ids), "split_seed": args.split_seed, "val_fraction": args.val,
                       "train_size": len(train_data), "val_size": len(val_data)},
              "preset": preset_name, "device": device_name(device), "precision": precision}

@@ -27,15 +27,18 @@ def test_every_demo_model_is_shipped_small_and_says_how_it_was_made():
         manifest = json.loads((SHIPPED_DIR / name / "manifest.json").read_text())
         assert manifest["status"] == "finished" and manifest["checkpoint_sha256"]
         assert {"data", "preset", "device", "precision", "val"} <= set(manifest["shipped"]), name
+        assert manifest["shipped"]["data"]["look"] in synth.LOOKS, name
         for parent in manifest["spec"]["parents"].values():  # named by their shipped names
             assert parent["run"] in DEMO_MODELS
 
 
 @pytest.fixture(scope="module")
 def shipped_val(tmp_path_factory):
-    """The val pairs the checkpoints were measured on, regenerated (the generator is deterministic)."""
+    """The val pairs the checkpoints were measured on, regenerated (the generator is deterministic) in
+    the look they were made with."""
     made = json.loads((SHIPPED_DIR / "late" / "manifest.json").read_text())["shipped"]["data"]
-    root = synth.generate(tmp_path_factory.mktemp("shipped") / "data", made["pairs"] // 2, seed=made["seed"])
+    root = synth.generate(tmp_path_factory.mktemp("shipped") / "data", made["pairs"] // 2, seed=made["seed"],
+                          config=synth.LOOKS[made["look"]])
     pair_ids = [pair.pair_id for pair in fmt.scan(root).require_usable().pairs]
     split = make_split(pair_ids, val=made["val_fraction"], seed=made["split_seed"])
     assert len(split.val) == made["val_size"]
