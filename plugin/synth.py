@@ -203,12 +203,13 @@ def _light_direction(rng, config: SceneConfig) -> np.ndarray:
 def _sample_scene(rng, config: SceneConfig, half_fov: float) -> dict:
     distance = rng.uniform(*config.distance)
     spread = config.offset * np.tan(half_fov) * distance
+    colour, light = _colour(rng, config.palette), _light_direction(rng, config)  # drawn first: the legacy order
     scene = {
         "center": np.array([rng.uniform(-spread, spread), distance, rng.uniform(-spread, spread)]),
         "size": rng.uniform(*config.size),
         "rotation": _random_rotation(rng),
-        "albedo": config.brightness * _colour(rng, config.palette),
-        "light": _light_direction(rng, config),
+        "albedo": config.brightness * colour,
+        "light": light,
         "ambient": rng.uniform(*config.ambient),
         "poles": [],
     }

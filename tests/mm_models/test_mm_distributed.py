@@ -62,7 +62,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(model, batch_size
     # the averaged gradient of one step is the gradient of the whole batch's loss in one process
     gradients = [load_file(out / f"rank{r}-gradients.safetensors") for r in range(2)]
     assert_close(gradients[1], gradients[0], 0, 0, "rank 1 vs rank 0 gradient")
-    assert_close(gradients[0], worker.one_step_gradients(data_dir, model, batch_size), 1e-4, 1e-7,
+    # summed in another order: float32 rounding of the largest terms (2.6e-7 seen on one element of 576)
+    assert_close(gradients[0], worker.one_step_gradients(data_dir, model, batch_size), 1e-4, 1e-6,
                  "2 processes vs 1, gradient")
 
     # the same in one process: a run of 2 epochs, resumed for a third
