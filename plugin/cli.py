@@ -293,10 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--look", choices=["default", "legacy"], default="default",
                    help="the scenes: fitted to the original renders (default), or the generator's before that fit")
     p.add_argument("--distance", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="object distance range in metres (default 17.83 24.65)")
+                   help="object distance range in metres (default 15.48 19.78)")
     p.add_argument("--size", type=float, nargs=2, metavar=("MIN", "MAX"),
-                   help="object size range in metres: sphere radius, cube half-edge (default 1.17 1.51)")
-    p.add_argument("--brightness", type=float, help="light strength times peak reflectance (default 0.8)")
+                   help="object size range in metres: sphere radius, cube half-edge (default 1.15 1.21)")
+    p.add_argument("--brightness", type=float, help="light strength times peak reflectance (default 0.7)")
     p.add_argument("--camera-fov", type=float, help="the camera's field of view in degrees (default 47)")
     p.add_argument("--no-return", type=float, help="the range stored where a beam hits nothing, >= 50 (default 50)")
     p.add_argument("--rgb-noise", type=float, help="camera noise std in [0, 1] (default 0)")

@@ -47,15 +47,15 @@ POLE_HALF_SIZE = (0.15, 0.15, 4.0)  # metres
 class SceneConfig:
     """Physical scene parameters; the defaults are fitted to the original renders."""
 
-    distance: tuple[float, float] = (17.83, 24.65)  # sensor to object centre, metres
-    size: tuple[float, float] = (1.17, 1.51)  # sphere radius, metres
+    distance: tuple[float, float] = (15.48, 19.78)  # sensor to object centre, metres
+    size: tuple[float, float] = (1.15, 1.21)  # sphere radius, metres
     cube_scale: float = 1.0  # a cube's half-edge per unit of size: 1 = edge as long as the sphere's diameter
     offset: float = 0.6  # lateral and vertical offset, as a fraction of the LiDAR's half field of view
     camera_fov: float | None = 47.0  # the camera's field of view, degrees; None: the LiDAR's
     palette: str = "pastel"  # object colours: light pastel hues, or one dominant primary channel
     light: str = "any"  # the light's direction: from anywhere up to back_light, or from the sensor's side ("front")
     back_light: float = 0.25  # with light "any": how far behind the object the light may be (-1 to 1: up to right behind)
-    brightness: float = 0.8  # light strength times peak reflectance
+    brightness: float = 0.7  # light strength times peak reflectance
     ambient: tuple[float, float] = (0.0, 0.0)  # share of light reaching faces turned from the light
     rgb_noise: float = 0.0  # std of camera noise, in [0, 1] intensity units (the original has none: black is 0)
     depth_noise: float = 0.01  # std of range noise on valid returns, metres
