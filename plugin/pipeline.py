@@ -46,7 +46,7 @@ def train_cilp(
     (``TrainConfig.data``: auto, resident, streamed). ``lidar_tower`` is CILP's
     LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
     from it) or ``trained`` (the reference's). Progress is labelled
-    ``stage 2/4 cilp: epoch 3/10: ...``.
+    ``stage 2/4: cilp: epoch 3/10: ...``.
     """
     from mm_models.presets import train_config
     from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
@@ -80,7 +80,7 @@ def train_cilp(
     results = {}
     for i, stage in enumerate(stages):
         parents = {role: runs.get(role) or recorded[role] for role in parents_of[stage]}
-        label = f"stage {i + 1}/{len(stages)} {stage}"
+        label = f"stage {i + 1}/{len(stages)}"  # the run's own labels start with its name
         result = train_on_dataset(
             dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=train_tag, val_tag=val_tag,
             runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,

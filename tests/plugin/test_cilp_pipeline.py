@@ -301,6 +301,16 @@ def test_a_recorded_parent_of_the_wrong_kind_is_named_before_training(split_data
     assert sorted(p.name for p in pipeline["runs_dir"].iterdir()) == before
 
 
+def test_progress_names_the_stage_once(split_dataset, tmp_path):
+    labels = []
+    train_cilp(split_dataset, stages=["lidar"], epochs=1, batch_size=8, device="cpu", precision="fp32",
+               run_prefix="progress_", runs_dir=tmp_path, progress=lambda fraction, label: labels.append(label))
+    split_dataset.delete_run("progress_lidar")
+    epoch_labels = [label for label in labels if "epoch 1/1: " in label]
+    assert epoch_labels and all(label.startswith("stage 1/1: progress_lidar: epoch 1/1: ") for label in epoch_labels), \
+        labels
+
+
 @pytest.mark.parametrize("epochs, message", [
     ({"clip": 3}, "epochs: unknown stages clip"),
     ({"lidar": 0}, "epochs: expected an integer >= 1"),  # not silently the preset's
