@@ -37,9 +37,9 @@ def artifacts_dir() -> Path:
 
 
 class AppServer:
-    """``python -m fiftyone.server.main`` on a free loopback port, same environment as the tests."""
+    """``python -m fiftyone.server.main`` on a free loopback port, the tests' environment plus ``env``."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, env: dict | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -48,7 +48,7 @@ class AppServer:
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's life, closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port), "--address", "127.0.0.1"],
-            cwd=REPO, env=os.environ.copy(),  # holds the private database settings (conftest)
+            cwd=REPO, env={**os.environ, **(env or {})},  # os.environ: the private database settings (conftest)
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
