@@ -89,7 +89,7 @@ def apply_cilp(
     from mm_models import load_run, outputs_of
     from mm_models.losses import true_pair_ranks
 
-    from .writeback import check_embedding_map, map_options
+    from .writeback import check_embedding_map, map_options, quiet_maps
 
     say = progress or (lambda fraction, label: None)
     embedding_map = check_embedding_map(embedding_map) or "pca"
@@ -139,9 +139,10 @@ def apply_cilp(
             view = with_tags(dataset.select_group_slices(slices), tags)
             vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
                                 for s, p in zip(*view.values(["group.name", "pair_id"]))])
-            fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
-                                      brain_key=staged.brain_key(key), seed=0, progress=False,
-                                      **map_options(embedding_map, *vectors.shape))
+            with quiet_maps():
+                fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
+                                          brain_key=staged.brain_key(key), seed=0, progress=False,
+                                          **map_options(embedding_map, *vectors.shape))
     for key in (name.format(base=base) for name in FORMER_INDEXES):
         if key in dataset.list_brain_runs():
             dataset.delete_brain_run(key)

@@ -325,6 +325,24 @@ def test_apply_indexes_the_pair_scores_and_orders_the_similarity_indexes_for_the
         dataset.delete()
 
 
+def test_apply_logs_no_map_messages_of_fiftyones(split_dataset):
+    """FiftyOne logs "Generating visualization..." for every map, which an apply printed 1-3 times."""
+    import logging
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("fiftyone.brain.visualization")  # what FiftyOne's console handler prints
+    logger.addHandler(handler)
+    dataset = split_dataset.clone(f"{split_dataset.name}-quiet")
+    try:
+        assert cli.main(["apply", dataset.name, "--checkpoint", "cilp", "intermediate_add"]) == 0
+    finally:
+        logger.removeHandler(handler)
+        dataset.delete()
+    assert logged == []
+
+
 def test_progress_names_the_stage_once(split_dataset, tmp_path):
     labels = []
     train_cilp(split_dataset, stages=["lidar"], epochs=1, batch_size=8, device="cpu", precision="fp32",
