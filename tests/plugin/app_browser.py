@@ -57,18 +57,24 @@ class AppServer:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        self.wait_until_answering(self.url, self.process, timeout, self.log_tail)
+
+    @staticmethod
+    def wait_until_answering(url: str, process: subprocess.Popen, timeout: float = SERVER_START_TIMEOUT,
+                             log_tail=lambda: "") -> None:
+        """Wait until the server started as ``process`` answers ``GET url/fiftyone``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the App server exited with status {self.process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                pytest.fail(f"the App server exited with status {process.returncode}:\n{log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/fiftyone", timeout=2) as answer:
+                with urllib.request.urlopen(f"{url}/fiftyone", timeout=2) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.25)
-        pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{self.log_tail()}")
+        pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{log_tail()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
