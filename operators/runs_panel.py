@@ -6,6 +6,7 @@ RUN_COLUMNS = {"run": "Run", "kind": "Kind", "status": "Status", "epochs": "Epoc
                "data": "Data"}
 OPERATION_COLUMNS = {"operation": "Operation", "state": "State", "progress": "Progress", "label": "Stage / epoch",
                      "queued": "Queued (UTC)", "error": "Error"}
+NO_COMPARISON = "none"
 
 
 class RunsPanel(foo.Panel):
@@ -33,11 +34,19 @@ class RunsPanel(foo.Panel):
         if chosen not in names:
             chosen = names[-1] if names else None
             ctx.panel.set_state("chosen", chosen)
-        folder = next((row["folder"] for row in runs if row["run"] == chosen), None)
-        ctx.panel.set_data("curves", run_curves(folder) if folder else [])
+        other = ctx.panel.state.get("compare")
+        folders = {row["run"]: row["folder"] for row in runs}
+        curves = run_curves(folders[chosen]) if chosen else []
+        if other in folders and other != chosen:
+            curves += run_curves(folders[other], prefix=f"{other}: ", dash="dash")
+        ctx.panel.set_data("curves", curves)
 
     def choose(self, ctx):
         ctx.panel.set_state("chosen", ctx.params.get("value"))
+        self.refresh(ctx)
+
+    def choose_compare(self, ctx):
+        ctx.panel.set_state("compare", ctx.params.get("value"))
         self.refresh(ctx)
 
     def apply_chosen(self, ctx):
@@ -56,6 +65,12 @@ class RunsPanel(foo.Panel):
             for name in names:
                 choices.add_choice(name, label=name)
             panel.enum("chosen", names, label="Curves of", view=choices, on_change=self.choose)
+            if len(names) > 1:
+                others = types.DropdownView()
+                for name in [NO_COMPARISON, *names]:
+                    others.add_choice(name, label=name)
+                panel.enum("compare", [NO_COMPARISON, *names], label="Compare with (dashed)", view=others,
+                           on_change=self.choose_compare)
             panel.plot("curves", layout={"title": "loss per epoch", "xaxis": {"title": "epoch"},
                                          "yaxis": {"title": "loss"}, "height": 320})
             panel.btn("apply", label="Apply this run", on_click=self.apply_chosen, variant="contained")

@@ -70,8 +70,9 @@ def scheduled_operations(dataset: fo.Dataset) -> list[dict]:
     return sorted(rows, key=lambda row: row["queued"], reverse=True)
 
 
-def run_curves(run_dir: Path | str) -> list[dict]:
-    """Plotly line traces of the run's train and val loss per epoch (empty before its first epoch)."""
+def run_curves(run_dir: Path | str, prefix: str = "", dash: str = "solid") -> list[dict]:
+    """Plotly line traces of the run's train and val loss per epoch (empty before its first epoch),
+    named ``prefix`` + the metric."""
     from mm_models.checkpoint import METRICS
 
     path = Path(run_dir) / METRICS
@@ -80,5 +81,6 @@ def run_curves(run_dir: Path | str) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     epochs = [int(row["epoch"]) for row in rows]
-    return [{"x": epochs, "y": [float(row[key]) for row in rows], "name": key, "type": "scatter",
-             "mode": "lines+markers"} for key in ("train/loss", "val/loss") if rows and key in rows[0]]
+    return [{"x": epochs, "y": [float(row[key]) for row in rows], "name": prefix + key, "type": "scatter",
+             "mode": "lines+markers", "line": {"dash": dash}}
+            for key in ("train/loss", "val/loss") if rows and key in rows[0]]

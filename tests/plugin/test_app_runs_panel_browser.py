@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture
 def dataset(tmp_path, monkeypatch):
-    """8 groups, split, one late-fusion run trained 2 epochs and one training scheduled (queued)."""
+    """8 groups, split, a late-fusion run (2 epochs), a lidar run (1 epoch), a training scheduled (queued)."""
     from mm_models import ModelConfig
     from mm_models.presets import train_config
 
@@ -44,6 +44,8 @@ def dataset(tmp_path, monkeypatch):
     splits.create_splits(made, val=0.5, seed=0)
     training.train_on_dataset(made, ModelConfig(family="late"), train_config(
         "fusion", "cpu", epochs=2, batch_size=4, device="cpu", precision="fp32"), name="late_two")
+    training.train_on_dataset(made, ModelConfig(family="lidar"), train_config(
+        "fusion", "cpu", epochs=1, batch_size=4, device="cpu", precision="fp32"), name="lidar_one")
     with ThreadPoolExecutor(1) as thread:  # FiftyOne's asyncio.run, away from Playwright's loop in this thread
         queued = thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
                                ctx={"dataset": made, "params": {"epochs": 1}}, request_delegation=True).result()
@@ -71,6 +73,25 @@ def wait_for_text(panel, page, server, text: str) -> None:
         page.wait_for_timeout(250)
 
 
+def wait_for_plot(panel, page, server, expected: list) -> None:
+    """Wait until the panel's plot shows ``expected`` traces ([name, x, y] each)."""
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    plotted = None
+    while time.monotonic() < deadline:
+        plot = panel.locator(".js-plotly-plot")
+        plotted = plot.evaluate("p => (p.data || []).map(t => [t.name, t.x, t.y])") if plot.count() else None
+        if plotted == expected:
+            return
+        page.wait_for_timeout(250)
+    pytest.fail(f"the plot shows {plotted}, expected {expected}\n{problem_report(page, server)}")
+
+
+def choose_in(panel, page, label: str, value: str) -> None:
+    """Pick ``value`` in the panel's dropdown labelled ``label``."""
+    panel.locator(f'xpath=.//*[normalize-space(text())="{label}"]/following::*[@role="combobox"][1]').click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
 def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_server, page):
     open_dataset(page, app_server, dataset)
     try:
@@ -81,27 +102,29 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         wait_for_text(panel, page, app_server, "late_two")
         rows = panel.locator("table").first.evaluate(
             "t => Array.from(t.querySelectorAll('tbody tr'), r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
-        assert len(rows) == 1 and rows[0][:5] == ["late_two", "classifier", "finished", "2/2", rows[0][4]], rows
-        assert rows[0][-3:] == ["cpu", "fp32", rows[0][-1]], rows
+        shown = {row[0]: (row[1:4], row[-3:-1]) for row in rows}
+        assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32"]),
+                         "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32"])}, rows
         wait_for_text(panel, page, app_server, "queued")
         operations = panel.locator("table").nth(1).evaluate(
             "t => Array.from(t.querySelectorAll('tbody tr'), r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
         assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
-        traces = panel.locator(".js-plotly-plot .scatterlayer .trace")
-        deadline = time.monotonic() + SHOW_TIMEOUT
-        while traces.count() != 2 and time.monotonic() < deadline:
-            page.wait_for_timeout(250)
-        assert traces.count() == 2, "the curves plot shows train and val loss"
-        plotted = panel.locator(".js-plotly-plot").evaluate("plot => plot.data.map(t => [t.name, t.x, t.y])")
-        curves = run_table.run_curves(training.recorded_runs(dataset)["late_two"])
-        assert plotted == [[c["name"], c["x"], c["y"]] for c in curves] and [c["name"] for c in curves] == \
-            ["train/loss", "val/loss"], plotted
+        folders = training.recorded_runs(dataset)
+        curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
+        choose_in(panel, page, "Curves of", "late_two")
+        curves = run_table.run_curves(folders["late_two"])
+        assert [c["name"] for c in curves] == ["train/loss", "val/loss"] and curves[0]["x"] == [1, 2]
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
+        choose_in(panel, page, "Compare with (dashed)", "lidar_one")
+        curves += run_table.run_curves(folders["lidar_one"], prefix="lidar_one: ")
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
         page.screenshot(path=artifacts_dir() / "app_runs_panel.png")
 
         panel.get_by_role("button", name="Apply this run").click()
         form = page.get_by_test_id("operators-prompt-modal")
         form.get_by_text("Apply a trained model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
-        assert field_input(form, "Run").input_value() == "late_two"
+        assert field_input(form, "Run").input_value() == "late_two"  # the run whose curves are shown
         run_operator(page, form, app_server, output=True)
         page.get_by_test_id("sidebar-field-late_two").wait_for(timeout=SHOW_TIMEOUT * 1000)
     finally:
