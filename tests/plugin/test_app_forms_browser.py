@@ -63,6 +63,12 @@ QUEUE_TIMEOUT = 30.0  # s, for a scheduled operation to reach the queue
 pytestmark = [pytest.mark.browser, needs_chromium]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_screenshots():
+    for stale in artifacts_dir().glob("app_form_*.png"):  # a failed run must not leave older shots
+        stale.unlink()
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -197,7 +203,7 @@ def run_queue(operation, operator: str):
     with ThreadPoolExecutor(1) as thread:
         thread.submit(service.execute_queued_operations, operator=f"{PLUGIN}/{operator}", log=True).result()
     done = service.get(operation.id)
-    assert done.run_state == ExecutionRunState.COMPLETED, f"{operator}: {done.run_state}: {done.run_state and done.result}"
+    assert done.run_state == ExecutionRunState.COMPLETED, f"{operator}: {done.run_state}: {done.result}"
     return done
 
 

@@ -31,6 +31,12 @@ from .test_app_operators_browser import (  # the helpers of the other operator t
 pytestmark = [pytest.mark.browser, needs_chromium]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_screenshots():
+    for stale in artifacts_dir().glob("app_runs_panel*.png"):  # a failed run must not leave older shots
+        stale.unlink()
+
+
 @pytest.fixture
 def dataset(tmp_path, monkeypatch):
     """8 groups, split, a late-fusion run (2 epochs), a lidar run (1 epoch), a training scheduled (queued)."""
@@ -69,8 +75,15 @@ def wait_for_text(panel, page, server, text: str) -> None:
     deadline = time.monotonic() + SHOW_TIMEOUT
     while text not in panel.inner_text():
         if time.monotonic() > deadline:
-            pytest.fail(f"the panel never showed {text!r}: {panel.inner_text()[:1500]!r}\n{problem_report(page, server)}")
+            pytest.fail(f"the panel never showed {text!r}: {panel.inner_text()[:1500]!r}\n"
+                        f"{problem_report(page, server)}")
         page.wait_for_timeout(250)
+
+
+def table_rows(table) -> list[list[str]]:
+    """The texts of a table's body cells, row by row."""
+    return table.evaluate("t => Array.from(t.querySelectorAll('tbody tr'), "
+                          "r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
 
 
 def wait_for_plot(panel, page, server, expected: list) -> None:
@@ -100,14 +113,12 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         panel = page.get_by_test_id("panel-content-cilp_runs")
         panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
         wait_for_text(panel, page, app_server, "late_two")
-        rows = panel.locator("table").first.evaluate(
-            "t => Array.from(t.querySelectorAll('tbody tr'), r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
+        rows = table_rows(panel.locator("table").first)
         shown = {row[0]: (row[1:4], row[-3:-1]) for row in rows}
         assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32"]),
                          "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32"])}, rows
         wait_for_text(panel, page, app_server, "queued")
-        operations = panel.locator("table").nth(1).evaluate(
-            "t => Array.from(t.querySelectorAll('tbody tr'), r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
+        operations = table_rows(panel.locator("table").nth(1))
         assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
         folders = training.recorded_runs(dataset)
         curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first

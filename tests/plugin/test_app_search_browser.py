@@ -40,6 +40,12 @@ N_PER_CLASS = 6
 pytestmark = [pytest.mark.browser, needs_chromium]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_screenshots():
+    for stale in artifacts_dir().glob("app_search_*.png"):  # a failed run must not leave older shots
+        stale.unlink()
+
+
 @pytest.fixture(scope="module")
 def base_dataset(tmp_path_factory):
     """12 groups with the shipped CILP checkpoint applied as the CLI does."""
