@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
 
 from cilp_plugin import ingest, run_table, splits, synth, training
 
@@ -86,6 +87,18 @@ def table_rows(table) -> list[list[str]]:
                           "r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
 
 
+def wait_for_rows(table, page, server, expected: list) -> None:
+    """Wait until the table's rows begin with ``expected`` cells, with no click on Refresh."""
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    rows = None
+    while time.monotonic() < deadline:
+        rows = table_rows(table)
+        if [row[:len(want)] for row, want in zip(rows, expected)] == expected and len(rows) == len(expected):
+            return
+        page.wait_for_timeout(250)
+    pytest.fail(f"the table shows {rows}, expected {expected}\n{problem_report(page, server)}")
+
+
 def wait_for_plot(panel, page, server, expected: list) -> None:
     """Wait until the panel's plot shows ``expected`` traces ([name, x, y] each)."""
     deadline = time.monotonic() + SHOW_TIMEOUT
@@ -120,6 +133,17 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         wait_for_text(panel, page, app_server, "queued")
         operations = table_rows(panel.locator("table").nth(1))
         assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
+
+        # the panel follows the operation on its own, as an executor would move it on
+        service = DelegatedOperationService()
+        operation = service.list_operations(dataset_name=dataset.name)[0]
+        service.set_running(operation.id)
+        service.set_progress(operation.id, ExecutionProgress(0.5, "late: epoch 1/2: val loss 0.5"))
+        wait_for_rows(panel.locator("table").nth(1), page, app_server,
+                      [["train_fusion", "running", "50.0%", "late: epoch 1/2: val loss 0.5"]])
+        service.set_failed(operation.id, result=ExecutionResult(error="stopped by the test"))
+        wait_for_rows(panel.locator("table").nth(1), page, app_server,
+                      [["train_fusion", "failed", "50.0%", "late: epoch 1/2: val loss 0.5"]])
         folders = training.recorded_runs(dataset)
         curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
         wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
