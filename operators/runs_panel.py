@@ -7,8 +7,8 @@ RUN_COLUMNS = {"run": "Run", "kind": "Kind", "status": "Status", "epochs": "Epoc
 OPERATION_COLUMNS = {"operation": "Operation", "state": "State", "progress": "Progress", "label": "Stage / epoch",
                      "queued": "Queued (UTC)", "error": "Error"}
 NO_COMPARISON = "none"
-#: while an operation is queued or running, the panel refreshes itself this often (ms)
-REFRESH_MS = 3000
+#: the panel refreshes itself this often (ms): while an operation is queued or running, and otherwise
+REFRESH_MS = {"watching": 3000, "idle": 10000}
 UNFINISHED = ("scheduled", "queued", "running")
 
 
@@ -18,8 +18,8 @@ class RunsPanel(foo.Panel):
         return foo.PanelConfig(
             name="cilp_runs",
             label="CILP runs",
-            help_markdown="The dataset's training runs and its scheduled operations (refreshed while one is "
-                          "unfinished); a run's loss curves beside another's; apply a run.",
+            help_markdown="The dataset's training runs and its scheduled operations (refreshed every few "
+                          "seconds); a run's loss curves beside another's; apply a run.",
             surfaces="grid",
         )
 
@@ -63,8 +63,8 @@ class RunsPanel(foo.Panel):
     def render(self, ctx):
         panel = types.Object()
         panel.btn("refresh", label="Refresh", on_click=self.refresh, variant="outlined")
-        if ctx.panel.state.get("watching"):
-            panel.view("auto_refresh", types.TimerView(interval=REFRESH_MS, on_interval=self.refresh))
+        interval = REFRESH_MS["watching" if ctx.panel.state.get("watching") else "idle"]
+        panel.view("auto_refresh", types.TimerView(interval=interval, on_interval=self.refresh))
         panel.md("**Training runs**", name="runs_heading")
         panel.list("runs", types.Object(), view=table(RUN_COLUMNS))
         names = ctx.panel.state.get("run_names") or []
@@ -82,8 +82,7 @@ class RunsPanel(foo.Panel):
             panel.plot("curves", layout={"title": "loss per epoch", "xaxis": {"title": "epoch"},
                                          "yaxis": {"title": "loss"}, "height": 320})
             panel.btn("apply", label="Apply this run", on_click=self.apply_chosen, variant="contained")
-        panel.md("**Scheduled operations** (updated every few seconds while one is unfinished)",
-                 name="operations_heading")
+        panel.md("**Scheduled operations** (updated every few seconds)", name="operations_heading")
         panel.list("operations", types.Object(), view=table(OPERATION_COLUMNS))
         return types.Property(panel, view=types.GridView(orientation="vertical", height=100, width=100))
 

@@ -144,6 +144,12 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         service.set_failed(operation.id, result=ExecutionResult(error="stopped by the test"))
         wait_for_rows(panel.locator("table").nth(1), page, app_server,
                       [["train_fusion", "failed", "50.0%", "late: epoch 1/2: val loss 0.5"]])
+
+        # a newly scheduled operation appears on its own too (the panel refreshes while idle, more slowly)
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
+                          ctx={"dataset": dataset, "params": {"epochs": 1}}, request_delegation=True).result()
+        wait_for_text(panel.locator("table").nth(1), page, app_server, "queued")
         folders = training.recorded_runs(dataset)
         curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
         wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
@@ -160,7 +166,14 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         form = page.get_by_test_id("operators-prompt-modal")
         form.get_by_text("Apply a trained model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
         assert field_input(form, "Run").input_value() == "late_two"  # the run whose curves are shown
-        run_operator(page, form, app_server, output=True)
+        failure = form.get_by_text("Error occurred during operator execution")
+        try:
+            run_operator(page, form, app_server, output=True)
+        except BaseException:
+            if failure.count():
+                failure.click()  # unfolds the error's details
+                pytest.fail(f"apply_model failed: {form.inner_text()[:3000]}")
+            raise
         page.get_by_test_id("sidebar-field-late_two").wait_for(timeout=SHOW_TIMEOUT * 1000)
     finally:
         page.screenshot(path=artifacts_dir() / "app_runs_panel_after.png")
