@@ -92,7 +92,11 @@ def apply_form(ctx) -> types.Object:
                    description="a run of this dataset, or a run folder" if runs
                    else "no runs recorded on this dataset yet: give a run folder, or train first")
     inputs.str("field", label="Prediction field", description="default: the run's name")
-    inputs.list("tags", types.String(), label="Only pairs tagged", description="default: every pair")
+    tag_choices = types.DropdownView(multiple=True)  # a bare list field reads "No only pairs tagged added yet"
+    for tag in sorted(ctx.dataset.distinct("tags")) if ctx.dataset is not None else []:
+        tag_choices.add_choice(tag, label=tag)
+    inputs.list("tags", types.String(), label="Only pairs tagged", description="default: every pair",
+                view=tag_choices)
     inputs.str("eval_tag", default=DEFAULTS["eval_tag"], label="Evaluate on pairs tagged")
     inputs.enum("embedding_map", [*EMBEDDING_MAPS, "none"], default=DEFAULTS["embedding_map"],
                 label="Embedding map", view=types.RadioGroup(),

@@ -4,7 +4,14 @@ import fiftyone.operators.types as types
 from ._common import params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
-DEFAULTS = dict(stages=list(STAGES), epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
+#: the form's checkbox of each stage (a list field with choices crashes the App's form)
+STAGE_LABELS = {
+    "lidar": "lidar: the LiDAR classifier",
+    "cilp": "cilp: contrastive RGB-LiDAR pre-training",
+    "projector": "projector: RGB embedding -> LiDAR embedding",
+    "rgb2lidar": "rgb2lidar: the RGB -> LiDAR classifier",
+}
+DEFAULTS = dict(epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
                 data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False)
 
 
@@ -30,7 +37,7 @@ class TrainCILP(foo.Operator):
         from cilp_plugin.pipeline import train_cilp
 
         p = params_with_defaults(ctx, DEFAULTS)
-        results = train_cilp(ctx.dataset, stages=p["stages"], epochs=p["epochs"], batch_size=p["batch_size"],
+        results = train_cilp(ctx.dataset, stages=chosen_stages(ctx.params), epochs=p["epochs"], batch_size=p["batch_size"],
                              preset=p["preset"], device=p["device"], precision=p["precision"], data=p["data"],
                              wandb=p["wandb"], lidar_tower=p["lidar_tower"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
@@ -49,11 +56,27 @@ class TrainCILP(foo.Operator):
         return types.Property(outputs)
 
 
+def stage_param(stage: str) -> str:
+    return f"stage_{stage}"
+
+
+def chosen_stages(params: dict) -> list[str]:
+    """The stages to train: an SDK call's ``stages`` list (or comma-separated string), else the form's
+    ticked ``stage_<name>`` boxes (each ticked unless sent unticked)."""
+    if params.get("stages") is not None:
+        return params["stages"]
+    return [stage for stage in STAGES if params.get(stage_param(stage), True)]
+
+
 def train_cilp_form(ctx) -> types.Object:
     inputs = types.Object()
-    inputs.list("stages", types.String(), default=list(STAGES), label="Stages",
-                description="lidar, cilp, projector, rgb2lidar; a later stage alone reuses this dataset's "
-                            "earlier runs", view=types.AutocompleteView(choices=[types.Choice(s) for s in STAGES]))
+    inputs.view("stages_header", types.Header(label="Stages", description="a later stage alone reuses this "
+                                                      "dataset's runs of the earlier ones"))
+    for stage in STAGES:
+        inputs.bool(stage_param(stage), default=True, label=STAGE_LABELS[stage], view=types.CheckboxView())
+    if not chosen_stages(ctx.params):
+        nothing = inputs.view("no_stage", types.Error(label="Tick at least one stage"))
+        nothing.invalid, nothing.error_message = True, "stages: tick at least one stage"
     inputs.int("epochs", min=1, label="Epochs of every stage", description="default: the preset's")
     inputs.int("batch_size", min=1, label="Batch size of every stage", description="default: the preset's")
     inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",

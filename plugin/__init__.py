@@ -7,7 +7,7 @@ imports nothing heavy: the operators live in the installed ``operators`` package
 
 
 def register(p):
-    from cilp_operators import OPERATORS
+    from cilp_operators import OPERATORS, PANELS
 
-    for operator in OPERATORS:
+    for operator in OPERATORS + PANELS:
         p.register(operator)

@@ -108,10 +108,31 @@ def _die_with_parent() -> None:
 
 
 def serve_app(port: int, address: str) -> None:
-    """The App server, as ``python -m fiftyone.server.main`` runs it."""
+    """The App server, as ``python -m fiftyone.server.main`` runs it, without the traceback that
+    Python 3.11 prints for each connection still open when it stops (:func:`_quiet_cancelled`)."""
+    import asyncio
+
     from fiftyone.server.main import start_server  # sets FIFTYONE_SERVER before importing fiftyone
 
+    class QuietStopPolicy(asyncio.DefaultEventLoopPolicy):
+        def new_event_loop(self):
+            loop = super().new_event_loop()
+            loop.set_exception_handler(_quiet_cancelled)
+            return loop
+
+    asyncio.set_event_loop_policy(QuietStopPolicy())
     start_server(port=port, address=address)
+
+
+def _quiet_cancelled(loop, context: dict) -> None:
+    """An event loop's exception handler that drops ``CancelledError``: when the server stops, it
+    cancels the connections still open (the App's event stream), and asyncio's stream callback
+    reports each as "Exception in callback ... CancelledError" with a traceback (Python 3.11)."""
+    import asyncio
+
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
 
 
 def _child_main(argv: list[str] | None = None) -> int:

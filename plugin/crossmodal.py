@@ -5,18 +5,24 @@
 ======================  =====================================================================
 ``cilp_embedding``      each slice its own modality's unit vector: the RGB embedding on ``rgb``,
                         the LiDAR embedding on ``lidar`` and ``depth``
-``cilp_pair_similarity`` every slice: cosine of the pair's own RGB and LiDAR embeddings
+``cilp_pair_similarity`` every slice: cosine of the pair's own RGB and LiDAR embeddings (sort
+                        ascending: the least aligned pairs first)
 ``cilp_pair_rank``      every slice: rank of the pair's LiDAR among all LiDAR embeddings for its
-                        RGB (1 = its own LiDAR is the nearest); sort descending (or the
-                        similarity ascending) to find misregistered or mislabelled pairs
+                        RGB (1 = its own LiDAR is the nearest; sort descending: the pairs whose
+                        own LiDAR ranks worst first, misregistered or mislabelled)
 ``cilp_rgb_map``        brain run: 2-D map of the rgb slice (App: Embeddings panel on ``rgb``)
 ``cilp_lidar_map``      brain run: 2-D map of the depth slice, which carries the LiDAR embedding
                         (the Embeddings panel plots images; on ``depth`` it shows the LiDAR side)
 ``cilp_joint_map``      brain run: one map of the rgb and depth slices together: both modalities
                         in the shared space; aligned pairs land on each other
-``cilp_rgb_sim``        similarity index of the rgb slice (sklearn, cosine)
-``cilp_lidar_sim``      similarity index of the lidar slice (point clouds)
+``cilp_image_search``   similarity index of the rgb slice (sklearn, cosine)
+``cilp_pointcloud_search`` similarity index of the lidar slice (point clouds)
 ======================  =====================================================================
+
+The two similarity fields get database indexes: the App's grid offers only indexed fields
+in "Sort by". The indexes' names sort the rgb one first: FiftyOne 1.22's similarity search
+lists every index of the dataset, whatever the slice shown, and preselects the first by
+name (or the last one used), and a query of one slice fails in another slice's index.
 
 Everything is written under temporary names and swapped in at the end
 (:class:`~cilp_plugin.staging.StagedWrite`): a failed re-apply keeps the previous results.
@@ -62,8 +68,15 @@ def names(base: str) -> dict[str, str]:
     return {
         "embedding": f"{base}_embedding", "pair_similarity": f"{base}_pair_similarity",
         "pair_rank": f"{base}_pair_rank", "rgb_map": f"{base}_rgb_map", "lidar_map": f"{base}_lidar_map",
-        "joint_map": f"{base}_joint_map", "rgb_sim": f"{base}_rgb_sim", "lidar_sim": f"{base}_lidar_sim",
+        "joint_map": f"{base}_joint_map", "rgb_sim": f"{base}_image_search",
+        "lidar_sim": f"{base}_pointcloud_search",
     }
+
+
+#: the similarity indexes' names before they were ordered for the App (deleted by a re-apply)
+FORMER_INDEXES = ("{base}_rgb_sim", "{base}_lidar_sim")
+#: the fields the App's grid can sort by once indexed
+SORTABLE = ("pair_similarity", "pair_rank")
 
 
 def apply_cilp(
@@ -76,7 +89,7 @@ def apply_cilp(
     from mm_models import load_run, outputs_of
     from mm_models.losses import true_pair_ranks
 
-    from .writeback import check_embedding_map, map_options
+    from .writeback import check_embedding_map, map_options, quiet_maps
 
     say = progress or (lambda fraction, label: None)
     embedding_map = check_embedding_map(embedding_map) or "pca"
@@ -126,9 +139,15 @@ def apply_cilp(
             view = with_tags(dataset.select_group_slices(slices), tags)
             vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
                                 for s, p in zip(*view.values(["group.name", "pair_id"]))])
-            fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
-                                      brain_key=staged.brain_key(key), seed=0, progress=False,
-                                      **map_options(embedding_map, *vectors.shape))
+            with quiet_maps():
+                fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
+                                          brain_key=staged.brain_key(key), seed=0, progress=False,
+                                          **map_options(embedding_map, *vectors.shape))
+    for key in (name.format(base=base) for name in FORMER_INDEXES):
+        if key in dataset.list_brain_runs():
+            dataset.delete_brain_run(key)
+    for key in SORTABLE:
+        dataset.create_index(keys[key])
     say(1.0, f"{base} written")
     retrieval = {f"rgb2lidar_top{k}": float((ranks <= k).mean()) for k in (1, 5)}
     return CILPApplyResult(base, len(data), [keys["embedding"], keys["pair_similarity"], keys["pair_rank"]],

@@ -48,7 +48,7 @@ def train_cilp(
     (``TrainConfig.data``: auto, resident, streamed). ``lidar_tower`` is CILP's
     LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
     from it) or ``trained`` (the reference's). Progress is labelled
-    ``stage 2/4 cilp: epoch 3/10: ...``. ``lidar_from`` (a ``lidar_cnn.pt``) makes the ``lidar``
+    ``stage 2/4: cilp: epoch 3/10: ...``. ``lidar_from`` (a ``lidar_cnn.pt``) makes the ``lidar``
     stage an import of the assessment's pretrained classifier.
     """
     from mm_models.presets import train_config
@@ -90,7 +90,7 @@ def train_cilp(
     results = {}
     for i, stage in enumerate(stages):
         parents = {role: runs.get(role) or recorded[role] for role in parents_of[stage]}
-        label = f"stage {i + 1}/{len(stages)} {stage}"
+        label = f"stage {i + 1}/{len(stages)}"  # the run's own labels start with its name
         report = lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}")  # noqa: E731
         if stage not in configs:
             result = import_on_dataset(dataset, lidar_from, val_tag=val_tag, runs_dir=runs_dir, name=names[stage],

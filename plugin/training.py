@@ -109,7 +109,7 @@ def import_on_dataset(
 
     load_lidar_cnn(path)  # a wrong file is refused before anything is written
     final, partial = _run_folders(dataset, runs_dir, check_run_name(name))
-    (progress or (lambda fraction, label: None))(0.0, f"importing {path}")
+    (progress or (lambda fraction, label: None))(0.0, f"{name}: importing {path}")
     val_arrays = arrays.from_dataset(dataset, val_tag)
 
     def make_run():  # under torchrun rank 0 alone writes and records it

@@ -13,6 +13,8 @@ embeddings out in 2-D for the App's Embeddings panel (brain key ``<field>_map``)
 from __future__ import annotations
 
 import importlib.util
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,8 +181,22 @@ def _map_embeddings(view, brain_key: str, method: str, embeddings: dict[str, np.
     import fiftyone.brain as fob
 
     vectors = np.stack([embeddings[pid] for pid in view.values("pair_id")])
-    fob.compute_visualization(view, embeddings=vectors, method=method, brain_key=brain_key,
-                              seed=0, progress=False, **map_options(method, *vectors.shape))
+    with quiet_maps():
+        fob.compute_visualization(view, embeddings=vectors, method=method, brain_key=brain_key,
+                                  seed=0, progress=False, **map_options(method, *vectors.shape))
+
+
+@contextmanager
+def quiet_maps():
+    """``compute_visualization`` logs "Generating visualization..." at INFO for every map: silenced
+    here (an apply reports its own progress)."""
+    logger = logging.getLogger("fiftyone.brain.visualization")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def map_options(method: str, count: int, dim: int) -> dict:

@@ -217,3 +217,23 @@ def test_apply_model_rejects_a_corrupted_checkpoint_and_writes_nothing(dataset, 
 def test_apply_model_rejects_an_unknown_run(dataset, trained):
     with pytest.raises(ExecutionError, match="not a run folder, nor a run of dataset"):
         foo.execute_operator(f"{URI}/apply_model", ctx={"dataset": dataset, "params": {"run": "nothing_here"}})
+
+
+def test_train_cilp_takes_a_stages_list_or_the_forms_ticked_stages(dataset, trained):
+    common = {"epochs": 1, "batch_size": 8, "precision": "fp32", "device": "cpu", "run_prefix": "sdk_"}
+    try:
+        run = foo.execute_operator(f"{URI}/train_cilp", ctx={"dataset": dataset, "params": {
+            "stages": ["lidar"], **common}})
+        assert run.error is None, run.error
+        assert run.result["runs"] == {"lidar": "sdk_lidar"}
+        ticked = {"stage_lidar": False, "stage_cilp": True, "stage_projector": False, "stage_rgb2lidar": False}
+        run = foo.execute_operator(f"{URI}/train_cilp", ctx={"dataset": dataset, "params": {**ticked, **common}})
+        assert run.error is None, run.error
+        assert run.result["runs"] == {"cilp": "sdk_cilp"}  # built from the sdk_lidar run recorded above
+        with pytest.raises(ExecutionError, match="no_stage.*stages: tick at least one stage"):
+            foo.execute_operator(f"{URI}/train_cilp", ctx={"dataset": dataset, "params": {
+                **ticked, "stage_cilp": False, **common}})
+    finally:
+        for name in ("sdk_lidar", "sdk_cilp"):
+            if name in recorded_runs(dataset):
+                dataset.delete_run(name)

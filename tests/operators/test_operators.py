@@ -15,6 +15,7 @@ from cilp_plugin import splits
 URI = "@cilp/multimodal"
 EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "train_cilp", "apply_model",
             "find_cross_modal_matches"]
+PANELS = ["cilp_runs"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_plugin_registers_every_operator_without_errors():
     registry = OperatorRegistry()
     assert registry.list_errors() == []
     uris = [op.uri for op in registry.list_operators() if op.uri.startswith(URI)]
-    assert uris == [f"{URI}/{name}" for name in EXPECTED]
+    assert uris == [f"{URI}/{name}" for name in EXPECTED + PANELS]
 
 
 def test_app_server_lists_the_operators_without_errors(client, loaded):

@@ -37,9 +37,9 @@ def artifacts_dir() -> Path:
 
 
 class AppServer:
-    """``python -m fiftyone.server.main`` on a free loopback port, same environment as the tests."""
+    """``python -m fiftyone.server.main`` on a free loopback port, the tests' environment plus ``env``."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, env: dict | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -48,7 +48,7 @@ class AppServer:
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the server's life, closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port), "--address", "127.0.0.1"],
-            cwd=REPO, env=os.environ.copy(),  # holds the private database settings (conftest)
+            cwd=REPO, env={**os.environ, **(env or {})},  # os.environ: the private database settings (conftest)
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 
@@ -57,18 +57,24 @@ class AppServer:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def wait_ready(self, timeout: float = SERVER_START_TIMEOUT) -> None:
+        self.wait_until_answering(self.url, self.process, timeout, self.log_tail)
+
+    @staticmethod
+    def wait_until_answering(url: str, process: subprocess.Popen, timeout: float = SERVER_START_TIMEOUT,
+                             log_tail=lambda: "") -> None:
+        """Wait until the server started as ``process`` answers ``GET url/fiftyone``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"the App server exited with status {self.process.returncode}:\n{self.log_tail()}")
+            if process.poll() is not None:
+                pytest.fail(f"the App server exited with status {process.returncode}:\n{log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/fiftyone", timeout=2) as answer:
+                with urllib.request.urlopen(f"{url}/fiftyone", timeout=2) as answer:
                     if answer.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.25)
-        pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{self.log_tail()}")
+        pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{log_tail()}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -398,12 +398,14 @@ def test_apply_model_with_a_shipped_checkpoint(make_dataset, app_server, page):
         assert not form.get_by_text("Shipped checkpoint", exact=True).count()
         shipped.check()
         form.get_by_text("Shipped checkpoint", exact=True).wait_for()
-        form.get_by_role("combobox").click()
+        checkpoints = form.locator(  # the form's first dropdown; "Only pairs tagged" is another
+            'xpath=.//p[normalize-space(.)="Shipped checkpoint"]/following::*[@role="combobox"][1]')
+        checkpoints.click()
         options = options_offered(page)
         assert sorted(options) == training.shipped_checkpoints(writeback.APPLICABLE_KINDS), \
             f"the dropdown offers {options}"
         page.get_by_role("option", name="intermediate_add", exact=True).click()
-        assert form.get_by_role("combobox").inner_text() == "intermediate_add"
+        assert checkpoints.inner_text() == "intermediate_add"
         assert field_input(form, "Evaluate on pairs tagged").input_value() == "val"
         wait_for_form_params(page, "apply_model", source="checkpoint", checkpoint="intermediate_add")
 

@@ -36,7 +36,7 @@ EPOCHS = {"lidar": 1, "cilp": 6, "projector": 1, "rgb2lidar": 1}  # cilp: 60-70 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 SLICES = ("rgb", "depth", "lidar")
 MAPS = ("cilp_rgb_map", "cilp_lidar_map", "cilp_joint_map")
-INDEXES = ("cilp_rgb_sim", "cilp_lidar_sim")
+INDEXES = ("cilp_image_search", "cilp_pointcloud_search")
 
 
 @pytest.fixture(scope="module")
@@ -300,6 +300,58 @@ def test_a_recorded_parent_of_the_wrong_kind_is_named_before_training(split_data
     finally:
         split_dataset.delete_run("lidar")
     assert sorted(p.name for p in pipeline["runs_dir"].iterdir()) == before
+
+
+def test_apply_indexes_the_pair_scores_and_orders_the_similarity_indexes_for_the_app(split_dataset):
+    """The grid's "Sort by" lists indexed fields only; the search panel preselects the first index by name."""
+    import fiftyone.brain as fob
+
+    from cilp_plugin.training import shipped_checkpoint
+
+    dataset = split_dataset.clone(f"{split_dataset.name}-indexes")
+    try:
+        rgb = dataset.select_group_slices("rgb")
+        fob.compute_similarity(rgb, embeddings=np.eye(len(rgb), 4), backend="sklearn", brain_key="cilp_rgb_sim",
+                               progress=False)  # an index under its former name, from an older apply
+        assert cli.main(["apply", dataset.name, "--checkpoint", "cilp"]) == 0
+        dataset.reload()
+        indexed = {spec["key"][0][0] for spec in dataset.get_index_information().values()}
+        assert {"cilp_pair_similarity", "cilp_pair_rank"} <= indexed
+        similarity = sorted(key for key in dataset.list_brain_runs()
+                            if dataset.get_brain_info(key).config.type == "similarity")
+        assert similarity == ["cilp_image_search", "cilp_pointcloud_search"]  # the rgb slice's first
+        assert dataset.load_brain_view("cilp_image_search").distinct("group.name") == ["rgb"]
+        assert len(find_cross_modal_matches(dataset, [rgb.first().id], k=3)) == 3
+    finally:
+        dataset.delete()
+
+
+def test_apply_logs_no_map_messages_of_fiftyones(split_dataset):
+    """FiftyOne logs "Generating visualization..." for every map, which an apply printed 1-3 times."""
+    import logging
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("fiftyone.brain.visualization")  # what FiftyOne's console handler prints
+    logger.addHandler(handler)
+    dataset = split_dataset.clone(f"{split_dataset.name}-quiet")
+    try:
+        assert cli.main(["apply", dataset.name, "--checkpoint", "cilp", "intermediate_add"]) == 0
+    finally:
+        logger.removeHandler(handler)
+        dataset.delete()
+    assert logged == []
+
+
+def test_progress_names_the_stage_once(split_dataset, tmp_path):
+    labels = []
+    train_cilp(split_dataset, stages=["lidar"], epochs=1, batch_size=8, device="cpu", precision="fp32",
+               run_prefix="progress_", runs_dir=tmp_path, progress=lambda fraction, label: labels.append(label))
+    split_dataset.delete_run("progress_lidar")
+    epoch_labels = [label for label in labels if "epoch 1/1: " in label]
+    assert epoch_labels and all(label.startswith("stage 1/1: progress_lidar: epoch 1/1: ") for label in epoch_labels), \
+        labels
 
 
 @pytest.mark.parametrize("epochs, message", [

@@ -1,0 +1,181 @@
+"""The plugin's "CILP runs" panel in the FiftyOne App: a dataset's runs, its scheduled operations,
+a run's loss curves and the action that applies a run.
+
+Screenshot: ``test-artifacts/app_runs_panel.png``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import fiftyone.operators as foo
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
+
+from cilp_plugin import ingest, run_table, splits, synth, training
+
+from .app_browser import AppServer, artifacts_dir, needs_chromium
+from .test_app_operators_browser import (  # the helpers of the other operator tests
+    PLUGIN,
+    SHOW_TIMEOUT,
+    browser,  # noqa: F401 - a fixture
+    field_input,
+    open_dataset,
+    page,  # noqa: F401 - a fixture
+    problem_report,
+    run_operator,
+)
+
+pytestmark = [pytest.mark.browser, needs_chromium]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_screenshots():
+    for stale in artifacts_dir().glob("app_runs_panel*.png"):  # a failed run must not leave older shots
+        stale.unlink()
+
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch):
+    """8 groups, split, a late-fusion run (2 epochs), a lidar run (1 epoch), a training scheduled (queued)."""
+    from mm_models import ModelConfig
+    from mm_models.presets import train_config
+
+    monkeypatch.setenv("CILP_RUNS_DIR", str(tmp_path / "runs"))
+    root = synth.generate(tmp_path / "data", n_per_class=4, seed=6, workers=1)
+    made = ingest.ingest(root, f"cilp-runs-panel-{uuid.uuid4().hex[:8]}").dataset
+    made.persistent = True
+    splits.create_splits(made, val=0.5, seed=0)
+    training.train_on_dataset(made, ModelConfig(family="late"), train_config(
+        "fusion", "cpu", epochs=2, batch_size=4, device="cpu", precision="fp32"), name="late_two")
+    training.train_on_dataset(made, ModelConfig(family="lidar"), train_config(
+        "fusion", "cpu", epochs=1, batch_size=4, device="cpu", precision="fp32"), name="lidar_one")
+    with ThreadPoolExecutor(1) as thread:  # FiftyOne's asyncio.run, away from Playwright's loop in this thread
+        queued = thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
+                               ctx={"dataset": made, "params": {"epochs": 1}}, request_delegation=True).result()
+    assert queued.delegated, queued.error
+    assert [op.run_state for op in DelegatedOperationService().list_operations(dataset_name=made.name)] == ["queued"]
+    yield made
+    made.delete()
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    server = AppServer(tmp_path / "app_server.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for_text(panel, page, server, text: str) -> None:
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    while text not in panel.inner_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the panel never showed {text!r}: {panel.inner_text()[:1500]!r}\n"
+                        f"{problem_report(page, server)}")
+        page.wait_for_timeout(250)
+
+
+def table_rows(table) -> list[list[str]]:
+    """The texts of a table's body cells, row by row."""
+    return table.evaluate("t => Array.from(t.querySelectorAll('tbody tr'), "
+                          "r => Array.from(r.querySelectorAll('td'), d => d.innerText.trim()))")
+
+
+def wait_for_rows(table, page, server, expected: list) -> None:
+    """Wait until the table's rows begin with ``expected`` cells, with no click on Refresh."""
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    rows = None
+    while time.monotonic() < deadline:
+        rows = table_rows(table)
+        if [row[:len(want)] for row, want in zip(rows, expected)] == expected and len(rows) == len(expected):
+            return
+        page.wait_for_timeout(250)
+    pytest.fail(f"the table shows {rows}, expected {expected}\n{problem_report(page, server)}")
+
+
+def wait_for_plot(panel, page, server, expected: list) -> None:
+    """Wait until the panel's plot shows ``expected`` traces ([name, x, y] each)."""
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    plotted = None
+    while time.monotonic() < deadline:
+        plot = panel.locator(".js-plotly-plot")
+        plotted = plot.evaluate("p => (p.data || []).map(t => [t.name, t.x, t.y])") if plot.count() else None
+        if plotted == expected:
+            return
+        page.wait_for_timeout(250)
+    pytest.fail(f"the plot shows {plotted}, expected {expected}\n{problem_report(page, server)}")
+
+
+def choose_in(panel, page, label: str, value: str) -> None:
+    """Pick ``value`` in the panel's dropdown labelled ``label``."""
+    panel.locator(f'xpath=.//*[normalize-space(text())="{label}"]/following::*[@role="combobox"][1]').click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
+def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_server, page):
+    open_dataset(page, app_server, dataset)
+    try:
+        page.get_by_test_id("new-panel-btn").first.click()
+        page.get_by_test_id("new-panel-option-cilp_runs").click()
+        panel = page.get_by_test_id("panel-content-cilp_runs")
+        panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        wait_for_text(panel, page, app_server, "late_two")
+        rows = table_rows(panel.locator("table").first)
+        shown = {row[0]: (row[1:4], row[-3:-1]) for row in rows}
+        assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32"]),
+                         "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32"])}, rows
+        wait_for_text(panel, page, app_server, "queued")
+        operations = table_rows(panel.locator("table").nth(1))
+        assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
+
+        # the panel follows the operation on its own, as an executor would move it on
+        service = DelegatedOperationService()
+        operation = service.list_operations(dataset_name=dataset.name)[0]
+        service.set_running(operation.id)
+        service.set_progress(operation.id, ExecutionProgress(0.5, "late: epoch 1/2: val loss 0.5"))
+        wait_for_rows(panel.locator("table").nth(1), page, app_server,
+                      [["train_fusion", "running", "50.0%", "late: epoch 1/2: val loss 0.5"]])
+        service.set_failed(operation.id, result=ExecutionResult(error="stopped by the test"))
+        wait_for_rows(panel.locator("table").nth(1), page, app_server,
+                      [["train_fusion", "failed", "50.0%", "late: epoch 1/2: val loss 0.5"]])
+
+        # a newly scheduled operation appears on its own too (the panel refreshes while idle, more slowly)
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
+                          ctx={"dataset": dataset, "params": {"epochs": 1}}, request_delegation=True).result()
+        wait_for_text(panel.locator("table").nth(1), page, app_server, "queued")
+        folders = training.recorded_runs(dataset)
+        curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
+        choose_in(panel, page, "Curves of", "late_two")
+        curves = run_table.run_curves(folders["late_two"])
+        assert [c["name"] for c in curves] == ["train/loss", "val/loss"] and curves[0]["x"] == [1, 2]
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
+        choose_in(panel, page, "Compare with (dashed)", "lidar_one")
+        curves += run_table.run_curves(folders["lidar_one"], prefix="lidar_one: ")
+        wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
+        page.screenshot(path=artifacts_dir() / "app_runs_panel.png")
+
+        panel.get_by_role("button", name="Apply this run").click()
+        form = page.get_by_test_id("operators-prompt-modal")
+        form.get_by_text("Apply a trained model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
+        assert field_input(form, "Run").input_value() == "late_two"  # the run whose curves are shown
+        failure = form.get_by_text("Error occurred during operator execution")
+        try:
+            run_operator(page, form, app_server, output=True)
+        except BaseException:
+            if failure.count():
+                failure.click()  # unfolds the error's details
+                pytest.fail(f"apply_model failed: {form.inner_text()[:3000]}")
+            raise
+        page.get_by_test_id("sidebar-field-late_two").wait_for(timeout=SHOW_TIMEOUT * 1000)
+    finally:
+        page.screenshot(path=artifacts_dir() / "app_runs_panel_after.png")
+    dataset.reload()
+    assert dataset.has_sample_field("late_two")
