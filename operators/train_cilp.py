@@ -1,7 +1,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
+from ._common import (flag_outside_roots, params_with_defaults, progress_reporter, server_path, split_tag_fields,
+                      training_hardware_fields)
 
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 #: the form's checkbox of each stage (a list field with choices crashes the App's form)
@@ -12,7 +13,8 @@ STAGE_LABELS = {
     "rgb2lidar": "rgb2lidar: the RGB -> LiDAR classifier",
 }
 DEFAULTS = dict(epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
-                data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False)
+                data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False,
+                lidar_from=None)
 
 
 class TrainCILP(foo.Operator):
@@ -41,7 +43,8 @@ class TrainCILP(foo.Operator):
                              preset=p["preset"], device=p["device"], precision=p["precision"], data=p["data"],
                              wandb=p["wandb"], lidar_tower=p["lidar_tower"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
-                             overwrite=p["overwrite"], progress=progress_reporter(ctx))
+                             overwrite=p["overwrite"], lidar_from=server_path("lidar_from", p["lidar_from"]),
+                             progress=progress_reporter(ctx))
         return {
             "runs": {stage: result.run_dir.name for stage, result in results.items()},
             "best": {stage: result.best for stage, result in results.items()},
@@ -85,6 +88,10 @@ def train_cilp_form(ctx) -> types.Object:
     inputs.enum("lidar_tower", ["locked", "trained"], default=DEFAULTS["lidar_tower"], label="CILP's LiDAR encoder",
                 description="locked: the LiDAR classifier, frozen (the RGB side learns the classes); trained: "
                             "learned with the RGB encoder, as the reference", view=types.RadioGroup())
+    lidar_from = inputs.str("lidar_from", label="Import the assessment's lidar_cnn.pt as the lidar stage",
+                            description="a path on the server (optional): NVIDIA's pretrained LiDAR classifier "
+                                        "instead of training one")
+    flag_outside_roots(lidar_from, "lidar_from", ctx.params.get("lidar_from"))
     inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
     inputs.str("run_prefix", default="", label="Run name prefix", description="runs are named PREFIX + stage")
     split_tag_fields(ctx, inputs, DEFAULTS)

@@ -91,7 +91,10 @@ def train_cilp(
     for i, stage in enumerate(stages):
         parents = {role: runs.get(role) or recorded[role] for role in parents_of[stage]}
         label = f"stage {i + 1}/{len(stages)}"  # the run's own labels start with its name
-        report = lambda fraction, text, i=i, label=label: say((i + fraction) / len(stages), f"{label}: {text}")  # noqa: E731
+
+        def report(fraction: float, text: str, i=i, label=label) -> None:
+            say((i + fraction) / len(stages), f"{label}: {text}")
+
         if stage not in configs:
             result = import_on_dataset(dataset, lidar_from, val_tag=val_tag, runs_dir=runs_dir, name=names[stage],
                                        overwrite=overwrite, progress=report)

@@ -55,3 +55,22 @@ def test_lidar_from_refuses_a_wrong_file_before_any_stage_trains(split_dataset, 
     assert "it replaces the lidar stage; include lidar in the stages" in capsys.readouterr().err
     assert not any(name.startswith("bad_") for name in recorded_runs(split_dataset))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("manifest.json"))
+
+
+def test_the_train_cilp_operator_imports_lidar_cnn_from_a_path_it_may_use(split_dataset, lidar_cnn, tmp_path,
+                                                                         monkeypatch):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    monkeypatch.setenv("CILP_RUNS_DIR", str(tmp_path / "runs"))
+    result = foo.execute_operator("@cilp/multimodal/train_cilp", ctx={"dataset": split_dataset, "params": {
+        "stages": ["lidar"], "lidar_from": str(lidar_cnn), "run_prefix": "op_"}})
+    assert result.error is None, result.error
+    assert "op_lidar: imported from" in result.result["summary"]
+    manifest = json.loads((recorded_runs(split_dataset)["op_lidar"] / "manifest.json").read_text())
+    assert manifest["imported"]["from"] == str(lidar_cnn)
+
+    with pytest.raises(ExecutionError, match="lidar_from: /etc/lidar_cnn.pt is outside the folders the operators"):
+        foo.execute_operator("@cilp/multimodal/train_cilp", ctx={"dataset": split_dataset, "params": {
+            "stages": ["lidar"], "lidar_from": "/etc/lidar_cnn.pt", "run_prefix": "out_"}})
+    assert "out_lidar" not in recorded_runs(split_dataset)
