@@ -133,7 +133,7 @@ def test_the_default_look_is_the_originals_and_the_legacy_look_stays_reachable()
     legacy_rgb, legacy_depth = render(synth.LEGACY, "sphere")
     legacy_lit = legacy_rgb[..., :3][legacy_rgb[..., :3].max(-1) > 20] / 255
     assert np.median(legacy_lit.min(-1) / legacy_lit.max(-1)) < 0.2  # one dominant channel
-    assert np.median((legacy_depth < fmt.NO_RETURN).sum((1, 2))) > 2 * np.median(returns[1])  # nearer, larger
+    assert np.median((legacy_depth < fmt.NO_RETURN).sum((1, 2))) > 1.5 * np.median(returns[1])  # nearer, larger
 
 
 def test_generate_takes_the_look_and_the_scene_knobs(tmp_path, capsys):
