@@ -24,6 +24,7 @@ A screenshot per slice is kept in ``test-artifacts/`` at the repository root
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import uuid
@@ -62,7 +63,9 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 @pytest.fixture
 def app_dataset(tmp_path_factory):
     """A persistent 12-group rgb/depth/lidar dataset, deleted afterwards."""
-    root = synth.generate(tmp_path_factory.mktemp("app") / "data", n_per_class=N_PER_CLASS, seed=3, workers=1)
+    lit = dataclasses.replace(synth.SceneConfig(), back_light=0.0)  # no all-black picture: each tile has a match
+    root = synth.generate(tmp_path_factory.mktemp("app") / "data", n_per_class=N_PER_CLASS, seed=3, workers=1,
+                          config=lit)
     dataset = ingest.ingest(root, f"cilp-browser-{uuid.uuid4().hex[:8]}").dataset
     yield dataset
     dataset.delete()
