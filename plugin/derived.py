@@ -78,9 +78,18 @@ def birds_eye(points: np.ndarray, size: int = THUMBNAIL_SIZE) -> tuple[np.ndarra
     return image, Projection(tuple(map(float, lo)), tuple(map(float, hi)), size)
 
 
+#: the header of a point cloud without points (open3d refuses to write one): a scan with no return
+EMPTY_PCD = (b"# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\n"
+             b"TYPE F F F U\nCOUNT 1 1 1 1\nWIDTH 0\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 0\nDATA binary\n")
+
+
 def write_pcd(path: Path, points: np.ndarray) -> None:
     """A binary PCD with height colours (the App's 3-D viewer reads the rgb channel)."""
     import open3d as o3d
+
+    if not len(points):
+        Path(path).write_bytes(EMPTY_PCD)
+        return
 
     cloud = o3d.geometry.PointCloud()
     cloud.points = o3d.utility.Vector3dVector(points.astype(np.float64))

@@ -94,6 +94,19 @@ def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, c
     assert "0 pairs added, 14 already present, 14 groups in all" in capsys.readouterr().out
 
 
+def test_a_scan_without_any_return_ingests_with_an_empty_point_cloud(data_copy):
+    path = data_copy / "spheres" / "lidar" / "0002.npy"
+    np.save(path, np.full((64, 64), fmt.NO_RETURN, np.float32))  # the object left the LiDAR's view
+    dataset = ingest.ingest(data_copy, f"empty-{uuid.uuid4().hex[:8]}").dataset
+    try:
+        sample = dataset.select_group_slices("lidar").match(fo.ViewField("pair_id") == "sphere_0002").first()
+        assert sample.lidar_returns == 0
+        assert b"\nPOINTS 0\nDATA binary\n" in open(sample.filepath, "rb").read()
+        assert dataset.select_group_slices("lidar").count() == 16
+    finally:
+        dataset.delete()
+
+
 def test_reingest_regenerates_the_derived_files_of_changed_pairs(dataset, data_copy):
     lidar = dataset.select_group_slices("lidar")
     before = dict(zip(*lidar.values(["pair_id", "lidar_returns"])))
@@ -103,7 +116,8 @@ def test_reingest_regenerates_the_derived_files_of_changed_pairs(dataset, data_c
 
     path = data_copy / "cubes" / "lidar" / "0004.npy"
     depth = fmt.read_depth(path)
-    depth[:, 32:] = fmt.NO_RETURN  # half the beams now see nothing
+    columns = np.flatnonzero((depth < fmt.NO_RETURN).any(0))
+    depth[:, (columns.min() + columns.max()) // 2 + 1:] = fmt.NO_RETURN  # half the object now sees nothing
     np.save(path, depth)
     result = ingest.ingest(data_copy, dataset.name)
     assert result.changed == ["cube_0004"] and result.added == [] and result.existing == 16
