@@ -67,7 +67,9 @@ def _fresh_screenshots():
 @pytest.fixture(scope="module")
 def base_dataset(tmp_path_factory):
     """12 groups (6 cubes, 6 spheres), ingested once; tests work on copies (``make_dataset``)."""
-    root = synth.generate(tmp_path_factory.mktemp("app-ops") / "data", n_per_class=N_PER_CLASS, seed=3, workers=1)
+    # the look the shipped checkpoints were trained on, as the tests apply them and compare their evaluations
+    root = synth.generate(tmp_path_factory.mktemp("app-ops") / "data", n_per_class=N_PER_CLASS, seed=3, workers=1,
+                          config=synth.LEGACY)
     dataset = ingest.ingest(root, f"cilp-ops-{uuid.uuid4().hex[:8]}").dataset
     yield dataset
     dataset.delete()
