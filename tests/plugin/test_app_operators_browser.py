@@ -23,6 +23,7 @@ A screenshot per test is kept in ``test-artifacts/`` (or ``$CILP_TEST_ARTIFACTS`
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -67,9 +68,9 @@ def _fresh_screenshots():
 @pytest.fixture(scope="module")
 def base_dataset(tmp_path_factory):
     """12 groups (6 cubes, 6 spheres), ingested once; tests work on copies (``make_dataset``)."""
-    # the look the shipped checkpoints were trained on, as the tests apply them and compare their evaluations
+    lit = dataclasses.replace(synth.SceneConfig(), back_light=0.0)  # no all-black picture, so no blank_rgb tag
     root = synth.generate(tmp_path_factory.mktemp("app-ops") / "data", n_per_class=N_PER_CLASS, seed=3, workers=1,
-                          config=synth.LEGACY)
+                          config=lit)
     dataset = ingest.ingest(root, f"cilp-ops-{uuid.uuid4().hex[:8]}").dataset
     yield dataset
     dataset.delete()

@@ -175,9 +175,18 @@ def test_matches_keep_their_order_once_the_grid_sort_is_cleared(dataset, app_ser
                    "reordered the same way), and no operation clears the sort")
 def test_grid_sorts_by_the_pair_scores_and_matches_keep_their_order(dataset, app_server, page):
     rgb = dataset.select_group_slices("rgb")
-    query_pair, k = "cube_0003", 4
-    query_id = rgb.match({"pair_id": query_pair}).first().id
-    expected = crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
+    k = 4
+    rank = dict(zip(*rgb.values(["pair_id", "cilp_pair_rank"])))
+
+    def matches(pair_id):
+        query_id = rgb.match({"pair_id": pair_id}).first().id
+        return crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
+
+    def sorted_by_rank_differs(found):  # else a grid sort could not show that it reorders them
+        ranks = [rank[p] for p in found]
+        return len(set(ranks)) == len(ranks) and sorted(found, key=rank.get) != found
+
+    query_pair, expected = next((p, found) for p in sorted(rank) if sorted_by_rank_differs(found := matches(p)))
 
     open_dataset(page, app_server, dataset)
     try:
