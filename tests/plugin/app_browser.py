@@ -1,8 +1,8 @@
 """What the browser tests of the FiftyOne App share: the App server, Chromium's settings,
 the artifacts folder, and the App's one-time pop-up.
 
-Used by ``test_app_browser.py`` (the grid and the Embeddings panel) and
-``test_app_operators_browser.py`` (the plugin's operators, run from their forms).
+Used by every ``test_app_*_browser.py`` (the grid, the operators run from their forms, search, the
+runs panel).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,23 @@ def artifacts_dir() -> Path:
     path = Path(os.environ.get("CILP_TEST_ARTIFACTS") or REPO / "test-artifacts")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def clear_screenshots(prefix: str) -> None:
+    """Delete the screenshots ``<prefix>*.png`` of an earlier run: a failed run must not leave older shots."""
+    for stale in artifacts_dir().glob(f"{prefix}*.png"):
+        stale.unlink()
+
+
+@contextmanager
+def running_app(log_path: Path, env: dict | None = None):
+    """An :class:`AppServer` that answers, stopped on leaving."""
+    server = AppServer(log_path, env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 class AppServer:

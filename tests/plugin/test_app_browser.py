@@ -43,8 +43,10 @@ from .app_browser import (
     VIEWPORT,
     AppServer,
     artifacts_dir,
+    clear_screenshots,
     dismiss_popups,
     needs_chromium,
+    running_app,
 )
 
 SLICES = ("rgb", "depth", "lidar")
@@ -73,12 +75,8 @@ def app_dataset(tmp_path_factory):
 
 @pytest.fixture
 def app_server(tmp_path):
-    server = AppServer(tmp_path / "app_server.log")
-    try:
-        server.wait_ready()
+    with running_app(tmp_path / "app_server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -210,8 +208,7 @@ def test_app_grid_shows_every_slice(app_dataset, app_server, page):
     # the slices' pictures live in different folders: a fetch proves which slice is shown
     assert len({Path(paths[0]).parent for paths in files.values()}) == len(SLICES)
     pictures = {name: load_pictures(paths) for name, paths in files.items()}
-    for stale in artifacts_dir().glob("app_grid_*.png"):  # a failed run must not leave older shots
-        stale.unlink()
+    clear_screenshots("app_grid_")
 
     page.goto(f"{app_server.url}/datasets/{app_dataset.name}")
     selector = page.get_by_test_id("selector-slice")

@@ -31,7 +31,7 @@ from fiftyone.operators.executor import ExecutionRunState
 from cilp_plugin import ingest, splits, synth, training, writeback
 from mm_models import load_run
 
-from .app_browser import REPO, AppServer, artifacts_dir, needs_chromium
+from .app_browser import REPO, artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     PLUGIN,
     SHOW_TIMEOUT,
@@ -65,8 +65,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_screenshots():
-    for stale in artifacts_dir().glob("app_form_*.png"):  # a failed run must not leave older shots
-        stale.unlink()
+    clear_screenshots("app_form_")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -84,13 +83,9 @@ def runs_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, runs_dir):
     """The App server as ``cilp app`` starts it: "Schedule" offered."""
-    server = AppServer(tmp_path_factory.mktemp("forms-server") / "app_server.log",
-                       env={"FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"})
-    try:
-        server.wait_ready()
+    with running_app(tmp_path_factory.mktemp("forms-server") / "app_server.log",
+                       env={"FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -41,8 +41,10 @@ from .app_browser import (
     VIEWPORT,
     AppServer,
     artifacts_dir,
+    clear_screenshots,
     dismiss_popups,
     needs_chromium,
+    running_app,
 )
 
 N_PER_CLASS = 6
@@ -61,8 +63,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_screenshots():
-    for stale in artifacts_dir().glob("app_op_*.png"):  # a failed run must not leave older shots
-        stale.unlink()
+    clear_screenshots("app_op_")
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +95,8 @@ def make_dataset(base_dataset):
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    server = AppServer(tmp_path_factory.mktemp("app-server") / "app_server.log")
-    try:
-        server.wait_ready()
+    with running_app(tmp_path_factory.mktemp("app-server") / "app_server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

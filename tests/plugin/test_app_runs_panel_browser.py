@@ -17,7 +17,7 @@ from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
 
 from cilp_plugin import ingest, run_table, splits, synth, training
 
-from .app_browser import AppServer, artifacts_dir, needs_chromium
+from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     PLUGIN,
     SHOW_TIMEOUT,
@@ -34,8 +34,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_screenshots():
-    for stale in artifacts_dir().glob("app_runs_panel*.png"):  # a failed run must not leave older shots
-        stale.unlink()
+    clear_screenshots("app_runs_panel")
 
 
 @pytest.fixture
@@ -64,12 +63,8 @@ def dataset(tmp_path, monkeypatch):
 
 @pytest.fixture
 def app_server(tmp_path):
-    server = AppServer(tmp_path / "app_server.log")
-    try:
-        server.wait_ready()
+    with running_app(tmp_path / "app_server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def wait_for_text(panel, page, server, text: str) -> None:

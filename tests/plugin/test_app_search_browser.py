@@ -20,7 +20,7 @@ import pytest
 
 from cilp_plugin import cli, crossmodal, ingest, splits, synth
 
-from .app_browser import AppServer, artifacts_dir, needs_chromium
+from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     SHOW_TIMEOUT,
     browser,  # noqa: F401 - a fixture
@@ -42,8 +42,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 
 @pytest.fixture(scope="module", autouse=True)
 def _fresh_screenshots():
-    for stale in artifacts_dir().glob("app_search_*.png"):  # a failed run must not leave older shots
-        stale.unlink()
+    clear_screenshots("app_search_")
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +66,8 @@ def dataset(base_dataset, request):
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
-    server = AppServer(tmp_path_factory.mktemp("search-server") / "app_server.log")
-    try:
-        server.wait_ready()
+    with running_app(tmp_path_factory.mktemp("search-server") / "app_server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def screenshot(page, what: str) -> None:
