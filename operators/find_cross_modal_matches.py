@@ -32,5 +32,20 @@ class FindCrossModalMatches(foo.Operator):
         k = ctx.params.get("k") or DEFAULTS["k"]
         run = ctx.params.get("run") or DEFAULTS["run"]
         view = find_cross_modal_matches(ctx.dataset, list(ctx.selected), k=k, run=run)
+        sorted_by = grid_sort_field(ctx)
+        if sorted_by in view.get_field_schema():
+            view = view.exclude_fields(sorted_by)
         ctx.ops.set_view(view)
         return {"matches": view.values("pair_id"), "slice": view.values("group.name")[0] if len(view) else None}
+
+
+def grid_sort_field(ctx) -> str | None:
+    """The field the App's grid is sorted by ("Sort by"), if any.
+
+    The App sorts every view it shows by that field, after the view's own stages, so it would
+    reorder the matches; a view without the field leaves the App nothing to sort by, and the
+    matches keep their order (nearest first).
+    """
+    sort = (ctx.request_params.get("extended") or {}).get("fiftyone.core.stages.SortBy") or {}
+    field = sort.get("field_or_expr")
+    return field if isinstance(field, str) else None

@@ -7,6 +7,7 @@ RUN_COLUMNS = {"run": "Run", "kind": "Kind", "status": "Status", "epochs": "Epoc
 OPERATION_COLUMNS = {"operation": "Operation", "state": "State", "progress": "Progress", "label": "Stage / epoch",
                      "queued": "Queued (UTC)", "error": "Error"}
 NO_COMPARISON = "none"
+MODEL_EVALUATION_PANEL = "model_evaluation_panel_builtin"
 #: the panel refreshes itself this often (ms): while an operation is queued or running, and otherwise
 REFRESH_MS = {"watching": 3000, "idle": 10000}
 UNFINISHED = ("scheduled", "queued", "running")
@@ -19,7 +20,9 @@ class RunsPanel(foo.Panel):
             name="cilp_runs",
             label="CILP runs",
             help_markdown="The dataset's training runs and its scheduled operations (refreshed every few "
-                          "seconds); a run's loss curves beside another's; apply a run.",
+                          "seconds); a run's loss curves beside another's; apply a run, train it further, "
+                          "open its evaluation; a CILP run's joint map of both modalities (select points "
+                          "to show their pairs).",
             surfaces="grid",
         )
 
@@ -27,13 +30,18 @@ class RunsPanel(foo.Panel):
         self.refresh(ctx)
 
     def refresh(self, ctx):
+        from cilp_plugin.crossmodal import applied_runs
         from cilp_plugin.run_table import run_curves, scheduled_operations, training_runs
 
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
         operations = scheduled_operations(ctx.dataset)
         ctx.panel.set_data("operations", operations)
-        ctx.panel.set_state("watching", any(row["state"] in UNFINISHED for row in operations))
+        unfinished = [row["id"] for row in operations if row["state"] in UNFINISHED]
+        if set(ctx.panel.state.get("unfinished") or []) - set(unfinished):
+            ctx.ops.reload_dataset()  # a scheduled run or apply finished: show the fields it wrote
+        ctx.panel.set_state("unfinished", unfinished)
+        ctx.panel.set_state("watching", bool(unfinished))
         names = [row["run"] for row in runs]
         ctx.panel.set_state("run_names", names)  # panel data is write-only: render reads the state
         chosen = ctx.panel.state.get("chosen")
@@ -46,10 +54,32 @@ class RunsPanel(foo.Panel):
         if other in folders and other != chosen:
             curves += run_curves(folders[other], prefix=f"{other}: ", dash="dash")
         ctx.panel.set_data("curves", curves)
+        ctx.panel.set_state("evaluation", f"eval_{chosen}" if f"eval_{chosen}" in ctx.dataset.list_evaluations()
+                            else None)
+        applied = applied_runs(ctx.dataset)
+        if applied != ctx.panel.state.get("applied"):  # the map is drawn again only when it changes
+            ctx.panel.set_state("applied", applied)
+            self.draw_joint_map(ctx)
+
+    def draw_joint_map(self, ctx):
+        from cilp_plugin.run_table import joint_map_traces
+
+        applied = ctx.panel.state.get("applied") or []
+        mapped = ctx.panel.state.get("mapped")
+        if mapped not in applied:
+            mapped = applied[0] if applied else None
+            ctx.panel.set_state("mapped", mapped)
+        if mapped:
+            ctx.panel.set_data("joint_map", joint_map_traces(ctx.dataset, mapped, ctx.panel.state.get("linked") or []))
 
     def choose(self, ctx):
         ctx.panel.set_state("chosen", ctx.params.get("value"))
         self.refresh(ctx)
+
+    def choose_mapped(self, ctx):
+        ctx.panel.set_state("mapped", ctx.params.get("value"))
+        ctx.panel.set_state("linked", [])
+        self.draw_joint_map(ctx)
 
     def choose_compare(self, ctx):
         ctx.panel.set_state("compare", ctx.params.get("value"))
@@ -59,6 +89,32 @@ class RunsPanel(foo.Panel):
         chosen = ctx.panel.state.get("chosen")
         if chosen:
             ctx.prompt("@cilp/multimodal/apply_model", params={"source": "run", "run": chosen})
+
+    def train_chosen_further(self, ctx):
+        from cilp_plugin.run_table import train_further
+
+        chosen = ctx.panel.state.get("chosen")
+        if chosen:
+            operator, params = train_further(ctx.dataset, chosen)
+            ctx.prompt(f"@cilp/multimodal/{operator}", params=params)
+
+    def open_evaluation(self, ctx):
+        key = ctx.panel.state.get("evaluation")
+        if key:
+            view = {"page": "evaluation", "key": key, "id": str(ctx.dataset._doc.evaluations[key].id), "init": True}
+            ctx.ops.open_panel(MODEL_EVALUATION_PANEL, layout="horizontal", state={"view": view})
+
+    def show_selected_pairs(self, ctx):
+        """Points chosen on the joint map (lasso or box): the App shows their pairs, the map links them."""
+        import fiftyone as fo
+
+        pair_ids = sorted({point["id"] for point in ctx.params.get("data") or [] if point.get("id")})
+        ctx.panel.set_state("linked", pair_ids)
+        if pair_ids:
+            ctx.ops.set_view(ctx.dataset.match(fo.ViewField("pair_id").is_in(pair_ids)))
+        else:
+            ctx.ops.clear_view()
+        self.draw_joint_map(ctx)
 
     def render(self, ctx):
         panel = types.Object()
@@ -81,7 +137,25 @@ class RunsPanel(foo.Panel):
                            on_change=self.choose_compare)
             panel.plot("curves", layout={"title": "loss per epoch", "xaxis": {"title": "epoch"},
                                          "yaxis": {"title": "loss"}, "height": 320})
-            panel.btn("apply", label="Apply this run", on_click=self.apply_chosen, variant="contained")
+            actions = panel.h_stack("actions", align_x="left", gap=2)
+            actions.btn("apply", label="Apply this run", on_click=self.apply_chosen, variant="contained")
+            actions.btn("train_further", label="Train it further", on_click=self.train_chosen_further,
+                        variant="outlined")
+            if ctx.panel.state.get("evaluation"):
+                actions.btn("open_evaluation", label="Open its evaluation", on_click=self.open_evaluation,
+                            variant="outlined")
+        applied = ctx.panel.state.get("applied") or []
+        if applied:
+            panel.md("**Joint map**: a CILP run's RGB and LiDAR embeddings in one space (colour: class, "
+                     "marker: modality); select points (lasso or box) to show their pairs in the grid",
+                     name="joint_map_heading")
+            maps = types.DropdownView()
+            for name in applied:
+                maps.add_choice(name, label=name)
+            panel.enum("mapped", applied, label="Joint map of", view=maps, on_change=self.choose_mapped)
+            panel.plot("joint_map", on_selected=self.show_selected_pairs,
+                       layout={"dragmode": "lasso", "height": 420, "xaxis": {"visible": False},
+                               "yaxis": {"visible": False}, "legend": {"orientation": "h"}})
         panel.md("**Scheduled operations** (updated every few seconds)", name="operations_heading")
         panel.list("operations", types.Object(), view=table(OPERATION_COLUMNS))
         return types.Property(panel, view=types.GridView(orientation="vertical", height=100, width=100))

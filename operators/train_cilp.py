@@ -14,7 +14,7 @@ STAGE_LABELS = {
 }
 DEFAULTS = dict(epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
                 data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False,
-                lidar_from=None)
+                resume=False, lidar_from=None)
 
 
 class TrainCILP(foo.Operator):
@@ -43,7 +43,7 @@ class TrainCILP(foo.Operator):
                              preset=p["preset"], device=p["device"], precision=p["precision"], data=p["data"],
                              wandb=p["wandb"], lidar_tower=p["lidar_tower"],
                              run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
-                             overwrite=p["overwrite"], lidar_from=server_path("lidar_from", p["lidar_from"]),
+                             overwrite=p["overwrite"], resume=p["resume"], lidar_from=server_path("lidar_from", p["lidar_from"]),
                              progress=progress_reporter(ctx))
         return {
             "runs": {stage: result.run_dir.name for stage, result in results.items()},
@@ -96,4 +96,6 @@ def train_cilp_form(ctx) -> types.Object:
     inputs.str("run_prefix", default="", label="Run name prefix", description="runs are named PREFIX + stage")
     split_tag_fields(ctx, inputs, DEFAULTS)
     inputs.bool("overwrite", default=False, label="Replace runs of the same names")
+    inputs.bool("resume", default=False, label="Train runs of the same names further",
+                description="continue an interrupted run, or train a finished one up to the epochs given")
     return inputs

@@ -7,7 +7,7 @@ FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
 FUSED = ("late", "intermediate", "early")  # the families with a fusion to choose
 DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=None, lr=None, batch_size=None,
                 preset="auto", device="auto", precision="auto", data="auto", wandb=False, train_tag="train", val_tag="val", name=None,
-                overwrite=False)
+                overwrite=False, resume=False)
 
 
 class TrainFusion(foo.Operator):
@@ -39,7 +39,7 @@ class TrainFusion(foo.Operator):
         train = train_config("fusion", p["preset"], epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
                              device=p["device"], precision=p["precision"], data=p["data"], wandb=p["wandb"])
         result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
-                                  name=p["name"], overwrite=p["overwrite"], progress=progress_reporter(ctx))
+                                  name=p["name"], overwrite=p["overwrite"], resume=p["resume"], progress=progress_reporter(ctx))
         best = result.best
         return {
             "run": result.run_dir.name,
@@ -83,4 +83,6 @@ def train_form(ctx) -> types.Object:
     split_tag_fields(ctx, inputs, DEFAULTS)
     inputs.str("name", label="Run name", description="default: from the model, e.g. intermediate_add")
     inputs.bool("overwrite", default=False, label="Replace a run of the same name")
+    inputs.bool("resume", default=False, label="Train a run of the same name further",
+                description="continue an interrupted run, or train a finished one up to the epochs given")
     return inputs

@@ -10,19 +10,18 @@
 ``cilp_pair_rank``      every slice: rank of the pair's LiDAR among all LiDAR embeddings for its
                         RGB (1 = its own LiDAR is the nearest; sort descending: the pairs whose
                         own LiDAR ranks worst first, misregistered or mislabelled)
-``cilp_rgb_map``        brain run: 2-D map of the rgb slice (App: Embeddings panel on ``rgb``)
-``cilp_lidar_map``      brain run: 2-D map of the depth slice, which carries the LiDAR embedding
-                        (the Embeddings panel plots images; on ``depth`` it shows the LiDAR side)
-``cilp_joint_map``      brain run: one map of the rgb and depth slices together: both modalities
-                        in the shared space; aligned pairs land on each other
-``cilp_image_search``   similarity index of the rgb slice (sklearn, cosine)
-``cilp_pointcloud_search`` similarity index of the lidar slice (point clouds)
+``cilp_rgb_map``        brain run: 2-D map of the pairs by their RGB embedding
+``cilp_lidar_map``      brain run: 2-D map of the pairs by their LiDAR embedding
+``cilp_search``         similarity index of every slice, each sample with its own modality's
+                        embedding (sklearn, cosine)
 ======================  =====================================================================
 
-The two similarity fields get database indexes: the App's grid offers only indexed fields
-in "Sort by". The indexes' names sort the rgb one first: FiftyOne 1.22's similarity search
-lists every index of the dataset, whatever the slice shown, and preselects the first by
-name (or the last one used), and a query of one slice fails in another slice's index.
+Both maps hold the rgb slice's samples: FiftyOne 1.22's Embeddings panel colours and
+selects a map's points through the dataset's default slice (rgb) whatever slice is shown,
+so a map of depth or lidar samples would stay grey. One index holds all three slices:
+the App's similarity search looks its query up in the whole index and searches the slice
+shown, so every slice finds its own modality's neighbours and no choice of index fails.
+The map of both modalities in one space is :func:`joint_map` (the runs panel draws it).
 
 Everything is written under temporary names and swapped in at the end
 (:class:`~cilp_plugin.staging.StagedWrite`): a failed re-apply keeps the previous results.
@@ -44,8 +43,8 @@ from .training import check_run_name, find_run
 
 #: the CILP encoder whose embedding each slice carries
 SLICE_MODALITY = {"rgb": "rgb", "depth": "lidar", "lidar": "lidar"}
-#: where each modality's similarity index lives, and the slice a query of the other modality searches
-INDEX_SLICE = {"rgb": "rgb", "lidar": "lidar"}
+#: the slice a query of the other modality searches
+SEARCHED_SLICE = {"rgb": "rgb", "lidar": "lidar"}
 OTHER = {"rgb": "lidar", "lidar": "rgb"}
 
 
@@ -68,13 +67,13 @@ def names(base: str) -> dict[str, str]:
     return {
         "embedding": f"{base}_embedding", "pair_similarity": f"{base}_pair_similarity",
         "pair_rank": f"{base}_pair_rank", "rgb_map": f"{base}_rgb_map", "lidar_map": f"{base}_lidar_map",
-        "joint_map": f"{base}_joint_map", "rgb_sim": f"{base}_image_search",
-        "lidar_sim": f"{base}_pointcloud_search",
+        "search": f"{base}_search",
     }
 
 
-#: the similarity indexes' names before they were ordered for the App (deleted by a re-apply)
-FORMER_INDEXES = ("{base}_rgb_sim", "{base}_lidar_sim")
+#: brain runs that earlier versions wrote (per-slice indexes, a two-slice map): deleted by a re-apply
+FORMER_BRAIN_RUNS = ("{base}_rgb_sim", "{base}_lidar_sim", "{base}_image_search", "{base}_pointcloud_search",
+                     "{base}_joint_map")
 #: the fields the App's grid can sort by once indexed
 SORTABLE = ("pair_similarity", "pair_rank")
 
@@ -125,25 +124,23 @@ def apply_cilp(
             view.set_values(staged.field(keys["embedding"]), list(features[modality][index]))
             view.set_values(staged.field(keys["pair_similarity"]), pair_similarity[index].tolist())
             view.set_values(staged.field(keys["pair_rank"]), ranks[index].tolist())
-        say(0.75, "similarity indexes")
+        say(0.75, "similarity index")
         import fiftyone.brain as fob
 
-        for modality, slice_name in INDEX_SLICE.items():
-            view = with_tags(dataset.select_group_slices(slice_name), tags)
-            fob.compute_similarity(view, embeddings=features[modality][rows(view)], metric="cosine",
-                                   backend="sklearn", brain_key=staged.brain_key(keys[f"{modality}_sim"]),
-                                   progress=False)
+        every_slice = with_tags(all_slices(dataset), tags)
+        vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
+                            for s, p in zip(*every_slice.values(["group.name", "pair_id"]))])
+        fob.compute_similarity(every_slice, embeddings=vectors, metric="cosine", backend="sklearn",
+                               brain_key=staged.brain_key(keys["search"]), progress=False)
         say(0.85, f"embedding maps ({embedding_map})")
-        for key, slices in ((keys["rgb_map"], ["rgb"]), (keys["lidar_map"], ["depth"]),
-                            (keys["joint_map"], ["rgb", "depth"])):
-            view = with_tags(dataset.select_group_slices(slices), tags)
-            vectors = np.stack([features[SLICE_MODALITY[s]][row_of[p]]
-                                for s, p in zip(*view.values(["group.name", "pair_id"]))])
+        pairs = with_tags(dataset.select_group_slices("rgb"), tags)
+        for modality in ("rgb", "lidar"):
+            vectors = features[modality][rows(pairs)]
             with quiet_maps():
-                fob.compute_visualization(view, embeddings=vectors, method=embedding_map,
-                                          brain_key=staged.brain_key(key), seed=0, progress=False,
-                                          **map_options(embedding_map, *vectors.shape))
-    for key in (name.format(base=base) for name in FORMER_INDEXES):
+                fob.compute_visualization(pairs, embeddings=vectors, method=embedding_map,
+                                          brain_key=staged.brain_key(keys[f"{modality}_map"]), seed=0,
+                                          progress=False, **map_options(embedding_map, *vectors.shape))
+    for key in (name.format(base=base) for name in FORMER_BRAIN_RUNS):
         if key in dataset.list_brain_runs():
             dataset.delete_brain_run(key)
     for key in SORTABLE:
@@ -151,7 +148,7 @@ def apply_cilp(
     say(1.0, f"{base} written")
     retrieval = {f"rgb2lidar_top{k}": float((ranks <= k).mean()) for k in (1, 5)}
     return CILPApplyResult(base, len(data), [keys["embedding"], keys["pair_similarity"], keys["pair_rank"]],
-                           [keys[k] for k in ("rgb_map", "lidar_map", "joint_map", "rgb_sim", "lidar_sim")],
+                           [keys[k] for k in ("rgb_map", "lidar_map", "search")],
                            retrieval)
 
 
@@ -183,13 +180,12 @@ def find_cross_modal_matches(dataset: fo.Dataset, sample_ids: list[str], *, k: i
     if missing:
         raise ValueError(f"selection: {len(missing)} selected samples have no '{keys['embedding']}' "
                          f"(e.g. {missing[0]}): apply the '{run}' run to them first")
-    modality = modalities.pop()
-    target = OTHER[modality]
-    brain_key = keys[f"{target}_sim"]
+    target = OTHER[modalities.pop()]
+    brain_key = keys["search"]
     if brain_key not in dataset.list_brain_runs():
         raise ValueError(f"run '{run}': no similarity index '{brain_key}' on dataset '{dataset.name}': "
                          f"apply the '{run}' run first")
-    searched = dataset.select_group_slices(INDEX_SLICE[target])
+    searched = dataset.select_group_slices(SEARCHED_SLICE[target])
     sizes = {len(v) for v in vectors}
     indexed = searched.exists(keys["embedding"]).first()[keys["embedding"]]
     if sizes != {len(indexed)}:
@@ -198,3 +194,41 @@ def find_cross_modal_matches(dataset: fo.Dataset, sample_ids: list[str], *, k: i
     query = np.mean(np.stack(vectors), axis=0)
     query = query / max(np.linalg.norm(query), 1e-12)
     return searched.sort_by_similarity(query, k=k, brain_key=brain_key)
+
+
+@dataclass
+class JointMap:
+    """Both modalities of every applied pair in one 2-D map: row ``i`` is ``pair_ids[i]``'s
+    ``modalities[i]`` embedding at ``points[i]``."""
+
+    points: np.ndarray
+    pair_ids: list[str]
+    labels: list[str]
+    modalities: list[str]
+
+
+def joint_map(dataset: fo.Dataset, run: str = "cilp") -> JointMap:
+    """The RGB and LiDAR embeddings that applying ``run`` wrote, projected together onto their
+    first two principal components: in the shared space an aligned pair's two points coincide."""
+    key = names(check_run_name(run))["embedding"]
+    if not dataset.has_sample_field(key):
+        raise ValueError(f"run '{run}': dataset '{dataset.name}' has no '{key}' field: apply the '{run}' run first")
+    pair_ids, labels, rgb = dataset.select_group_slices("rgb").exists(key).values(
+        ["pair_id", "ground_truth.label", key])
+    lidar = dict(zip(*dataset.select_group_slices("lidar").exists(key).values(["pair_id", key])))
+    pairs = [i for i, pid in enumerate(pair_ids) if pid in lidar]
+    if len(pairs) < 2:
+        raise ValueError(f"run '{run}': a joint map needs 2 applied pairs, dataset '{dataset.name}' has {len(pairs)}")
+    vectors = np.array([rgb[i] for i in pairs] + [lidar[pair_ids[i]] for i in pairs])
+    centred = vectors - vectors.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    chosen_pairs, chosen_labels = [pair_ids[i] for i in pairs], [labels[i] for i in pairs]
+    return JointMap(centred @ axes[:2].T, 2 * chosen_pairs, 2 * chosen_labels,
+                    ["rgb"] * len(pairs) + ["lidar"] * len(pairs))
+
+
+def applied_runs(dataset: fo.Dataset) -> list[str]:
+    """The CILP runs applied to ``dataset`` (those with a similarity index), by name."""
+    suffix = names("")["search"]
+    return sorted(key[: -len(suffix)] for key in dataset.list_brain_runs(type="similarity")
+                  if key.endswith(suffix) and dataset.has_sample_field(names(key[: -len(suffix)])["embedding"]))

@@ -5,7 +5,8 @@
 
 One panel per classification evaluation (its confusion matrix) and per embedding
 map (its 2-D points, coloured by ground truth), read from the dataset's stored
-evaluation and brain results, so the pictures match what the App shows.
+evaluation and brain results, so the pictures match what the App shows; each
+applied CILP run adds its joint map of both modalities, as the runs panel draws it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 
+from . import crossmodal
 from . import format as fmt
 
 CONFUSION_PNG = "confusion.png"
@@ -30,15 +32,18 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluations = [key for key in dataset.list_evaluations()
                    if dataset.get_evaluation_info(key).config.type == "classification"]
-    maps = [key for key in dataset.list_brain_runs()
+    maps = [(key, _points(dataset, key)) for key in dataset.list_brain_runs()
             if dataset.get_brain_info(key).config.type == "visualization"]
+    for run in crossmodal.applied_runs(dataset):
+        joint = crossmodal.joint_map(dataset, run)
+        maps.append((f"{run} joint map", (joint.points, joint.labels, joint.modalities)))
     written = {}
     if evaluations:
         _save(out_dir / CONFUSION_PNG, [(key, _confusion(dataset, key)) for key in evaluations], _draw_confusion)
         written[CONFUSION_PNG] = evaluations
     if maps:
-        _save(out_dir / MAPS_PNG, [(key, _points(dataset, key)) for key in maps], _draw_points)
-        written[MAPS_PNG] = maps
+        _save(out_dir / MAPS_PNG, maps, _draw_points)
+        written[MAPS_PNG] = [key for key, _ in maps]
     return written
 
 
@@ -70,8 +75,8 @@ def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
 
 
 def _draw_points(axes, key: str, data: tuple[np.ndarray, list[str], list[str]]) -> None:
-    """Points coloured by ground truth; on a map of several slices (CILP's joint map) each
-    slice has its own marker, so aligned modalities show as overlapping markers."""
+    """Points coloured by ground truth; on a map of both modalities (CILP's joint map) each
+    modality has its own marker, so aligned pairs show as overlapping markers."""
     points, labels, slices = data
     labels, slices = np.asarray(labels), np.asarray(slices)
     names = sorted(set(slices), key=["rgb", "depth", "lidar"].index)

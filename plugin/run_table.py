@@ -3,6 +3,8 @@
     training_runs(dataset)        # one row per run recorded on the dataset (FiftyOne's run registry)
     scheduled_operations(dataset) # one row per delegated operation on the dataset, newest first
     run_curves(run_dir)           # train and val loss per epoch, as plotly traces, from metrics.csv
+    joint_map_traces(dataset, run)  # a CILP run's joint map of both modalities, as plotly traces
+    train_further(dataset, run)   # the operator and form values that train a run further
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import csv
 from pathlib import Path
 
 import fiftyone as fo
+import numpy as np
 
 from .training import recorded_runs
 
@@ -65,6 +68,7 @@ def scheduled_operations(dataset: fo.Dataset) -> list[dict]:
             "progress": _percent(getattr(status, "progress", None)) if status else "",
             "label": (getattr(status, "label", None) or "") if status else "",
             "queued": op.queued_at.strftime("%Y-%m-%d %H:%M:%S") if op.queued_at else "",
+            "id": str(op.id),
             "error": ((op.result.error or "") if op.result else "")[:200],
         })
     return sorted(rows, key=lambda row: row["queued"], reverse=True)
@@ -84,3 +88,66 @@ def run_curves(run_dir: Path | str, prefix: str = "", dash: str = "solid") -> li
     return [{"x": epochs, "y": [float(row[key]) for row in rows], "name": prefix + key, "type": "scatter",
              "mode": "lines+markers", "line": {"dash": dash}}
             for key in ("train/loss", "val/loss") if rows and key in rows[0]]
+
+
+#: marker of each modality on the joint map, and the colour of each class
+MODALITY_MARKERS = {"rgb": "circle", "lidar": "x"}
+MODALITY_NAMES = {"rgb": "RGB", "lidar": "LiDAR"}
+CLASS_COLOURS = {"cube": "#ff7f0e", "sphere": "#1f77b4"}
+
+
+def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> list[dict]:
+    """Plotly traces of the CILP run's joint map: one per class and modality (colour = class,
+    marker = modality, point ids = pair ids), and a line from each ``linked`` pair's RGB point
+    to its LiDAR point."""
+    from .crossmodal import joint_map
+
+    joint = joint_map(dataset, run)
+    labels, modalities = np.asarray(joint.labels), np.asarray(joint.modalities)
+    pair_ids = np.asarray(joint.pair_ids)
+    traces = []
+    for modality, marker in MODALITY_MARKERS.items():
+        for label in sorted(set(joint.labels)):
+            chosen = (labels == label) & (modalities == modality)
+            traces.append({
+                "type": "scattergl", "mode": "markers", "name": f"{label}, {MODALITY_NAMES[modality]}",
+                "x": joint.points[chosen, 0].tolist(), "y": joint.points[chosen, 1].tolist(),
+                "ids": pair_ids[chosen].tolist(), "text": pair_ids[chosen].tolist(),
+                "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
+                "marker": {"symbol": marker, "size": 6, "color": CLASS_COLOURS.get(label), "opacity": 0.7},
+            })
+    wanted = set(linked)
+    if wanted:
+        where = {(pid, modality): point for pid, modality, point in zip(pair_ids, modalities, joint.points)}
+        x, y = [], []
+        for pid in sorted(wanted & set(joint.pair_ids)):
+            for modality in ("rgb", "lidar", None):
+                point = where.get((pid, modality), (None, None))
+                x.append(None if point[0] is None else float(point[0]))
+                y.append(None if point[1] is None else float(point[1]))
+        traces.append({"type": "scatter", "mode": "lines", "name": "selected pairs", "x": x, "y": y,
+                       "hoverinfo": "skip", "line": {"color": "black", "width": 1}})
+    return traces
+
+
+#: the ``train_cilp`` stage that trains each kind of run (classifiers train with ``train_fusion``)
+PIPELINE_STAGES = {"cilp": "cilp", "projector": "projector", "rgb2lidar": "rgb2lidar"}
+
+
+def train_further(dataset: fo.Dataset, run: str) -> tuple[str, dict]:
+    """The operator (``train_fusion`` or ``train_cilp``) and the form values that train ``run``
+    further: the same model and name, ``resume`` ticked, twice the epochs it has."""
+    from mm_models.checkpoint import read_manifest
+
+    manifest = read_manifest(recorded_runs(dataset)[run])
+    spec = manifest.get("spec") or {}
+    config = spec.get("config") or {}
+    epochs = 2 * max(1, manifest.get("epochs_completed") or 1)
+    stage = PIPELINE_STAGES.get(spec.get("kind"))
+    if stage:
+        params = {f"stage_{name}": name == stage for name in ("lidar", "cilp", "projector", "rgb2lidar")}
+        return "train_cilp", {**params, "run_prefix": run[: -len(stage)], "epochs": epochs, "resume": True}
+    if spec.get("kind") != "classifier":
+        raise ValueError(f"run '{run}': a {spec.get('kind')} run cannot be trained further from the App")
+    return "train_fusion", {"family": config.get("family"), "fusion": config.get("fusion"),
+                            "downsample": config.get("downsample"), "name": run, "epochs": epochs, "resume": True}

@@ -2,7 +2,7 @@
 
     with StagedWrite(dataset) as staged:
         view.set_values(staged.field("cilp_embedding"), values)
-        fob.compute_similarity(view, embeddings=array, brain_key=staged.brain_key("cilp_image_search"))
+        fob.compute_similarity(view, embeddings=array, brain_key=staged.brain_key("cilp_search"))
     # here every staged field and brain run replaced its namesake; on an error (or an
     # interrupt) inside the block, they were dropped and the previous results are untouched
 

@@ -1,7 +1,9 @@
 """The plugin's "CILP runs" panel in the FiftyOne App: a dataset's runs, its scheduled operations,
-a run's loss curves and the action that applies a run.
+a run's loss curves, its actions (apply, train further, open the evaluation), the fields of a
+scheduled apply shown without a reload, and a CILP run's joint map whose selection sets the view.
 
-Screenshot: ``test-artifacts/app_runs_panel.png``.
+Screenshots: ``test-artifacts/app_runs_panel.png``, ``app_runs_panel_joint_map.png``,
+``app_runs_panel_evaluation.png``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
 
-from cilp_plugin import ingest, run_table, splits, synth, training
+from fiftyone.operators.executor import ExecutionRunState
+
+from cilp_plugin import cli, ingest, run_table, splits, synth, training
 
 from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
@@ -27,6 +31,8 @@ from .test_app_operators_browser import (  # the helpers of the other operator t
     page,  # noqa: F401 - a fixture
     problem_report,
     run_operator,
+    show_field_on_tiles,
+    wait_for_tiles,
 )
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -174,3 +180,122 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         page.screenshot(path=artifacts_dir() / "app_runs_panel_after.png")
     dataset.reload()
     assert dataset.has_sample_field("late_two")
+
+
+# --------------------------------------------------------------------------- actions and the joint map
+
+
+@pytest.fixture
+def cilp_dataset(tmp_path, monkeypatch):
+    """8 groups, split, a late-fusion run (2 epochs), the shipped CILP checkpoint applied."""
+    from mm_models import ModelConfig
+    from mm_models.presets import train_config
+
+    monkeypatch.setenv("CILP_RUNS_DIR", str(tmp_path / "runs"))
+    root = synth.generate(tmp_path / "data", n_per_class=4, seed=6, workers=1)
+    made = ingest.ingest(root, f"cilp-runs-joint-{uuid.uuid4().hex[:8]}").dataset
+    made.persistent = True
+    splits.create_splits(made, val=0.5, seed=0)
+    training.train_on_dataset(made, ModelConfig(family="late"), train_config(
+        "fusion", "cpu", epochs=2, batch_size=4, device="cpu", precision="fp32"), name="late_two")
+    assert cli.main(["apply", made.name, "--checkpoint", "cilp"]) == 0
+    yield made
+    made.delete()
+
+
+@pytest.fixture
+def scheduling_app_server(tmp_path):
+    """The App server as ``cilp app`` starts it: "Schedule" offered."""
+    with running_app(tmp_path / "app_server.log", env={"FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"}) as server:
+        yield server
+
+
+def schedule_and_run(page, form, server, operator: str) -> None:
+    """Press the form's "Schedule", then run the queued operation here, as an executor would."""
+    service = DelegatedOperationService()
+    before = {op.id for op in service.list_operations(operator=f"{PLUGIN}/{operator}")}
+    form.get_by_role("button", name="Schedule", exact=True).click()
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    while not (queued := [op for op in service.list_operations(operator=f"{PLUGIN}/{operator}")
+                          if op.id not in before]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"Schedule queued no {operator}\n{problem_report(page, server)}")
+        page.wait_for_timeout(250)
+    with ThreadPoolExecutor(1) as thread:  # FiftyOne's asyncio.run, away from Playwright's loop in this thread
+        thread.submit(service.execute_queued_operations, operator=f"{PLUGIN}/{operator}").result()
+    done = service.get(queued[0].id)
+    assert done.run_state == ExecutionRunState.COMPLETED, f"{operator}: {done.run_state}: {done.result}"
+
+
+def joint_map_plot(panel):
+    plot = panel.locator(".js-plotly-plot").filter(has=panel.page.locator(".scatterlayer, .gl-container")).last
+    plot.wait_for(timeout=SHOW_TIMEOUT * 1000)
+    return plot
+
+
+def lasso(page, plot, fraction: float) -> None:
+    """Draw a lasso, as a person does with the mouse, around the left ``fraction`` of the plot."""
+    box = plot.locator(".nsewdrag").first.bounding_box()
+    left, top, right, bottom = box["x"] + 2, box["y"] + 2, box["x"] + fraction * box["width"], \
+        box["y"] + box["height"] - 2
+    page.mouse.move(left, top)
+    page.mouse.down()
+    for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 1)):
+        page.mouse.move(x, y, steps=12)
+    page.mouse.up()
+
+
+def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_app_server, page):
+    dataset, server = cilp_dataset, scheduling_app_server
+    open_dataset(page, server, dataset)
+    try:
+        page.get_by_test_id("new-panel-btn").first.click()
+        page.get_by_test_id("new-panel-option-cilp_runs").click()
+        panel = page.get_by_test_id("panel-content-cilp_runs")
+        panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        wait_for_text(panel, page, server, "late_two")
+
+        # the joint map: both modalities of the 8 pairs, coloured by class, marked by modality
+        plot = joint_map_plot(panel)
+        deadline = time.monotonic() + SHOW_TIMEOUT
+        while not (traces := plot.evaluate("p => (p.data || []).map(t => [t.name, (t.ids || []).length])")):
+            assert time.monotonic() < deadline, problem_report(page, server)
+            page.wait_for_timeout(250)
+        assert sorted(traces) == [["cube, LiDAR", 4], ["cube, RGB", 4], ["sphere, LiDAR", 4], ["sphere, RGB", 4]]
+        lasso(page, plot, 0.5)
+        chosen = set(plot.evaluate("p => p.data.flatMap(t => (t.selectedpoints || []).map(i => t.ids[i]))"))
+        assert chosen and len(chosen) < 8, f"the lasso chose {chosen}"
+        show_field_on_tiles(page, "pair_id")
+        wait_for_tiles(page, server, lambda shown: None if {t.get("pair_id", ["?"])[0] for t in shown} == chosen
+                       and len(shown) == len(chosen) else f"tiles {shown}, expected the pairs {chosen}",
+                       "the pairs chosen on the joint map")
+        wait_for_text(panel, page, server, "selected pairs")  # the chosen pairs' two points linked
+        page.screenshot(path=artifacts_dir() / "app_runs_panel_joint_map.png")
+
+        # train further: the train_fusion form, filled for this run; scheduled, run, shown
+        panel.get_by_role("button", name="Train it further").click()
+        form = page.get_by_test_id("operators-prompt-modal")
+        form.get_by_text("Train a fusion model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
+        assert field_input(form, "Run name").input_value() == "late_two"
+        assert field_input(form, "Epochs").input_value() == "4"
+        assert form.get_by_role("checkbox", name="Train a run of the same name further").is_checked()
+        schedule_and_run(page, form, server, "train_fusion")
+        wait_for_rows(panel.locator("table").first, page, server,
+                      [["late_two", "classifier", "finished", "4/4"]])
+        assert training.recorded_runs(dataset)  # still recorded, now trained further
+        # apply it, scheduled: its field appears in the sidebar with no reload of the page
+        panel.get_by_role("button", name="Apply this run").click()
+        form.get_by_text("Apply a trained model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
+        schedule_and_run(page, form, server, "apply_model")
+        page.get_by_test_id("sidebar-field-late_two").wait_for(timeout=SHOW_TIMEOUT * 1000)
+
+        # its evaluation, in FiftyOne's Model Evaluation panel
+        panel.get_by_role("button", name="Open its evaluation").click()
+        page.get_by_text("eval_late_two").first.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        page.get_by_text("Accuracy", exact=False).first.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        page.screenshot(path=artifacts_dir() / "app_runs_panel_evaluation.png")
+    finally:
+        page.screenshot(path=artifacts_dir() / "app_runs_panel_actions_after.png")
+    from mm_models import load_run
+
+    assert load_run(training.recorded_runs(dataset)["late_two"]).manifest["epochs_completed"] == 4

@@ -1,19 +1,21 @@
 """Search that finds, in the FiftyOne App: what ``cilp apply DATASET --checkpoint cilp`` gives a person.
 
-* The grid's similarity search ("Sort by image similarity") preselects the rgb slice's own
-  index on the rgb slice and shows the nearest images in their order (FiftyOne 1.22 lists
-  every index of the dataset and preselects the first by name; an index of another slice
-  fails silently, with "Query IDs ... do not exist in this index" in the server log).
+* The grid's similarity search, with the index it preselects, shows the nearest samples of the
+  slice shown in their order, on every slice (the apply writes one index of all three slices;
+  an index of another slice failed silently, with "Query IDs ... do not exist in this index"
+  in the server log).
 * The grid's "Sort by" offers the pair scores (indexed by the apply).
-* ``find_cross_modal_matches`` shows its matches in their order while a grid sort is set:
-  NOT yet (an expected failure, strict: it fails the run once it passes).
+* ``find_cross_modal_matches`` shows its matches in their order while a grid sort is set.
+* The Embeddings panel colours every point of every CILP map by class, on every slice.
 
-Screenshots: ``test-artifacts/app_search_similar.png``, ``app_search_sort_by.png``,
+Screenshots: ``test-artifacts/app_search_similar_<slice>.png``, ``app_search_sort_by.png``,
 ``app_search_matches_sorted.png``.
 """
 
 from __future__ import annotations
 
+import struct
+import time
 import uuid
 
 import pytest
@@ -74,6 +76,13 @@ def screenshot(page, what: str) -> None:
     page.screenshot(path=artifacts_dir() / f"app_search_{what}.png")
 
 
+def select_slice(page, name: str) -> None:
+    """Pick a slice in the grid's slice selector, as a user does."""
+    page.get_by_test_id("selector-slice").click()
+    page.get_by_test_id("selector-results-container").get_by_test_id(f"selector-result-{name}").click()
+    page.get_by_test_id("looker").first.wait_for()
+
+
 def select_tile(page, server, pair_id: str) -> None:
     """Tick the tile of ``pair_id`` as a person does (hover, its check box)."""
     show_field_on_tiles(page, "pair_id")
@@ -94,31 +103,30 @@ def pair_order(expected: list[str]):
     return check
 
 
-def test_similarity_search_preselects_the_slices_own_index(dataset, app_server, page):
+@pytest.mark.parametrize("slice_name", ["rgb", "depth", "lidar"])
+def test_similarity_search_finds_on_every_slice(dataset, app_server, page, slice_name):
     query_pair = "sphere_0002"
-    query_id = dataset.select_group_slices("rgb").match({"pair_id": query_pair}).first().id
-    dataset.group_slice = "rgb"
-    expected = dataset.sort_by_similarity(query_id, k=25, brain_key="cilp_image_search").values("pair_id")
+    shown = dataset.select_group_slices(slice_name)
+    query_id = shown.match({"pair_id": query_pair}).first().id
+    expected = shown.sort_by_similarity(query_id, k=25, brain_key="cilp_search").values("pair_id")
     assert len(expected) == 2 * N_PER_CLASS and expected[0] == query_pair
 
-    sorts = []  # the brain keys of the similarity sorts the App asks for
-    page.on("request", lambda r: sorts.append((r.post_data_json or {}).get("extended", {}).get("brain_key"))
-            if r.url.endswith("/sort") and r.method == "POST" else None)
     open_dataset(page, app_server, dataset)
     try:
+        if slice_name != "rgb":
+            select_slice(page, slice_name)
         select_tile(page, app_server, query_pair)
         page.get_by_test_id("action-sort-by-similarity").click()
         page.get_by_test_id("popout").get_by_text("Show similar samples", exact=True).click()  # the default index
         panel = page.get_by_text("Similarity Search", exact=True).first
         panel.wait_for(timeout=SHOW_TIMEOUT * 1000)  # FiftyOne 1.22 runs the search in its panel
-        card = page.get_by_text("cilp_image_search · k=25")
-        card.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        page.get_by_text("cilp_search · k=25").wait_for(timeout=SHOW_TIMEOUT * 1000)
         page.get_by_text("Completed", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
-        screenshot(page, "similar_panel")
+        screenshot(page, f"similar_panel_{slice_name}")
         page.locator("button[aria-label='Show results']").click(force=True)  # inside a drag handle marked aria-disabled
-        wait_for_tiles(page, app_server, pair_order(expected), "the similar images")
+        wait_for_tiles(page, app_server, pair_order(expected), f"the similar samples of the {slice_name} slice")
     finally:
-        screenshot(page, "similar")
+        screenshot(page, f"similar_{slice_name}")
     assert "do not exist in this index" not in app_server.log_tail(50_000), problem_report(page, app_server)
 
 
@@ -144,30 +152,6 @@ def test_grid_sort_by_offers_the_pair_scores(dataset, app_server, page):
         screenshot(page, "sort_by")
 
 
-def test_matches_keep_their_order_once_the_grid_sort_is_cleared(dataset, app_server, page):
-    """The way round that the README gives: "Sort by" set back to "-" before searching."""
-    query_pair, k = "cube_0003", 4
-    query_id = dataset.select_group_slices("rgb").match({"pair_id": query_pair}).first().id
-    expected = crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
-
-    open_dataset(page, app_server, dataset)
-    try:
-        choose_grid_sort(page, "cilp_pair_rank")
-        choose_grid_sort(page, "-")
-        select_tile(page, app_server, query_pair)
-        form = open_operator(page, "CILP: find cross-modal matches")
-        field_input(form, "Matches to show").fill(str(k))
-        wait_for_form_params(page, "find_cross_modal_matches", k=k)
-        run_operator(page, form, app_server, output=False)
-        wait_for_tiles(page, app_server, pair_order(expected), "the matches, once the grid sort is cleared")
-    finally:
-        screenshot(page, "matches_unsorted")
-
-
-@pytest.mark.xfail(strict=True, reason="not fixed: the App applies its grid sort after any view an operator sets "
-                   "(FiftyOne 1.22 sends sortBy with every page unless a similarity sort is an extended stage, "
-                   "which no Python operation sets; FiftyOne's own Similarity Search panel results are "
-                   "reordered the same way), and no operation clears the sort")
 def test_grid_sorts_by_the_pair_scores_and_matches_keep_their_order(dataset, app_server, page):
     rgb = dataset.select_group_slices("rgb")
     k = 4
@@ -194,3 +178,43 @@ def test_grid_sorts_by_the_pair_scores_and_matches_keep_their_order(dataset, app
         wait_for_tiles(page, app_server, pair_order(expected), "the matches, while the grid is sorted by rank")
     finally:
         screenshot(page, "matches_sorted")
+
+
+def colour_column(body: bytes) -> tuple[list[int], dict]:
+    """An ``/embeddings/v2/color`` answer: each point's class index (0xFFFF: no value, drawn grey),
+    and the meta tail (FiftyOne 1.22's format: a 16-byte header, u16 values, JSON)."""
+    import json
+
+    _, _, dtype, _, n, _ = struct.unpack("<IHBBII", body[:16])
+    assert dtype == 2, f"expected categorical (u16) colours, got dtype {dtype}"
+    return list(struct.unpack(f"<{n}H", body[16:16 + 2 * n])), json.loads(body[16 + 2 * n:])
+
+
+@pytest.mark.parametrize("slice_name", ["rgb", "depth"])
+def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, page, slice_name):
+    offered = sorted(key for key in dataset.list_brain_runs() if dataset.get_brain_info(key).config.type == "visualization")
+    assert offered == ["cilp_lidar_map", "cilp_rgb_map"]
+    answers = []
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/embeddings/v2/color") else None)
+    for brain_key in offered:
+        answers.clear()
+        open_dataset(page, app_server, dataset)
+        if slice_name != "rgb":
+            select_slice(page, slice_name)
+        page.get_by_test_id("new-panel-btn").first.click()
+        page.get_by_test_id("new-panel-option-Embeddings").click()
+        panel = page.get_by_test_id("panel-content-Embeddings")
+        panel.get_by_text(brain_key, exact=True).click()
+        panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=SHOW_TIMEOUT * 1000)
+        panel.get_by_role("button", name="Color by").click()
+        panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
+        page.get_by_role("option", name="ground_truth.label").first.click()
+        deadline = time.monotonic() + SHOW_TIMEOUT
+        while not answers:
+            assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
+                                                f"{problem_report(page, app_server)}"
+            page.wait_for_timeout(250)
+        screenshot(page, f"embeddings_{slice_name}_{brain_key}")
+        classes, meta = colour_column(answers[-1].body())
+        assert len(classes) == 2 * N_PER_CLASS and 0xFFFF not in classes, f"{brain_key} on {slice_name}: {classes}"
+        assert sorted(c["label"] for c in meta["classes"]) == ["cube", "sphere"], meta

@@ -35,8 +35,7 @@ PER_CLASS = 100
 EPOCHS = {"lidar": 1, "cilp": 6, "projector": 1, "rgb2lidar": 1}  # cilp: 60-70 % val top-5 among 200
 STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
 SLICES = ("rgb", "depth", "lidar")
-MAPS = ("cilp_rgb_map", "cilp_lidar_map", "cilp_joint_map")
-INDEXES = ("cilp_image_search", "cilp_pointcloud_search")
+MAPS = ("cilp_rgb_map", "cilp_lidar_map")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +120,7 @@ def test_every_stage_is_recorded_linked_and_loads(pipeline, dataset):
 
 def test_apply_writes_the_cilp_fields_and_the_rgb2lidar_predictions(pipeline, dataset):
     assert pipeline["apply_code"] == 0, pipeline["apply_out"]
-    assert f"for {2 * PER_CLASS} pairs" in pipeline["apply_out"] and "cilp_joint_map" in pipeline["apply_out"]
+    assert f"for {2 * PER_CLASS} pairs" in pipeline["apply_out"] and "cilp_search" in pipeline["apply_out"]
     for name in ("cilp_embedding", "cilp_pair_similarity", "cilp_pair_rank", "rgb2lidar", "rgb2lidar_embedding"):
         assert dataset.has_sample_field(name), name
     flat = all_slices(dataset)
@@ -170,19 +169,21 @@ def test_pair_similarity_is_the_dot_product_of_the_pairs_embeddings_and_ranks_fo
 # --------------------------------------------------------------------------- 3. maps and indexes
 
 
-def test_maps_and_similarity_indexes_exist_and_nothing_staged_is_left(dataset):
-    assert set(MAPS + INDEXES) <= set(dataset.list_brain_runs())
-    for key in MAPS:
-        assert dataset.get_brain_info(key).config.type == "visualization", key
-    for key in INDEXES:
-        assert dataset.get_brain_info(key).config.type == "similarity", key
+def test_maps_and_the_similarity_index_exist_and_nothing_staged_is_left(dataset):
+    assert {run: dataset.get_brain_info(run).config.type for run in dataset.list_brain_runs()
+            if run.startswith("cilp_")} == {
+        "cilp_rgb_map": "visualization", "cilp_lidar_map": "visualization", "cilp_search": "similarity"}
     points = {key: dataset.load_brain_results(key).points for key in MAPS}
     n = 2 * PER_CLASS
     assert points["cilp_rgb_map"].shape == points["cilp_lidar_map"].shape == (n, 2)
-    assert points["cilp_joint_map"].shape == (2 * n, 2)
     assert all(np.isfinite(p).all() and p.std(axis=0).min() > 0 for p in points.values())
-    # the runs' views name no staged field: the App and the report load them with every point
-    assert [len(dataset.load_brain_view(key)) for key in MAPS] == [n, n, 2 * n]
+    assert not np.allclose(points["cilp_rgb_map"], points["cilp_lidar_map"])  # one map per modality
+    # both maps hold the default (rgb) slice's samples, which the App's Embeddings panel colours on every
+    # slice; their views name no staged field: the App and the report load them with every point
+    for key in MAPS:
+        assert dataset.load_brain_view(key).distinct("group.name") == ["rgb"], key
+        assert len(dataset.load_brain_view(key)) == n, key
+    assert len(dataset.load_brain_results("cilp_search").sample_ids) == 3 * n  # every slice
     val = dataset.select_group_slices("rgb").match_tags("val")
     assert len(dataset.load_evaluation_view("eval_rgb2lidar")) == len(val)
     assert leftovers(dataset) == []
@@ -302,8 +303,9 @@ def test_a_recorded_parent_of_the_wrong_kind_is_named_before_training(split_data
     assert sorted(p.name for p in pipeline["runs_dir"].iterdir()) == before
 
 
-def test_apply_indexes_the_pair_scores_and_orders_the_similarity_indexes_for_the_app(split_dataset):
-    """The grid's "Sort by" lists indexed fields only; the search panel preselects the first index by name."""
+def test_apply_indexes_the_pair_scores_and_replaces_former_per_slice_indexes(split_dataset):
+    """The grid's "Sort by" lists indexed fields only; indexes of one slice, which failed the App's
+    search on another slice, are deleted by a re-apply."""
     import fiftyone.brain as fob
 
     from cilp_plugin.training import shipped_checkpoint
@@ -319,8 +321,7 @@ def test_apply_indexes_the_pair_scores_and_orders_the_similarity_indexes_for_the
         assert {"cilp_pair_similarity", "cilp_pair_rank"} <= indexed
         similarity = sorted(key for key in dataset.list_brain_runs()
                             if dataset.get_brain_info(key).config.type == "similarity")
-        assert similarity == ["cilp_image_search", "cilp_pointcloud_search"]  # the rgb slice's first
-        assert dataset.load_brain_view("cilp_image_search").distinct("group.name") == ["rgb"]
+        assert similarity == ["cilp_search"]
         assert len(find_cross_modal_matches(dataset, [rgb.first().id], k=3)) == 3
     finally:
         dataset.delete()
@@ -504,3 +505,47 @@ def test_report_has_the_cilp_rows_and_the_chain_before_fine_tuning(dataset, tmp_
     assert float(rows["rgb2lidar"]["accuracy %"]) == pytest.approx(100 * manifests["rgb2lidar"]["best"]["val/accuracy"])
     assert "embedding_maps.png" in capsys.readouterr().out
     assert (tmp_path / "report" / "embedding_maps.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("query_slice", SLICES)
+def test_the_one_index_finds_each_slices_own_neighbours(dataset, query_slice):
+    """What the App's similarity search does on the slice shown (FiftyOne 1.22's panel searches
+    the active slice, flattened): the query looked up in the whole index, the search confined to
+    that slice."""
+    shown = dataset.select_group_slices(query_slice)
+    query = shown.first()
+    found = shown.sort_by_similarity(query.id, k=3, brain_key="cilp_search")
+    assert found.values("group.name") == [query_slice] * 3
+    assert found.first().id == query.id  # nearest to itself
+
+
+def test_the_joint_map_places_both_modalities_of_every_pair(dataset):
+    from cilp_plugin.crossmodal import applied_runs, joint_map
+
+    assert applied_runs(dataset) == ["cilp"]
+    joint = joint_map(dataset, "cilp")
+    n = 2 * PER_CLASS
+    assert joint.points.shape == (2 * n, 2) and np.isfinite(joint.points).all()
+    assert joint.modalities == ["rgb"] * n + ["lidar"] * n and joint.pair_ids[:n] == joint.pair_ids[n:]
+    truth = dict(zip(*dataset.select_group_slices("rgb").values(["pair_id", "ground_truth.label"])))
+    assert [truth[p] for p in joint.pair_ids] == joint.labels
+    # aligned: a pair's two points are nearer each other than two points of random pairs
+    gap = np.linalg.norm(joint.points[:n] - joint.points[n:], axis=1)
+    shuffled = np.linalg.norm(joint.points[:n] - np.random.default_rng(0).permutation(joint.points[n:]), axis=1)
+    assert np.median(gap) < np.median(shuffled)
+    with pytest.raises(ValueError, match="no 'other_embedding' field: apply the 'other' run first"):
+        joint_map(dataset, "other")
+
+
+def test_the_runs_panel_trains_a_stage_further_with_train_cilp(dataset):
+    """What "Train it further" in the runs panel opens for a run of each kind."""
+    from cilp_plugin.run_table import train_further
+
+    operator, params = train_further(dataset, "cilp")
+    assert operator == "train_cilp"
+    assert params == {"stage_lidar": False, "stage_cilp": True, "stage_projector": False, "stage_rgb2lidar": False,
+                      "run_prefix": "", "epochs": 2 * EPOCHS["cilp"], "resume": True}
+    operator, params = train_further(dataset, "lidar")  # a classifier: train_fusion, its model and name
+    assert operator == "train_fusion"
+    assert params == {"family": "lidar", "fusion": "concat", "downsample": "maxpool", "name": "lidar",
+                      "epochs": 2 * EPOCHS["lidar"], "resume": True}
