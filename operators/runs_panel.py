@@ -99,21 +99,20 @@ class RunsPanel(foo.Panel):
             ctx.prompt(f"@cilp/multimodal/{operator}", params=params)
 
     def open_evaluation(self, ctx):
-        key = ctx.panel.state.get("evaluation")
-        if key:
-            view = {"page": "evaluation", "key": key, "id": str(ctx.dataset._doc.evaluations[key].id), "init": True}
-            ctx.ops.open_panel(MODEL_EVALUATION_PANEL, layout="horizontal", state={"view": view})
+        """FiftyOne's Model Evaluation panel, beside this one: it lists the run's evaluation (it opens on
+        its list whatever state it is given)."""
+        if ctx.panel.state.get("evaluation"):
+            ctx.ops.open_panel(MODEL_EVALUATION_PANEL, layout="horizontal")
 
     def show_selected_pairs(self, ctx):
         """Points chosen on the joint map (lasso or box): the App shows their pairs, the map links them."""
         import fiftyone as fo
 
         pair_ids = sorted({point["id"] for point in ctx.params.get("data") or [] if point.get("id")})
+        if not pair_ids:  # plotly also reports an empty selection when the map is drawn again
+            return
         ctx.panel.set_state("linked", pair_ids)
-        if pair_ids:
-            ctx.ops.set_view(ctx.dataset.match(fo.ViewField("pair_id").is_in(pair_ids)))
-        else:
-            ctx.ops.clear_view()
+        ctx.ops.set_view(ctx.dataset.match(fo.ViewField("pair_id").is_in(pair_ids)))
         self.draw_joint_map(ctx)
 
     def render(self, ctx):

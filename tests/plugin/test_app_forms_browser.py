@@ -15,7 +15,6 @@ A screenshot of each filled form is kept in ``test-artifacts/`` (``app_form_<ope
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid

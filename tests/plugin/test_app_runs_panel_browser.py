@@ -43,9 +43,8 @@ def _fresh_screenshots():
     clear_screenshots("app_runs_panel")
 
 
-@pytest.fixture
-def dataset(tmp_path, monkeypatch):
-    """8 groups, split, a late-fusion run (2 epochs), a lidar run (1 epoch), a training scheduled (queued)."""
+def dataset_with_runs(tmp_path, monkeypatch, runs: dict[str, tuple[str, int]]):
+    """8 groups, split, with a run of each ``name: (family, epochs)``; persistent, for the App."""
     from mm_models import ModelConfig
     from mm_models.presets import train_config
 
@@ -54,10 +53,16 @@ def dataset(tmp_path, monkeypatch):
     made = ingest.ingest(root, f"cilp-runs-panel-{uuid.uuid4().hex[:8]}").dataset
     made.persistent = True
     splits.create_splits(made, val=0.5, seed=0)
-    training.train_on_dataset(made, ModelConfig(family="late"), train_config(
-        "fusion", "cpu", epochs=2, batch_size=4, device="cpu", precision="fp32"), name="late_two")
-    training.train_on_dataset(made, ModelConfig(family="lidar"), train_config(
-        "fusion", "cpu", epochs=1, batch_size=4, device="cpu", precision="fp32"), name="lidar_one")
+    for name, (family, epochs) in runs.items():
+        training.train_on_dataset(made, ModelConfig(family=family), train_config(
+            "fusion", "cpu", epochs=epochs, batch_size=4, device="cpu", precision="fp32"), name=name)
+    return made
+
+
+@pytest.fixture
+def dataset(tmp_path, monkeypatch):
+    """A late-fusion run (2 epochs), a lidar run (1 epoch), a training scheduled (queued)."""
+    made = dataset_with_runs(tmp_path, monkeypatch, {"late_two": ("late", 2), "lidar_one": ("lidar", 1)})
     with ThreadPoolExecutor(1) as thread:  # FiftyOne's asyncio.run, away from Playwright's loop in this thread
         queued = thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
                                ctx={"dataset": made, "params": {"epochs": 1}}, request_delegation=True).result()
@@ -119,14 +124,20 @@ def choose_in(panel, page, label: str, value: str) -> None:
     page.get_by_role("option", name=value, exact=True).click()
 
 
+def open_runs_panel(page, server):
+    """Open the "CILP runs" panel as a person does ("+", then its name); once it lists late_two."""
+    page.get_by_test_id("new-panel-btn").first.click()
+    page.get_by_test_id("new-panel-option-cilp_runs").click()
+    panel = page.get_by_test_id("panel-content-cilp_runs")
+    panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
+    wait_for_text(panel, page, server, "late_two")
+    return panel
+
+
 def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_server, page):
     open_dataset(page, app_server, dataset)
     try:
-        page.get_by_test_id("new-panel-btn").first.click()
-        page.get_by_test_id("new-panel-option-cilp_runs").click()
-        panel = page.get_by_test_id("panel-content-cilp_runs")
-        panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
-        wait_for_text(panel, page, app_server, "late_two")
+        panel = open_runs_panel(page, app_server)
         rows = table_rows(panel.locator("table").first)
         shown = {row[0]: (row[1:4], row[-3:-1]) for row in rows}
         assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32"]),
@@ -187,17 +198,8 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
 
 @pytest.fixture
 def cilp_dataset(tmp_path, monkeypatch):
-    """8 groups, split, a late-fusion run (2 epochs), the shipped CILP checkpoint applied."""
-    from mm_models import ModelConfig
-    from mm_models.presets import train_config
-
-    monkeypatch.setenv("CILP_RUNS_DIR", str(tmp_path / "runs"))
-    root = synth.generate(tmp_path / "data", n_per_class=4, seed=6, workers=1)
-    made = ingest.ingest(root, f"cilp-runs-joint-{uuid.uuid4().hex[:8]}").dataset
-    made.persistent = True
-    splits.create_splits(made, val=0.5, seed=0)
-    training.train_on_dataset(made, ModelConfig(family="late"), train_config(
-        "fusion", "cpu", epochs=2, batch_size=4, device="cpu", precision="fp32"), name="late_two")
+    """A late-fusion run (2 epochs), the shipped CILP checkpoint applied."""
+    made = dataset_with_runs(tmp_path, monkeypatch, {"late_two": ("late", 2)})
     assert cli.main(["apply", made.name, "--checkpoint", "cilp"]) == 0
     yield made
     made.delete()
@@ -214,7 +216,11 @@ def schedule_and_run(page, form, server, operator: str) -> None:
     """Press the form's "Schedule", then run the queued operation here, as an executor would."""
     service = DelegatedOperationService()
     before = {op.id for op in service.list_operations(operator=f"{PLUGIN}/{operator}")}
-    form.get_by_role("button", name="Schedule", exact=True).click()
+    schedule = form.get_by_role("button", name="Schedule", exact=True)
+    if not schedule.count():  # Execute first (apply_model): "Schedule" is in the button's menu
+        form.get_by_role("button", name="Execute", exact=True).locator("xpath=following-sibling::button[1]").click()
+        page.get_by_text("Run this operation in the background").click()
+    schedule.click()
     deadline = time.monotonic() + SHOW_TIMEOUT
     while not (queued := [op for op in service.list_operations(operator=f"{PLUGIN}/{operator}")
                           if op.id not in before]):
@@ -235,6 +241,7 @@ def joint_map_plot(panel):
 
 def lasso(page, plot, fraction: float) -> None:
     """Draw a lasso, as a person does with the mouse, around the left ``fraction`` of the plot."""
+    plot.scroll_into_view_if_needed()
     box = plot.locator(".nsewdrag").first.bounding_box()
     left, top, right, bottom = box["x"] + 2, box["y"] + 2, box["x"] + fraction * box["width"], \
         box["y"] + box["height"] - 2
@@ -249,11 +256,7 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
     dataset, server = cilp_dataset, scheduling_app_server
     open_dataset(page, server, dataset)
     try:
-        page.get_by_test_id("new-panel-btn").first.click()
-        page.get_by_test_id("new-panel-option-cilp_runs").click()
-        panel = page.get_by_test_id("panel-content-cilp_runs")
-        panel.wait_for(timeout=SHOW_TIMEOUT * 1000)
-        wait_for_text(panel, page, server, "late_two")
+        panel = open_runs_panel(page, server)
 
         # the joint map: both modalities of the 8 pairs, coloured by class, marked by modality
         plot = joint_map_plot(panel)
@@ -269,7 +272,10 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         wait_for_tiles(page, server, lambda shown: None if {t.get("pair_id", ["?"])[0] for t in shown} == chosen
                        and len(shown) == len(chosen) else f"tiles {shown}, expected the pairs {chosen}",
                        "the pairs chosen on the joint map")
-        wait_for_text(panel, page, server, "selected pairs")  # the chosen pairs' two points linked
+        deadline = time.monotonic() + SHOW_TIMEOUT  # the chosen pairs' two points linked on the map
+        while not plot.evaluate("p => p.data.some(t => t.name === 'selected pairs')"):
+            assert time.monotonic() < deadline, f"no links drawn\n{problem_report(page, server)}"
+            page.wait_for_timeout(250)
         page.screenshot(path=artifacts_dir() / "app_runs_panel_joint_map.png")
 
         # train further: the train_fusion form, filled for this run; scheduled, run, shown
@@ -291,8 +297,9 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
 
         # its evaluation, in FiftyOne's Model Evaluation panel
         panel.get_by_role("button", name="Open its evaluation").click()
-        page.get_by_text("eval_late_two").first.wait_for(timeout=SHOW_TIMEOUT * 1000)
-        page.get_by_text("Accuracy", exact=False).first.wait_for(timeout=SHOW_TIMEOUT * 1000)
+        evaluation = page.get_by_test_id("panel-content-model_evaluation_panel_builtin")
+        evaluation.get_by_text("eval_late_two").first.click()  # the run's evaluation, listed there
+        evaluation.get_by_text("Accuracy").first.wait_for(timeout=SHOW_TIMEOUT * 1000)
         page.screenshot(path=artifacts_dir() / "app_runs_panel_evaluation.png")
     finally:
         page.screenshot(path=artifacts_dir() / "app_runs_panel_actions_after.png")
