@@ -60,8 +60,9 @@ def base_dataset(tmp_path_factory):
 
 @pytest.fixture
 def dataset(base_dataset, request):
-    """A persistent copy per test: the App keeps one view and sort per dataset."""
-    copy = base_dataset.clone(f"{base_dataset.name}-{request.node.name[5:25]}", persistent=True)
+    """A persistent copy per test, under a name of its own: the App server keeps a view, a sort and
+    open panels per dataset name."""
+    copy = base_dataset.clone(f"{base_dataset.name}-{uuid.uuid4().hex[:8]}", persistent=True)
     yield copy
     copy.delete()
 
@@ -155,27 +156,26 @@ def test_grid_sort_by_offers_the_pair_scores(dataset, app_server, page):
 def test_grid_sorts_by_the_pair_scores_and_matches_keep_their_order(dataset, app_server, page):
     rgb = dataset.select_group_slices("rgb")
     k = 4
-    rank = dict(zip(*rgb.values(["pair_id", "cilp_pair_rank"])))
+    similarity = dict(zip(*rgb.values(["pair_id", "cilp_pair_similarity"])))
 
     def matches(pair_id):
         query_id = rgb.match({"pair_id": pair_id}).first().id
         return crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
 
-    def sorted_by_rank_differs(found):  # else a grid sort could not show that it reorders them
-        ranks = [rank[p] for p in found]
-        return len(set(ranks)) == len(ranks) and sorted(found, key=rank.get) != found
+    def a_sort_would_reorder(found):  # else a grid sort could not show that it reorders them
+        return sorted(found, key=similarity.get) != found
 
-    query_pair, expected = next((p, found) for p in sorted(rank) if sorted_by_rank_differs(found := matches(p)))
+    query_pair, expected = next((p, found) for p in sorted(similarity) if a_sort_would_reorder(found := matches(p)))
 
     open_dataset(page, app_server, dataset)
     try:
-        choose_grid_sort(page, "cilp_pair_rank")
+        choose_grid_sort(page, "cilp_pair_similarity")
         select_tile(page, app_server, query_pair)
         form = open_operator(page, "CILP: find cross-modal matches")
         field_input(form, "Matches to show").fill(str(k))
         wait_for_form_params(page, "find_cross_modal_matches", k=k)
         run_operator(page, form, app_server, output=False)
-        wait_for_tiles(page, app_server, pair_order(expected), "the matches, while the grid is sorted by rank")
+        wait_for_tiles(page, app_server, pair_order(expected), "the matches, while the grid is sorted")
     finally:
         screenshot(page, "matches_sorted")
 
@@ -191,30 +191,29 @@ def colour_column(body: bytes) -> tuple[list[int], dict]:
 
 
 @pytest.mark.parametrize("slice_name", ["rgb", "depth"])
-def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, page, slice_name):
+@pytest.mark.parametrize("brain_key", ["cilp_rgb_map", "cilp_lidar_map"])
+def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, page, slice_name, brain_key):
     offered = sorted(key for key in dataset.list_brain_runs() if dataset.get_brain_info(key).config.type == "visualization")
-    assert offered == ["cilp_lidar_map", "cilp_rgb_map"]
+    assert offered == ["cilp_lidar_map", "cilp_rgb_map"]  # the maps the panel offers: each is tested
     answers = []
     page.on("response", lambda r: answers.append(r) if r.url.endswith("/embeddings/v2/color") else None)
-    for brain_key in offered:
-        answers.clear()
-        open_dataset(page, app_server, dataset)
-        if slice_name != "rgb":
-            select_slice(page, slice_name)
-        page.get_by_test_id("new-panel-btn").first.click()
-        page.get_by_test_id("new-panel-option-Embeddings").click()
-        panel = page.get_by_test_id("panel-content-Embeddings")
-        panel.get_by_text(brain_key, exact=True).click()
-        panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=SHOW_TIMEOUT * 1000)
-        panel.get_by_role("button", name="Color by").click()
-        panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
-        page.get_by_role("option", name="ground_truth.label").first.click()
-        deadline = time.monotonic() + SHOW_TIMEOUT
-        while not answers:
-            assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
-                                                f"{problem_report(page, app_server)}"
-            page.wait_for_timeout(250)
-        screenshot(page, f"embeddings_{slice_name}_{brain_key}")
-        classes, meta = colour_column(answers[-1].body())
-        assert len(classes) == 2 * N_PER_CLASS and 0xFFFF not in classes, f"{brain_key} on {slice_name}: {classes}"
-        assert sorted(c["label"] for c in meta["classes"]) == ["cube", "sphere"], meta
+    open_dataset(page, app_server, dataset)
+    if slice_name != "rgb":
+        select_slice(page, slice_name)
+    page.get_by_test_id("new-panel-btn").first.click()
+    page.get_by_test_id("new-panel-option-Embeddings").click()
+    panel = page.get_by_test_id("panel-content-Embeddings")
+    panel.get_by_text(brain_key, exact=True).click()
+    panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=SHOW_TIMEOUT * 1000)
+    panel.get_by_role("button", name="Color by").click()
+    panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
+    page.get_by_role("option", name="ground_truth.label").first.click()
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    while not answers:
+        assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
+                                            f"{problem_report(page, app_server)}"
+        page.wait_for_timeout(250)
+    screenshot(page, f"embeddings_{slice_name}_{brain_key}")
+    classes, meta = colour_column(answers[-1].body())
+    assert len(classes) == 2 * N_PER_CLASS and 0xFFFF not in classes, f"{brain_key} on {slice_name}: {classes}"
+    assert sorted(c["label"] for c in meta["classes"]) == ["cube", "sphere"], meta
