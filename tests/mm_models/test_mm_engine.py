@@ -351,3 +351,18 @@ def test_progress_reports_batches_within_an_epoch(small_split, tmp_path, monkeyp
     assert [label.split(":")[0] for label in epochs] == ["epoch 1/2", "epoch 2/2"] and "accuracy" in epochs[-1]
     fractions = [fraction for fraction, _ in calls]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def test_bf16_asked_on_a_cpu_that_emulates_it_warns_of_the_cost():
+    import warnings
+
+    import torch
+
+    from mm_models.engine import cpu_has_bf16, resolve_precision
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+        assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    slow = [str(w.message) for w in caught if "emulates it" in str(w.message)]
+    assert len(slow) == (0 if cpu_has_bf16() else 1), slow
