@@ -3,7 +3,7 @@ import fiftyone.operators.types as types
 
 RUN_COLUMNS = {"run": "Run", "kind": "Kind", "status": "Status", "epochs": "Epochs", "best_epoch": "Best epoch",
                "val_loss": "Val loss", "val_metric": "Val metric", "device": "Device", "precision": "Precision",
-               "data": "Data"}
+               "preset": "Preset", "data": "Data"}
 OPERATION_COLUMNS = {"operation": "Operation", "state": "State", "progress": "Progress", "label": "Stage / epoch",
                      "queued": "Queued (UTC)", "error": "Error"}
 NO_COMPARISON = "none"
@@ -38,8 +38,9 @@ class RunsPanel(foo.Panel):
         operations = scheduled_operations(ctx.dataset)
         ctx.panel.set_data("operations", operations)
         unfinished = [row["id"] for row in operations if row["state"] in UNFINISHED]
-        if set(ctx.panel.state.get("unfinished") or []) - set(unfinished):
-            ctx.ops.reload_dataset()  # a scheduled run or apply finished: show the fields it wrote
+        completed = {row["id"] for row in operations if row["state"] == "completed"}
+        if completed & set(ctx.panel.state.get("unfinished") or []):
+            ctx.ops.reload_dataset()  # a scheduled run or apply completed: show the fields it wrote
         ctx.panel.set_state("unfinished", unfinished)
         ctx.panel.set_state("watching", bool(unfinished))
         names = [row["run"] for row in runs]

@@ -26,7 +26,7 @@ def _percent(value) -> str:
 
 
 def training_runs(dataset: fo.Dataset) -> list[dict]:
-    """Name, kind, epochs, best epoch and metrics, device, precision and data placement of each run."""
+    """Name, kind, epochs, best epoch and metrics, device, precision, preset and data placement of each run."""
     from mm_models.checkpoint import read_manifest
 
     rows = []
@@ -48,6 +48,7 @@ def training_runs(dataset: fo.Dataset) -> list[dict]:
             "val_metric": f"{headline.split('/')[1]} {_percent(best.get(headline))}" if headline in best else "",
             "device": manifest.get("device", "?"),
             "precision": manifest.get("precision", "?"),
+            "preset": (manifest.get("train") or {}).get("preset") or "",
             "data": (manifest.get("data") or {}).get("mode", "?"),
             "folder": str(folder),
         })

@@ -139,9 +139,9 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
     try:
         panel = open_runs_panel(page, app_server)
         rows = table_rows(panel.locator("table").first)
-        shown = {row[0]: (row[1:4], row[-3:-1]) for row in rows}
-        assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32"]),
-                         "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32"])}, rows
+        shown = {row[0]: (row[1:4], row[-4:]) for row in rows}
+        assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32", "cpu", "resident"]),
+                         "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32", "cpu", "resident"])}, rows
         wait_for_text(panel, page, app_server, "queued")
         operations = table_rows(panel.locator("table").nth(1))
         assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
