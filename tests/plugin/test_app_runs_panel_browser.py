@@ -32,6 +32,7 @@ from .test_app_operators_browser import (  # the helpers of the other operator t
     problem_report,
     run_operator,
     show_field_on_tiles,
+    wait_for_form_params,
     wait_for_tiles,
 )
 
@@ -212,8 +213,9 @@ def scheduling_app_server(tmp_path):
         yield server
 
 
-def schedule_and_run(page, form, server, operator: str) -> None:
-    """Press the form's "Schedule", then run the queued operation here, as an executor would."""
+def schedule_and_run(page, form, server, operator: str, while_running=None) -> None:
+    """Press the form's "Schedule", then run the queued operation here, as an executor would, calling
+    ``while_running()`` meanwhile."""
     service = DelegatedOperationService()
     before = {op.id for op in service.list_operations(operator=f"{PLUGIN}/{operator}")}
     schedule = form.get_by_role("button", name="Schedule", exact=True)
@@ -228,7 +230,10 @@ def schedule_and_run(page, form, server, operator: str) -> None:
             pytest.fail(f"Schedule queued no {operator}\n{problem_report(page, server)}")
         page.wait_for_timeout(250)
     with ThreadPoolExecutor(1) as thread:  # FiftyOne's asyncio.run, away from Playwright's loop in this thread
-        thread.submit(service.execute_queued_operations, operator=f"{PLUGIN}/{operator}").result()
+        running = thread.submit(service.execute_queued_operations, operator=f"{PLUGIN}/{operator}")
+        if while_running:
+            while_running()
+        running.result()
     done = service.get(queued[0].id)
     assert done.run_state == ExecutionRunState.COMPLETED, f"{operator}: {done.run_state}: {done.result}"
 
@@ -250,6 +255,9 @@ def lasso(page, plot, fraction: float) -> None:
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 1)):
         page.mouse.move(x, y, steps=12)
     page.mouse.up()
+
+
+EPOCHS_FURTHER = 80  # ~0.2 s each on 4 pairs: the run lasts long enough for the panel to show it running
 
 
 def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_app_server, page):
@@ -285,9 +293,16 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         assert field_input(form, "Run name").input_value() == "late_two"
         assert field_input(form, "Epochs").input_value() == "4"
         assert form.get_by_role("checkbox", name="Train a run of the same name further").is_checked()
-        schedule_and_run(page, form, server, "train_fusion")
+        field_input(form, "Epochs").fill(str(EPOCHS_FURTHER))  # long enough to be watched while it runs
+        wait_for_form_params(page, "train_fusion", epochs=EPOCHS_FURTHER, resume=True, name="late_two")
+
+        def watch():  # the panel follows the run: running, with the epoch it reached
+            wait_for_text(panel.locator("table").nth(1), page, server, "running")
+            wait_for_text(panel.locator("table").nth(1), page, server, f"/{EPOCHS_FURTHER}")
+
+        schedule_and_run(page, form, server, "train_fusion", while_running=watch)
         wait_for_rows(panel.locator("table").first, page, server,
-                      [["late_two", "classifier", "finished", "4/4"]])
+                      [["late_two", "classifier", "finished", f"{EPOCHS_FURTHER}/{EPOCHS_FURTHER}"]])
         assert training.recorded_runs(dataset)  # still recorded, now trained further
         # apply it, scheduled: its field appears in the sidebar with no reload of the page
         panel.get_by_role("button", name="Apply this run").click()
@@ -305,4 +320,4 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         page.screenshot(path=artifacts_dir() / "app_runs_panel_actions_after.png")
     from mm_models import load_run
 
-    assert load_run(training.recorded_runs(dataset)["late_two"]).manifest["epochs_completed"] == 4
+    assert load_run(training.recorded_runs(dataset)["late_two"]).manifest["epochs_completed"] == EPOCHS_FURTHER
