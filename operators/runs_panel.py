@@ -31,7 +31,7 @@ class RunsPanel(foo.Panel):
 
     def refresh(self, ctx):
         from cilp_plugin.crossmodal import applied_runs
-        from cilp_plugin.run_table import run_curves, scheduled_operations, training_runs
+        from cilp_plugin.run_table import run_config, run_curves, scheduled_operations, training_runs
 
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
@@ -55,6 +55,7 @@ class RunsPanel(foo.Panel):
         if other in folders and other != chosen:
             curves += run_curves(folders[other], prefix=f"{other}: ", dash="dash")
         ctx.panel.set_data("curves", curves)
+        ctx.panel.set_state("config", run_config(folders[chosen]) if chosen else "")
         ctx.panel.set_state("evaluation", f"eval_{chosen}" if f"eval_{chosen}" in ctx.dataset.list_evaluations()
                             else None)
         applied = applied_runs(ctx.dataset)
@@ -137,6 +138,8 @@ class RunsPanel(foo.Panel):
                            on_change=self.choose_compare)
             panel.plot("curves", layout={"title": "loss per epoch", "xaxis": {"title": "epoch"},
                                          "yaxis": {"title": "loss"}, "height": 320})
+            if ctx.panel.state.get("config"):
+                panel.md(ctx.panel.state.get("config"), name="config")
             actions = panel.h_stack("actions", align_x="left", gap=2)
             actions.btn("apply", label="Apply this run", on_click=self.apply_chosen, variant="contained")
             actions.btn("train_further", label="Train it further", on_click=self.train_chosen_further,

@@ -3,6 +3,7 @@
     training_runs(dataset)        # one row per run recorded on the dataset (FiftyOne's run registry)
     scheduled_operations(dataset) # one row per delegated operation on the dataset, newest first
     run_curves(run_dir)           # train and val loss per epoch, as plotly traces, from metrics.csv
+    run_config(run_dir)           # what a run trained: its model and training settings, as markdown
     joint_map_traces(dataset, run)  # a CILP run's joint map of both modalities, as plotly traces
     train_further(dataset, run)   # the operator and form values that train a run further
 """
@@ -89,6 +90,26 @@ def run_curves(run_dir: Path | str, prefix: str = "", dash: str = "solid") -> li
     return [{"x": epochs, "y": [float(row[key]) for row in rows], "name": prefix + key, "type": "scatter",
              "mode": "lines+markers", "line": {"dash": dash}}
             for key in ("train/loss", "val/loss") if rows and key in rows[0]]
+
+
+#: the training settings a run's config shows (the rest are the engine's defaults)
+SHOWN_TRAIN = ("preset", "epochs", "batch_size", "lr", "weight_decay", "augment", "device", "precision", "data",
+               "seed")
+
+
+def run_config(run_dir: Path | str) -> str:
+    """The run's model (kind and config, parents by run name) and its main training settings, as one
+    markdown line (``kind classifier · family late · ...``)."""
+    from mm_models.checkpoint import read_manifest
+
+    manifest = read_manifest(run_dir)
+    spec = manifest.get("spec") or {}
+    train = manifest.get("train") or {}
+    rows = [("kind", spec.get("kind", "?"))]
+    rows += [(key, value) for key, value in (spec.get("config") or {}).items()]
+    rows += [(f"parent {role}", Path(parent.get("run", "?")).name) for role, parent in (spec.get("parents") or {}).items()]
+    rows += [(key, train[key]) for key in SHOWN_TRAIN if key in train]
+    return " · ".join(f"{key} `{value}`" for key, value in rows)
 
 
 #: marker of each modality on the joint map, and the colour of each class

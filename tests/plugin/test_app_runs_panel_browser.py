@@ -167,6 +167,8 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
         curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
         wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
         choose_in(panel, page, "Curves of", "late_two")
+        wait_for_text(panel, page, app_server, "family late")  # the chosen run's config
+        assert "epochs 2" in panel.inner_text(), panel.inner_text()
         curves = run_table.run_curves(folders["late_two"])
         assert [c["name"] for c in curves] == ["train/loss", "val/loss"] and curves[0]["x"] == [1, 2]
         wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
