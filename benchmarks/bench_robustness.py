@@ -45,12 +45,17 @@ SETS = {
 }
 
 
-def run_set(name: str, config: synth.SceneConfig, args, work: Path) -> list[str]:
-    root = synth.generate(work / name / "data", args.n_per_class, seed=42, config=config)
+def generate_split(name: str, n_per_class: int, work: Path):
+    """Set ``name`` generated into ``work / name / "data"`` (seed 42), split 80 / 20 with seed 42, as
+    (train, val) ``PairTensors``."""
+    root = synth.generate(work / name / "data", n_per_class, seed=42, config=SETS[name])
     pair_ids = [pair.pair_id for pair in fmt.scan(root).require_usable().pairs]
     split = make_split(pair_ids, val=0.2, seed=42)
-    train_data = arrays.from_folder(root, split.train).tensors()
-    val_data = arrays.from_folder(root, split.val).tensors()
+    return arrays.from_folder(root, split.train).tensors(), arrays.from_folder(root, split.val).tensors()
+
+
+def run_set(name: str, args, work: Path) -> list[str]:
+    train_data, val_data = generate_split(name, args.n_per_class, work)
     runs = work / name / "runs"
 
     def fit(model, preset_entry: str, run: str):
@@ -101,7 +106,7 @@ def main():
           "rgb2lidar after | time (add + chain) |\n| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_robustness.") as tmp:
         for name in args.sets:
-            run_set(name, SETS[name], args, Path(tmp))
+            run_set(name, args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ class CILPConfig:
     lidar_channels: int = 4
     rgb_input: str = "standardize"  # standardize | raw
     mask_no_return: bool = True  # zero the XYZ of no-return beams
-    lidar_input: str = "standardize"  # standardize | metres (a trained LiDAR tower's input)
+    lidar_input: str = "isotropic"  # isotropic | standardize | metres (a trained LiDAR tower's input)
     init_temperature: float = 0.07  # CLIP's: logit scale starts at log(1 / 0.07)
     max_logit_scale: float = 100.0  # CLIP's clamp on exp(logit scale)
     lidar_tower: str = "trained"  # trained | locked: the LiDAR classifier's penultimate layer, frozen

@@ -44,7 +44,7 @@ class ModelConfig:
     vector_hidden: int = 128  # hidden size of the late-fusion embedders' vector heads
     mask_no_return: bool = True  # zero the XYZ of no-return beams (False: the reference's raw XYZA)
     rgb_input: str = "standardize"  # standardize (training-split statistics) | raw (the reference's [0, 1])
-    lidar_input: str = "standardize"  # standardize (training-split statistics) | metres (the reference's) | range
+    lidar_input: str = "isotropic"  # isotropic (XYZ over one training-split length) | standardize | metres | range
     head_hidden: tuple[int, ...] = ()  # hidden sizes of the classifier head; () = the family's (HEAD_HIDDEN)
 
     def __post_init__(self):

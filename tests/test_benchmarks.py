@@ -60,3 +60,10 @@ def test_bench_train_refuses_sizes_below_one(flag):
     done = subprocess.run([sys.executable, "benchmarks/bench_train.py", flag, "0"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and f"{flag}: must be >= 1" in done.stderr
+
+
+def test_bench_lidar_input_prints_a_row_per_input_and_length():
+    out = run_benchmark("bench_lidar_input.py", "--n-per-class", "10", "--inputs", "isotropic", "metres",
+                        "--epochs", "1", "2")
+    for lidar_input, epochs in (("isotropic", 1), ("isotropic", 2), ("metres", 1), ("metres", 2)):
+        assert re.search(rf"^\| {lidar_input} \| {epochs} \| .* \| {NUMBER} % \| {NUMBER} % \|$", out, re.MULTILINE), out

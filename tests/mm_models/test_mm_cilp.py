@@ -12,7 +12,7 @@ from mm_models import (CILP, CheckpointError, CILPConfig, ModelConfig, ModelSpec
                        RGBToLiDARConfig, TrainConfig, build, load_run, outputs_of, parent, predict, train)
 from mm_models import checkpoint as ckpt
 from mm_models.engine import param_groups
-from mm_models.inputs import MaskNoReturn, Standardize
+from mm_models.inputs import MaskNoReturn, ScaleXYZ, Standardize
 from mm_models.losses import Contrastive, clip_loss, true_pair_ranks
 
 W = (4, 8, 8, 8)
@@ -169,14 +169,17 @@ def test_input_statistics_come_from_the_training_split_and_travel_with_the_run(s
     torch.testing.assert_close(step.mean, expected.float(), rtol=1e-4, atol=1e-6)
     assert step.std[3] == 1.0  # the constant alpha channel
     assert cilp.manifest["input_statistics"] == ["rgb", "lidar"]
-    # the LiDAR's are measured on what its Standardize sees: XYZ with the no-return beams zeroed
+    # the LiDAR's are measured on what its ScaleXYZ sees: XYZ with the no-return beams zeroed, one
+    # length for the three axes, no centring, the mask as it is
     lidar = stages["train"].lidar.double()
-    masked = torch.cat([lidar[:, :3] * lidar[:, 3:], lidar[:, 3:]], dim=1)
+    masked_xyz = lidar[:, :3] * lidar[:, 3:]
     mask_step, lidar_step = loaded.lidar.step
-    assert isinstance(mask_step, MaskNoReturn) and isinstance(lidar_step, Standardize)
-    torch.testing.assert_close(lidar_step.mean, masked.mean(dim=(0, 2, 3)).float(), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(lidar_step.std, masked.std(dim=(0, 2, 3), correction=0).float(), rtol=1e-4, atol=1e-5)
-    assert masked[:, :3].max() < 50  # the 50 m of no return never reached the statistics
+    assert isinstance(mask_step, MaskNoReturn) and isinstance(lidar_step, ScaleXYZ)
+    length = masked_xyz.square().mean().sqrt().float()
+    torch.testing.assert_close(lidar_step.std, torch.stack([length, length, length, torch.tensor(1.0)]), rtol=1e-4,
+                               atol=1e-5)
+    assert not lidar_step.mean.any()
+    assert masked_xyz.max() < 50  # the 50 m of no return never reached the statistics
     # the stages built on it keep its statistics instead of measuring their own
     assert stages["runs"]["projector"].manifest["input_statistics"] == []
     torch.testing.assert_close(stages["runs"]["rgb2lidar"].model.rgb_encoder.step.mean, step.mean)

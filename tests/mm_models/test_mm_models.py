@@ -119,3 +119,24 @@ def test_mm_models_imports_torch_only():
             " if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lidar_input_is_the_same_for_a_scene_at_any_scale():
+    """XYZ over one fitted length: a point cloud and its copy k times as large and far (fitted on its
+    own) enter the model alike, with the shape kept and no-return beams at 0."""
+    from mm_models.inputs import lidar_step
+
+    torch.manual_seed(0)
+    valid = (torch.rand(8, 1, 16, 16) < 0.2).float()
+    xyz = torch.randn(8, 3, 16, 16) + torch.tensor([0.0, 17.0, 0.0]).view(1, 3, 1, 1)
+    near = torch.cat([xyz * 0.15, valid], dim=1)
+    far = torch.cat([xyz, valid], dim=1)
+    far[:, :3] = torch.where(valid.bool(), far[:, :3], torch.full_like(far[:, :3], 100.0))  # another no-return
+    seen = []
+    for grids in (near, far):
+        step = lidar_step("isotropic", mask_no_return=True, channels=4)
+        step[1].fit([step[0](grids)])
+        seen.append(step(grids))
+    torch.testing.assert_close(seen[0], seen[1])
+    assert not seen[0][:, :3][valid.expand(-1, 3, -1, -1) == 0].any()
+    torch.testing.assert_close(seen[0][:, 3:], valid)
