@@ -198,22 +198,24 @@ def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, p
     answers = []
     page.on("response", lambda r: answers.append(r) if r.url.endswith("/embeddings/v2/color") else None)
     open_dataset(page, app_server, dataset)
-    if slice_name != "rgb":
-        select_slice(page, slice_name)
-    page.get_by_test_id("new-panel-btn").first.click()
-    page.get_by_test_id("new-panel-option-Embeddings").click()
-    panel = page.get_by_test_id("panel-content-Embeddings")
-    panel.get_by_text(brain_key, exact=True).click()
-    panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=SHOW_TIMEOUT * 1000)
-    panel.get_by_role("button", name="Color by").click()
-    panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
-    page.get_by_role("option", name="ground_truth.label").first.click()
-    deadline = time.monotonic() + SHOW_TIMEOUT
-    while not answers:
-        assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
-                                            f"{problem_report(page, app_server)}"
-        page.wait_for_timeout(250)
-    screenshot(page, f"embeddings_{slice_name}_{brain_key}")
+    try:
+        if slice_name != "rgb":
+            select_slice(page, slice_name)
+        page.get_by_test_id("new-panel-btn").first.click()
+        page.get_by_test_id("new-panel-option-Embeddings").click()
+        panel = page.get_by_test_id("panel-content-Embeddings")
+        panel.get_by_text(brain_key, exact=True).click(timeout=2 * SHOW_TIMEOUT * 1000)  # a busy machine lists slowly
+        panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=2 * SHOW_TIMEOUT * 1000)
+        panel.get_by_role("button", name="Color by").click()
+        panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
+        page.get_by_role("option", name="ground_truth.label").first.click()
+        deadline = time.monotonic() + 2 * SHOW_TIMEOUT
+        while not answers:
+            assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
+                                                f"{problem_report(page, app_server)}"
+            page.wait_for_timeout(250)
+    finally:
+        screenshot(page, f"embeddings_{slice_name}_{brain_key}")
     classes, meta = colour_column(answers[-1].body())
     assert len(classes) == 2 * N_PER_CLASS and 0xFFFF not in classes, f"{brain_key} on {slice_name}: {classes}"
     assert sorted(c["label"] for c in meta["classes"]) == ["cube", "sphere"], meta
