@@ -21,7 +21,7 @@ from . import format as fmt
 
 CONFUSION_PNG = "confusion.png"
 MAPS_PNG = "embedding_maps.png"
-CLASS_COLOURS = {"cube": "tab:orange", "sphere": "tab:blue"}
+CLASS_COLOURS = {"cube": "#ff7f0e", "sphere": "#1f77b4"}  # matplotlib's tab:orange, tab:blue; also the runs panel's
 #: the modality a slice's embedding comes from, for map legends
 SLICE_NAMES = {"rgb": "RGB", "depth": "LiDAR", "lidar": "LiDAR"}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 
+from .pictures import CLASS_COLOURS, SLICE_NAMES
 from .training import recorded_runs
 
 #: the validation metric shown for each kind of run, besides the loss
@@ -112,10 +113,8 @@ def run_config(run_dir: Path | str) -> str:
     return " · ".join(f"{key} `{value}`" for key, value in rows)
 
 
-#: marker of each modality on the joint map, and the colour of each class
+#: marker of each modality on the joint map (its colours and names are the report's)
 MODALITY_MARKERS = {"rgb": "circle", "lidar": "x"}
-MODALITY_NAMES = {"rgb": "RGB", "lidar": "LiDAR"}
-CLASS_COLOURS = {"cube": "#ff7f0e", "sphere": "#1f77b4"}
 
 
 def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> list[dict]:
@@ -132,7 +131,7 @@ def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> l
         for label in sorted(set(joint.labels)):
             chosen = (labels == label) & (modalities == modality)
             traces.append({
-                "type": "scattergl", "mode": "markers", "name": f"{label}, {MODALITY_NAMES[modality]}",
+                "type": "scattergl", "mode": "markers", "name": f"{label}, {SLICE_NAMES[modality]}",
                 "x": joint.points[chosen, 0].tolist(), "y": joint.points[chosen, 1].tolist(),
                 "ids": pair_ids[chosen].tolist(), "text": pair_ids[chosen].tolist(),
                 "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
