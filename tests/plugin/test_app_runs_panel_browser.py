@@ -246,8 +246,13 @@ def joint_map_plot(panel):
     return plot
 
 
-def lasso(page, plot, fraction: float) -> None:
-    """Draw a lasso, as a person does with the mouse, around the left ``fraction`` of the plot."""
+def lasso(page, plot, fraction: float) -> set:
+    """Draw a lasso, as a person does with the mouse, around the left ``fraction`` of the plot; the ids
+    of the points plotly reports selected. They are caught as plotly reports them: the panel answers
+    the selection by drawing the map again, which clears the plot's own record of it."""
+    plot.evaluate("""p => { window.lassoed = [];
+        p.on('plotly_selected', e => { if (e && e.points && e.points.length)
+            window.lassoed = e.points.map(point => point.data.ids[point.pointIndex]); }); }""")
     plot.scroll_into_view_if_needed()
     box = plot.locator(".nsewdrag").first.bounding_box()
     left, top, right, bottom = box["x"] + 2, box["y"] + 2, box["x"] + fraction * box["width"], \
@@ -257,6 +262,10 @@ def lasso(page, plot, fraction: float) -> None:
     for x, y in ((right, top), (right, bottom), (left, bottom), (left, top + 1)):
         page.mouse.move(x, y, steps=12)
     page.mouse.up()
+    deadline = time.monotonic() + 5
+    while not (chosen := page.evaluate("window.lassoed")) and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    return set(chosen)
 
 
 EPOCHS_FURTHER = 80  # ~0.2 s each on 4 pairs: the run lasts long enough for the panel to show it running
@@ -277,9 +286,7 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         assert sorted(traces) == [["cube, LiDAR", 4], ["cube, RGB", 4], ["sphere, LiDAR", 4], ["sphere, RGB", 4]]
         chosen = set()
         for _ in range(3):  # on a busy machine a lasso drawn before the plot settled catches nothing: draw again
-            lasso(page, plot, 0.5)
-            chosen = set(plot.evaluate("p => p.data.flatMap(t => (t.selectedpoints || []).map(i => t.ids[i]))"))
-            if chosen:
+            if chosen := lasso(page, joint_map_plot(panel), 0.5):
                 break
             page.wait_for_timeout(1000)
         assert chosen and len(chosen) < 8, f"the lasso chose {chosen}"
