@@ -39,6 +39,7 @@ from mm_models.data import PairTensors  # noqa: E402
 from mm_models.losses import true_pair_ranks  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import load_run, pipeline_spec  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 DEFAULT_LIDAR_CNN = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lidar_cnn.pt"
 DESIGNS = {"locked": ("ours", "locked"), "trained": ("ours", "trained"),
@@ -95,6 +96,7 @@ def main():
     print("| design | lidar stage (val acc) | top-1 / top-5 | probe RGB / LiDAR | rgb2lidar before / after | "
           "swapped pairs: median percentile (in lowest 5 %) | time: lidar + cilp + projector + rgb2lidar |\n"
           "| --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    results = Results("bench_cilp_designs", "fp32")
     with tempfile.TemporaryDirectory(prefix="bench_cilp_designs.") as tmp:
         train_data, val_data = generate_split("default", args.n_per_class, Path(tmp))
         runs, done = Path(tmp) / "runs", {}  # stage key -> (TrainResult, seconds), each stage trained once
@@ -129,11 +131,17 @@ def main():
             probes = [100 * probe_accuracy(train_out[f"{m}_features"], train_data.labels.numpy(),
                                            val_out[f"{m}_features"], val_data.labels.numpy()) for m in ("rgb", "lidar")]
             median, lowest, swapped = swapped_pairs(loaded, val_data)
+            results.add(design=design, lidar_stage=source, lidar=lidar.best["val/accuracy"], top1_pct=top1,
+                        top5_pct=top5, probe_rgb_pct=probes[0], probe_lidar_pct=probes[1],
+                        rgb2lidar_before=chain.manifest["initial"]["val/accuracy"],
+                        rgb2lidar_after=chain.best["val/accuracy"], swapped_median_percentile=median,
+                        swapped_in_lowest_5pct=lowest, swapped_pairs=swapped, lidar_s=lidar_s, cilp_s=cilp_s,
+                        projector_s=projector_s, rgb2lidar_s=chain_s)
             print(f"| {design} | {source} ({100 * lidar.best['val/accuracy']:.2f} %) | {top1:.2f} % / {top5:.2f} % | "
                   f"{probes[0]:.2f} % / {probes[1]:.2f} % | {100 * chain.manifest['initial']['val/accuracy']:.2f} % / "
                   f"{100 * chain.best['val/accuracy']:.2f} % | {median:.1f} % ({lowest} of {swapped}) | "
                   f"{lidar_s:.0f} + {cilp_s:.0f} + {projector_s:.0f} + {chain_s:.0f} s |", flush=True)
-    print(f"\n{len(val_data)} val pairs; a design sharing a stage with an earlier row reuses its run (same time shown)")
+    print(f"\n{len(val_data)} val pairs; a design sharing a stage with an earlier row reuses its run (same time shown)\n{results}")
 
 
 if __name__ == "__main__":

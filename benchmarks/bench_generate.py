@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from cilp_plugin import synth
+from results_csv import Results
 
 
 def main():
@@ -24,8 +25,12 @@ def main():
             start = time.perf_counter()
             synth.generate(Path(tmp) / f"run{repeat}", args.n_per_class, seed=repeat, workers=args.workers)
             rates.append(pairs / (time.perf_counter() - start))
+    best, median = max(rates), sorted(rates)[len(rates) // 2]
+    results = Results("bench_generate")
+    results.add(pairs=pairs, runs=args.repeats, workers=args.workers or "auto", best_pairs_per_s=best,
+                median_pairs_per_s=median)
     print(f"generate: {pairs} pairs x {args.repeats} runs, 64x64, "
-          f"best {max(rates):,.0f} pairs/s, median {sorted(rates)[len(rates) // 2]:,.0f} pairs/s")
+          f"best {best:,.0f} pairs/s, median {median:,.0f} pairs/s\n{results}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, TrainConfig, train  # noqa: E402
 from cilp_plugin import arrays, synth  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 TARGET = 50_000
 ADD = ModelConfig(family="intermediate", fusion="add")
@@ -74,9 +75,12 @@ def main(argv=None) -> int:
             rows.append((f"{label}: val accuracy, wall s", f"{100 * result.best['val/accuracy']:.2f} %, "
                          f"{time.perf_counter() - began:.0f} s", "-"))
             print(f"  {label}: {rate:,.0f} samples/s, peak {peak:,.0f} MB", flush=True)
+    results = Results("bench_gpu")
     print("\n| check | result | target |\n| --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    for check, result, target in rows:
+        results.add(check=check, result=result, target=target)
+        print(f"| {check} | {result} | {target} |")
+    print(results)
     return 0
 
 

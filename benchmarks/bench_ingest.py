@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fiftyone_isolation
+from results_csv import Results  # noqa: E402
 from tests import fiftyone_isolation  # noqa: E402
 
 
@@ -37,8 +38,10 @@ def main():
         reingest = time.perf_counter() - again
         fo.delete_dataset(name)
     pairs = len(result.added)
+    results = Results("bench_ingest")
+    results.add(pairs=pairs, seconds=seconds, pairs_per_s=pairs / seconds, reingest_s=reingest)
     print(f"ingest: {pairs} pairs (3 slices each) in {seconds:.2f} s = {pairs / seconds:,.0f} pairs/s; "
-          f"re-ingest (nothing new) {reingest:.2f} s")
+          f"re-ingest (nothing new) {reingest:.2f} s\n{results}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from bench_robustness import SETS, generate_split  # noqa: E402
 from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.inputs import LIDAR_INPUTS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 
 def main():
@@ -36,6 +37,7 @@ def main():
     print(f"{args.set}: 2 x {args.n_per_class} pairs, 80 / 20, LiDAR-only classifier, {args.precision}\n")
     print("| lidar_input | epochs | val accuracy per epoch | best | train accuracy at best |\n"
           "| --- | --- | --- | --- | --- |", flush=True)
+    results = Results(f"bench_lidar_input-{args.set}", args.precision)
     with tempfile.TemporaryDirectory(prefix="bench_lidar_input.") as tmp:
         train_data, val_data = generate_split(args.set, args.n_per_class, Path(tmp))
         for lidar_input in args.inputs:
@@ -45,8 +47,11 @@ def main():
                                Path(tmp) / "runs" / f"{lidar_input}_{epochs}")
                 curve = ", ".join(f"{100 * row['val/accuracy']:.2f}" for row in result.history)
                 at_best = result.history[result.best["epoch"] - 1]["train/accuracy"]
+                results.add(set=args.set, lidar_input=lidar_input, epochs=epochs, val_accuracy_per_epoch=curve,
+                            best_val_accuracy=result.best["val/accuracy"], train_accuracy_at_best=at_best)
                 print(f"| {lidar_input} | {epochs} | {curve} | {100 * result.best['val/accuracy']:.2f} % | "
                       f"{100 * at_best:.2f} % |", flush=True)
+    print(f"\n{results}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from tests import fiftyone_isolation  # noqa: E402
 
 from cilp_plugin import format as fmt  # noqa: E402
 from cilp_plugin import synth  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 
 def decode_only(pair: fmt.Pair, size: int):
@@ -62,7 +63,7 @@ def time_scans(root: Path, rounds: int, workers: int | None) -> dict[str, dict[s
     return times
 
 
-def time_reingest(root: Path) -> None:
+def time_reingest(root: Path, results: Results) -> None:
     fiftyone_isolation.start()
     import fiftyone as fo
 
@@ -84,6 +85,10 @@ def time_reingest(root: Path) -> None:
         again.append(time.perf_counter() - start)
     ingest._set_quirk_tags = set_tags
     tag_steps = [b - a for a, b in zip(step[::2], step[1::2])]
+    results.add(pairs=len(result.added), measurement="re-ingest, nothing changed", clock="wall",
+                median_s=statistics.median(again), runs_s=" ".join(f"{s:.3f}" for s in again))
+    results.add(pairs=len(result.added), measurement="re-ingest: the quirk-tag step", clock="wall",
+                median_s=statistics.median(tag_steps), runs_s=" ".join(f"{s:.4f}" for s in tag_steps))
     print(f"re-ingest, nothing changed: median {statistics.median(again):.2f} s of 3 "
           f"({', '.join(f'{s:.2f}' for s in again)}); of it the quirk-tag step {statistics.median(tag_steps):.3f} s")
     dataset = fo.load_dataset(name)
@@ -116,16 +121,20 @@ def main():
         root = args.root or synth.generate(Path(tmp) / "data", args.n_per_class, seed=0, quirks=args.quirks)
         pairs = len(fmt.scan(root, validate=False).pairs)
         times = time_scans(root, args.rounds, args.workers)
+        results = Results("bench_quirks")
         for clock in ("wall", "cpu"):
             medians = {variant: statistics.median(values[clock]) for variant, values in times.items()}
             for variant, values in times.items():
+                results.add(pairs=pairs, measurement=f"scan, {variant}", clock=clock, median_s=medians[variant],
+                            runs_s=" ".join(f"{s:.3f}" for s in values[clock]))
                 print(f"scan of {pairs:,} pairs, {variant}, {clock}: median {medians[variant]:.2f} s of "
                       f"{len(values[clock])} ({', '.join(f'{s:.2f}' for s in values[clock])})")
             extra = medians["with the quirk checks"] - medians["decoding only"]
             print(f"  the quirk checks add {extra:+.2f} {clock} s ({100 * extra / medians['decoding only']:+.1f} %, "
                   f"{1e6 * extra / pairs:+.1f} us a pair)")
         if args.ingest:
-            time_reingest(root)
+            time_reingest(root, results)
+    print(results)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import torch
 from cilp_plugin import format as fmt
 from cilp_plugin import synth
 from mm_models.assessment import load_lidar_cnn
+from results_csv import Results
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lidar_cnn.pt"
 DEFAULT_SEEDS = (7, 1234)
@@ -168,13 +169,25 @@ def main():
     if not args.reference_lidar.is_file():
         parser.error(f"--reference-lidar: {args.reference_lidar} not found (the assessment's lidar_cnn.pt)")
     classifier = load_lidar_cnn(args.reference_lidar)
+    results = Results("bench_realism")
     with tempfile.TemporaryDirectory() as tmp:
         folders = args.data or [synth.generate(Path(tmp) / f"seed{seed}", args.n_per_class, seed=seed,
                                                config=synth.LOOKS[args.look]) for seed in args.seeds]
         for folder in folders:
             name = folder if args.data else f"cilp generate --n-per-class {args.n_per_class} --seed " \
                                             f"{folder.name[4:]}" + (f" ({args.look} look)" if args.look != "default" else "")
-            print(table(str(name), folder_stats(folder, classifier)), end="\n\n", flush=True)
+            stats = folder_stats(folder, classifier)
+            for label, c in stats.items():
+                results.add(data=name, label=label, pairs=c.pairs, reference_accuracy=c.accuracy,
+                            mean_logit=c.mean_logit, **{f"rgb_mean_{ch}": v for ch, v in zip("rgb", c.rgb_mean)},
+                            **{f"rgb_std_{ch}": v for ch, v in zip("rgb", c.rgb_std)},
+                            alpha=" ".join(map(str, c.alpha)), black_share=c.black_share,
+                            returns_mean=c.returns.mean(), **{f"returns_p{q}": np.percentile(c.returns, q)
+                                                              for q in (10, 50, 90)},
+                            extent_px_median=np.median(c.extent_px), valid_range_p1=c.valid_range[0],
+                            valid_range_p99=c.valid_range[1])
+            print(table(str(name), stats), end="\n\n", flush=True)
+    print(results)
 
 
 if __name__ == "__main__":

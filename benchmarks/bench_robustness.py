@@ -31,6 +31,7 @@ from mm_models.stages import pipeline_spec  # noqa: E402
 from cilp_plugin import arrays, synth  # noqa: E402
 from cilp_plugin import format as fmt  # noqa: E402
 from cilp_plugin.splits import make_split  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 DEFAULT = synth.SceneConfig()
 #: data sets far from the defaults, each one physical change
@@ -54,7 +55,7 @@ def generate_split(name: str, n_per_class: int, work: Path):
     return arrays.from_folder(root, split.train).tensors(), arrays.from_folder(root, split.val).tensors()
 
 
-def run_set(name: str, args, work: Path) -> list[str]:
+def run_set(name: str, args, work: Path, results: Results) -> list[str]:
     train_data, val_data = generate_split(name, args.n_per_class, work)
     runs = work / name / "runs"
 
@@ -81,6 +82,11 @@ def run_set(name: str, args, work: Path) -> list[str]:
                         "projector", f"{prefix}projector")
         chain = fit(pipeline_spec("rgb2lidar", {"projector": projector.run_dir}), "rgb2lidar", f"{prefix}rgb2lidar")
         seconds = time.perf_counter() - began
+        results.add(data=name, lidar_stage=source, cilp_lidar_tower=tower,
+                    intermediate_add=fusion.best["val/accuracy"], lidar=lidar.best["val/accuracy"],
+                    cilp_top1=cilp.best["val/rgb2lidar_top1"], cilp_top5=cilp.best["val/rgb2lidar_top5"],
+                    rgb2lidar_before=chain.manifest["initial"]["val/accuracy"],
+                    rgb2lidar_after=chain.best["val/accuracy"], intermediate_add_s=fusion_seconds, chain_s=seconds)
         rows.append(
             f"| {name} | {source}, {tower} tower | {100 * fusion.best['val/accuracy']:.2f} % | "
             f"{100 * lidar.best['val/accuracy']:.2f} % | "
@@ -104,9 +110,11 @@ def main():
     print(f"2 x {args.n_per_class} pairs per set, 80 / 20, preset {args.preset}, {args.precision}\n")
     print("| data | lidar stage, CILP | intermediate add | lidar | cilp top-1 / top-5 | rgb2lidar before | "
           "rgb2lidar after | time (add + chain) |\n| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    results = Results("bench_robustness", args.precision)
     with tempfile.TemporaryDirectory(prefix="bench_robustness.") as tmp:
         for name in args.sets:
-            run_set(name, args, Path(tmp))
+            run_set(name, args, Path(tmp), results)
+    print(f"\n{results}")
 
 
 if __name__ == "__main__":

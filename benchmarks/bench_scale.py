@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 
 import psutil
+from results_csv import Results
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.fiftyone_isolation
@@ -332,7 +333,7 @@ def main(argv=None) -> None:
 
     args.precision = resolve_precision(args.precision, resolve_device("auto"))  # once: every phase the same
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale."))
-    rows = []
+    rows, csv_rows = [], Results("bench_scale", args.precision)
     print(f"{os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; batch {args.batch_size}, "
           f"{args.precision}; training: {args.rounds} cycles of a round of {args.steps} batches per placement, "
           f"after {args.warmup}", flush=True)
@@ -351,6 +352,7 @@ def main(argv=None) -> None:
                 print(f"  {phase}: {json.dumps(results[phase])}", flush=True)
             results["disk_gb"] = _du(folder) / 1e9
             rows.append((size, results))
+            csv_rows.add(**csv_row(size, results))
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:
@@ -369,6 +371,25 @@ def main(argv=None) -> None:
     if "paired" in args.phases:
         print("streamed / resident, median of the paired rounds: " + ", ".join(
             f"{size:,}: {ratio(r)}" for size, r in rows))
+    print(csv_rows)
+
+
+def csv_row(size: int, r: dict) -> dict:
+    """One size's numbers, the table's columns unformatted ('' where a phase did not run)."""
+    def peak(phase: str, kind: str):
+        return r[phase].get(f"peak_{kind}_mb", "") if phase in r else ""
+
+    ratios = r["paired"]["vs_resident"] if "paired" in r else {}
+    row = {"pairs": size, "arrays_gb": r["arrays"]["bytes"] / 1e9 if "arrays" in r else "", "disk_gb": r["disk_gb"]}
+    for key, unit in (("ingest", "pairs"), ("arrays", "pairs"), ("resident", "samples"), ("streamed", "samples"),
+                      ("cold", "samples")):
+        value = rate(r, key)
+        row[f"{key}_{unit}_per_s"] = "" if value is None else value
+        if key != "cold":
+            row[f"{key}_peak_rss_mb"], row[f"{key}_peak_pss_mb"] = peak(key, "rss"), peak(key, "pss")
+    row["streamed_vs_resident"] = ratios.get("streamed", "")
+    row["cold_vs_resident"] = ratios.get("cold", "")
+    return row
 
 
 def rate(results: dict, key: str) -> float | None:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
 from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
+from results_csv import Results  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
 from cilp_plugin import format as fmt  # noqa: E402
@@ -73,8 +74,8 @@ def parse_args(argv=None):
     return args
 
 
-def engine_row(name: str, history: list[dict]) -> float:
-    """Print the engine's row for one run; return its samples/s."""
+def engine_row(name: str, history: list[dict], table: Results) -> float:
+    """Print and record the engine's row for one run; return its samples/s."""
     samples_per_s = steady([row["samples_per_s"] for row in history])
     last = history[-1]
     if "val/accuracy" in last:
@@ -83,9 +84,11 @@ def engine_row(name: str, history: list[dict]) -> float:
         score = f"top-1 {100 * last['val/rgb2lidar_top1']:.1f} %"
     else:
         score = f"MSE {last['val/loss']:.4f}"
-    print(f"| engine | {name} | {history[0]['params']:,} | {samples_per_s:.1f} | "
-          f"{steady([row['epoch_seconds'] for row in history]):.2f} | "
-          f"{max(row['peak_memory_mb'] for row in history):.0f} | {score} |", flush=True)
+    epoch_seconds, peak = steady([row["epoch_seconds"] for row in history]), max(r["peak_memory_mb"] for r in history)
+    table.add(loop="engine", model=name, params=history[0]["params"], samples_per_s=samples_per_s,
+              s_per_epoch=epoch_seconds, peak_memory_mb=peak, val_last_epoch=score)
+    print(f"| engine | {name} | {history[0]['params']:,} | {samples_per_s:.1f} | {epoch_seconds:.2f} | "
+          f"{peak:.0f} | {score} |", flush=True)
     return samples_per_s
 
 
@@ -231,29 +234,36 @@ def main(argv=None) -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                              precision=args.precision, compile=args.compile)
-        results = {}
+        table, results = Results("bench_train", precision), {}
         for name in args.models:
             run = train(MODELS[name], config, train_data, val_data, tmp / "runs" / name)
-            results[name] = engine_row(name, run.history)
+            results[name] = engine_row(name, run.history, table)
         for stage in args.stages:
             missing = [p for p in pipeline_parents(stage) if p not in args.stages]
             if missing:
                 raise SystemExit(f"--stages: {stage} is built from {', '.join(missing)}; time those too")
             spec = pipeline_spec(stage, {role: tmp / "runs" / role for role in pipeline_parents(stage)})
             run = train(spec, config, train_data, val_data, tmp / "runs" / stage)
-            results[stage] = engine_row(stage, run.history)
+            results[stage] = engine_row(stage, run.history, table)
         if not args.skip_reference:
             reference = reference_loop(report, train_pairs, args.reference_epochs)
-            print(f"| reference (DataLoader x2, fp32) | add | {sum(p.numel() for p in build_model(MODELS['add']).parameters()):,} | "
+            params = sum(p.numel() for p in build_model(MODELS["add"]).parameters())
+            table.add(loop="reference (DataLoader x2, fp32)", model="add", params=params,
+                      samples_per_s=reference["samples_per_s"], s_per_epoch=reference["epoch_seconds"],
+                      peak_memory_mb=reference["peak_memory_mb"], val_last_epoch="")
+            print(f"| reference (DataLoader x2, fp32) | add | {params:,} | "
                   f"{reference['samples_per_s']:.1f} | {reference['epoch_seconds']:.2f} | "
                   f"{reference['peak_memory_mb']:.0f} | - |")
             if "add" in results:
                 print(f"\nengine / reference on intermediate add: {results['add'] / reference['samples_per_s']:.2f}x "
                       f"(target >= 2.5x)")
         ceiling = conv_ceiling(MODELS["add"], args.batch_size, device, precision)
+        table.add(loop="ceiling (convolutions alone)", model="add", params="", samples_per_s=ceiling, s_per_epoch="",
+                  peak_memory_mb="", val_last_epoch="")
         print(f"ceiling for intermediate add (its convolutions alone, {precision}, batch {args.batch_size}): "
               f"{ceiling:.1f} samples/s" + (f" = {ceiling / reference['samples_per_s']:.2f}x the reference"
                                              if not args.skip_reference else ""))
+        print(table)
 
 
 if __name__ == "__main__":
