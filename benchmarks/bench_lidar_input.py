@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_robustness import SETS, generate_split  # noqa: E402
 from mm_models import ModelConfig, train  # noqa: E402
-from mm_models.inputs import LIDAR_INPUTS  # noqa: E402
+from mm_models.choices import LIDAR_INPUTS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 
 

@@ -206,7 +206,7 @@ class Trainer:
 
         from cilp_plugin import arrays
         from mm_models import ModelConfig, build_model
-        from mm_models.engine import resolve_device, resolve_precision
+        from mm_models.inference import resolve_device, resolve_precision
         from mm_models.losses import Classification
 
         self.args, self.torch = args, torch
@@ -260,7 +260,7 @@ def phase_train(args) -> dict:
 
 def phase_paired(args) -> dict:
     """Every placement in one process, in rotating rounds: the training speeds."""
-    from mm_models.data import _release
+    from mm_models.reading import release
 
     trainer = Trainer(args)
     mapped = trainer.loaded.tensors()
@@ -272,7 +272,7 @@ def phase_paired(args) -> dict:
     for cycle in range(args.rounds):
         for mode in MODES[cycle % 3:] + MODES[:cycle % 3]:
             if mode == "cold":
-                _release(mapped.mapped)  # the pages this process maps, then the page cache's
+                release(mapped.mapped)  # the pages this process maps, then the page cache's
                 evict(trainer.loaded.source)
             rounds[mode].append(trainer.rate(placed["streamed" if mode == "cold" else mode], args.steps))
             if mode == "cold":  # the next streamed round reads from the page cache, as it did before the eviction
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
         return
 
     from cilp_plugin import synth
-    from mm_models.engine import resolve_device, resolve_precision
+    from mm_models.inference import resolve_device, resolve_precision
 
     args.precision = resolve_precision(args.precision, resolve_device("auto"))  # once: every phase the same
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale."))

@@ -24,13 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-#: how RGB enters a model: standardised with training-split statistics, or the reference's raw [0, 1]
-RGB_INPUTS = ("standardize", "raw")
-#: how LiDAR XYZA enters a model (after masking): XYZ over one length fitted on the training split
-#: (isotropic), per channel standardised (standardize, the default of runs before it), in metres, or as
-#: the one-channel range the file stores (the assessment's own LiDAR classifier's input)
-LIDAR_INPUTS = ("isotropic", "standardize", "metres", "range")
-
 
 class MaskNoReturn(nn.Module):
     """Zero the XYZ of beams without a return (mask channel 0).
@@ -132,13 +125,13 @@ def fit_standardizers(model: nn.Module, batches_of) -> list[str]:
 
 
 def input_step(rgb_input: str, channels: int) -> nn.Module:
-    """The RGB step for ``rgb_input`` (one of :data:`RGB_INPUTS`)."""
+    """The RGB step for ``rgb_input`` (one of :data:`mm_models.choices.RGB_INPUTS`)."""
     return Standardize("rgb", channels) if rgb_input == "standardize" else nn.Identity()
 
 
 def lidar_step(lidar_input: str, mask_no_return: bool, channels: int) -> nn.Module:
     """The LiDAR steps: :class:`MaskNoReturn` when asked, then :class:`ScaleXYZ` for ``lidar_input``
-    ``isotropic`` or :class:`Standardize` for ``standardize`` (one of :data:`LIDAR_INPUTS`); for
+    ``isotropic`` or :class:`Standardize` for ``standardize`` (one of :data:`mm_models.choices.LIDAR_INPUTS`); for
     ``range``, :class:`RangeOfXYZA` alone."""
     if lidar_input == "range":
         return RangeOfXYZA()

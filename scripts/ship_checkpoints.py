@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, train  # noqa: E402
-from mm_models.engine import describe_metrics, resolve_device, resolve_precision  # noqa: E402
+from mm_models.engine import describe_metrics  # noqa: E402
+from mm_models.inference import resolve_device, resolve_precision  # noqa: E402
 from mm_models.presets import PRESETS_NAMES, resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
 from mm_models.stages import KINDS, PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
