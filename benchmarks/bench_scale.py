@@ -49,6 +49,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.fiftyone_isolation
 
+from mm_models.choices import PRECISIONS  # noqa: E402  (no torch: imported before the timing)
+
 PHASES = ("ingest", "arrays", "resident", "streamed", "paired")
 MODES = ("resident", "streamed", "cold")
 
@@ -60,7 +62,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=4, help="cycles of timed rounds in the paired phase (4)")
     parser.add_argument("--warmup", type=int, default=20, help="training batches before any timing (20)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"which phases, comma-separated ({','.join(PHASES)}); without ingest, FiftyOne is "
                              f"not needed")
