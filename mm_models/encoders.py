@@ -10,7 +10,7 @@ Every size is derived from the input size and the widths.
 Every layer followed by a ReLU (the convolutions, the heads' hidden layers) starts
 from He initialisation, made for ReLU stacks: PyTorch's default keeps a third of the
 variance per layer, which leaves the eight-conv strided variant near chance for
-epochs (docs: the strided ablation).
+epochs (the README's strided ablation).
 """
 
 from __future__ import annotations

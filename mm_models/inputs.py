@@ -6,8 +6,8 @@ see exactly what training saw:
 - :class:`Standardize` (RGB by default): per-channel mean and standard deviation,
   measured on the training split when a run starts and stored as buffers in the
   checkpoint. The DLI images are nearly black (mean pixel ~0.006) with a constant
-  alpha channel; fed raw, the RGB classifier stays at chance for the whole demo
-  (50.0 % after 6 epochs), standardised it learns (see the README's results).
+  alpha channel; fed raw, the RGB classifier stays at chance for the whole demo,
+  standardised it learns.
 - :class:`MaskNoReturn` (LiDAR by default): zero the XYZ of beams without a return,
   then :class:`ScaleXYZ` (LiDAR by default): XYZ divided by one length measured on the
   training split, so inputs are near unit size at any distance (metres at 15-20 m would
@@ -15,8 +15,7 @@ see exactly what training saw:
   cloud keeps its shape. Standardising each of X, Y, Z and the mask on its own (the
   ``standardize`` LiDAR input) stretched the lateral axes ~9x against depth and made
   the mask as loud as the depth: on objects at 2-5 m the LiDAR classifier then learnt
-  silhouettes and positions by heart (train 99.8 %, val 88.5 % after 8 epochs; 97.5 % with
-  one length, docs/realism.md).
+  silhouettes and positions by heart (docs/realism.md).
 """
 
 from __future__ import annotations
