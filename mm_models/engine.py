@@ -148,177 +148,7 @@ class TrainResult:
         return text
 
 
-# --------------------------------------------------------------------------- the loop
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
-    """1) linear warm-up to ``lr``; 2) cosine decay to ``min_lr`` at the last step."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """The trainable parameters: weight decay on weight matrices and kernels only, none on
-    biases, norms and scalars such as CILP's logit scale."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def needs_full_batches(model: nn.Module, objective: Objective) -> bool:
-    """A contrastive batch is a set of negatives; a trained batch norm cannot take a batch of 1."""
-    return objective.drop_last or any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
-        for m in model.modules())
-
-
-def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, schedule: Callable[[int], float],
-                    step: int, *, batch_size: int, seed: int, drop_last: bool, device: torch.device,
-                    precision: str, augment=None,
-                    report: Callable[[int, float], None] | None = None) -> tuple[dict, int]:
-    """One pass in a seeded random order; returns the epoch's train metrics and the next step.
-
-    The metrics are the objective's over the outputs seen during the epoch, with
-    the loss the mean of the batch losses that were optimised. ``report(batches done,
-    mean loss so far)`` is called about once a second (it waits for the device).
-    Under ``torchrun`` each process trains on its share of every batch, and the metrics
-    are those of the whole batches, on every process.
-    """
-    model.train()
-    world = distributed.world_size()
-    outputs, labels_seen, losses = [], [], []
-    reported = time.perf_counter()
-    for rows in data.batch_rows(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
-        share = rows if world == 1 else rows[slice(*distributed.shard_bounds(len(rows)))]
-        inputs, labels = data.batch(share)
-        for group in optimizer.param_groups:
-            group["lr"] = schedule(step)
-        if augment and len(share):
-            inputs = augment(inputs)
-        with autocast(device, precision):
-            out = model(inputs)
-        loss = objective.loss(out, labels) if world == 1 else share_of_loss(objective, out, labels, len(rows))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        outputs.append(whole_batch_outputs(out, len(rows)))
-        labels_seen.append(labels if world == 1 or labels is None else data.labels[rows])
-        losses.append(loss.detach())
-        if report and time.perf_counter() - reported > REPORT_SECONDS:
-            report(len(losses), torch.stack(losses).mean().item())
-            reported = time.perf_counter()
-    labels = None if data.labels is None else torch.cat(labels_seen)
-    metrics = objective.metrics(concat_outputs(outputs), labels)
-    batch_losses = distributed.all_reduce_sum(torch.stack(losses)) / world  # see share_of_loss
-    metrics["loss"] = batch_losses.mean().item()  # batches are equal but for a last, smaller one
-    return metrics, step
-
-
-def share_of_loss(objective: Objective, outputs: Outputs, labels, batch_rows: int) -> Tensor:
-    """This process's part of the loss of a batch of ``batch_rows`` rows split across processes.
-
-    The mean loss over the process's share times ``world size * share rows / batch rows``
-    (1 for equal shares): DDP averages the processes' gradients, and that average is then
-    the gradient of the whole batch's mean loss; the sum of the parts over the processes,
-    divided by the world size, is that loss.
-    """
-    start, stop = distributed.shard_bounds(batch_rows)
-    if start == stop:  # a last batch smaller than the world: nothing to learn here, but DDP awaits gradients
-        return sum(v.sum() for v in outputs.values() if v.requires_grad) * 0.0
-    return objective.shard_loss(outputs, labels, batch_rows) * (distributed.world_size() * (stop - start) / batch_rows)
-
-
-def whole_batch_outputs(outputs: Outputs, batch_rows: int) -> Outputs:
-    """The outputs, detached, of every process's share of the batch (this process's outside ``torchrun``)."""
-    if distributed.world_size() == 1:
-        return {k: v.detach() for k, v in outputs.items()}
-    return {k: distributed.gather_rows(v.detach().float(), batch_rows) if v.ndim else v.detach()
-            for k, v in outputs.items()}
-
-
-def evaluate(model, objective: Objective, data: PairTensors, *, batch_size: int, device: torch.device,
-             precision: str) -> dict:
-    return objective.metrics(infer(model, data, batch_size=batch_size, device=device, precision=precision),
-                             data.labels)
-
-
-def evaluate_across_processes(model, objective: Objective, data: PairTensors, **options) -> dict:
-    """:func:`evaluate`; under ``torchrun`` each process infers its share of the split, every process
-    gets all the outputs, and rank 0's metrics are every process's (so all pick the same epoch)."""
-    world = distributed.world_size()
-    if world == 1:
-        return evaluate(model, objective, data, **options)
-    if len(data) < world:
-        outputs = infer(model, data, **options)
-    else:
-        share = infer(model, data.subset(slice(*distributed.shard_bounds(len(data)))), **options)
-        outputs = {k: distributed.gather_rows(v, len(data)) if v.ndim else v for k, v in share.items()}
-    return distributed.broadcast_object(objective.metrics(outputs, data.labels))
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Objective) -> None:
-    if not isinstance(data, PairTensors):
-        raise ValueError(f"{name}: expected PairTensors, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ValueError(f"{name}: the split is empty")
-    if objective.needs_labels and data.labels is None:
-        raise ValueError(f"{name}: labels are required for training")
-    found = {"rgb": (data.rgb.shape[3], *data.rgb.shape[1:3]), "lidar": tuple(data.lidar.shape[1:])}
-    for modality, expected in spec.input_shapes().items():
-        channels, *size = expected
-        if tuple(found[modality][1:]) != tuple(size):
-            raise ValueError(f"{name}.{modality}: grids are {tuple(found[modality][1:])}, "
-                             f"the model expects image_size {size[0]}")
-        if found[modality][0] != channels:
-            raise ValueError(f"{name}.{modality}: {found[modality][0]} channels, the model expects {channels}")
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("cilp-multimodal")
-    except Exception:
-        return "unknown"
-
-
-def _resume_state(run_dir: Path, spec: ModelSpec, model: nn.Module, data_fingerprint: str) -> dict | None:
-    """The saved state of an interrupted run in ``run_dir`` (validated), or None to start fresh."""
-    if not (run_dir / ckpt.STATE).is_file():
-        if run_dir.is_dir() and any(run_dir.iterdir()):
-            raise ValueError(f"run_dir: {run_dir} is not empty and holds no resume state ({ckpt.STATE})")
-        return None
-    manifest_path = run_dir / ckpt.MANIFEST
-    manifest = ckpt.read_manifest(run_dir)
-    saved = spec_of(manifest, run_dir)
-    if saved != spec:
-        raise ckpt.CheckpointError(
-            f"{manifest_path}: the run was trained with another model config or parents "
-            f"({saved.kind}: {saved.config.to_dict()}), not ({spec.kind}: {spec.config.to_dict()})"
-        )
-    check_parents_unchanged(spec, run_dir)
-    saved_fingerprint = manifest.get("data_fingerprint", "")
-    if data_fingerprint and saved_fingerprint and data_fingerprint != saved_fingerprint:
-        raise ValueError(
-            f"data_fingerprint: {data_fingerprint!r} differs from {saved_fingerprint!r} in {manifest_path}"
-        )
-    state = ckpt.load_state(run_dir / ckpt.STATE)
-    for key in ("model", "optimizer", "epoch", "step", "history", "best", "bad_epochs"):
-        if key not in state:
-            raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE}: resume state lacks {key!r}")
-    ckpt.check_compatible(model, state["model"], run_dir / ckpt.STATE)
-    state["manifest"] = manifest
-    return state
+# --------------------------------------------------------------------------- the run
 
 
 def train(
@@ -356,15 +186,8 @@ def train(
         distributed.on_main(require_wandb)
 
     # the model, from the parents' weights (or the interrupted run's), its optimizer and schedule
-    seed_everything(config.seed)
-    model = build(spec, load_parents=True)
-    saved = distributed.on_main(lambda: _resume_state(run_dir, spec, model, data_fingerprint)) if resume else None
-    drop_last = needs_full_batches(model, objective)
-    check_full_batches(drop_last, objective, config.batch_size, train_data, val_data)
-    fitted = [] if saved else fit_standardizers(model, lambda m: (x[m] for x, _ in train_data.batches(1024)))
-    if distributed.rank():  # augmentation draws of its own; the model was built alike on every process
-        seed_everything(config.seed + 7919 * distributed.rank())
-    model = model.to(device, memory_format=torch.channels_last)
+    model, saved, fitted, drop_last = prepare_model(spec, objective, config, train_data, val_data, device,
+                                                    run_dir=run_dir, resume=resume, data_fingerprint=data_fingerprint)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = len(train_data) // config.batch_size if drop_last else \
         math.ceil(len(train_data) / config.batch_size)
@@ -466,6 +289,89 @@ def check_arguments(spec: ModelSpec, train_config: TrainConfig, train_data: Pair
     return objective
 
 
+def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Objective) -> None:
+    if not isinstance(data, PairTensors):
+        raise ValueError(f"{name}: expected PairTensors, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name}: the split is empty")
+    if objective.needs_labels and data.labels is None:
+        raise ValueError(f"{name}: labels are required for training")
+    found = {"rgb": (data.rgb.shape[3], *data.rgb.shape[1:3]), "lidar": tuple(data.lidar.shape[1:])}
+    for modality, expected in spec.input_shapes().items():
+        channels, *size = expected
+        if tuple(found[modality][1:]) != tuple(size):
+            raise ValueError(f"{name}.{modality}: grids are {tuple(found[modality][1:])}, "
+                             f"the model expects image_size {size[0]}")
+        if found[modality][0] != channels:
+            raise ValueError(f"{name}.{modality}: {found[modality][0]} channels, the model expects {channels}")
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"run_dir: {run_dir} is a file")
+    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise ValueError(f"run_dir: {run_dir} already holds files (pass resume=True to continue that run)")
+
+
+def _resume_state(run_dir: Path, spec: ModelSpec, model: nn.Module, data_fingerprint: str) -> dict | None:
+    """The saved state of an interrupted run in ``run_dir`` (validated), or None to start fresh."""
+    if not (run_dir / ckpt.STATE).is_file():
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            raise ValueError(f"run_dir: {run_dir} is not empty and holds no resume state ({ckpt.STATE})")
+        return None
+    manifest_path = run_dir / ckpt.MANIFEST
+    manifest = ckpt.read_manifest(run_dir)
+    saved = spec_of(manifest, run_dir)
+    if saved != spec:
+        raise ckpt.CheckpointError(
+            f"{manifest_path}: the run was trained with another model config or parents "
+            f"({saved.kind}: {saved.config.to_dict()}), not ({spec.kind}: {spec.config.to_dict()})"
+        )
+    check_parents_unchanged(spec, run_dir)
+    saved_fingerprint = manifest.get("data_fingerprint", "")
+    if data_fingerprint and saved_fingerprint and data_fingerprint != saved_fingerprint:
+        raise ValueError(
+            f"data_fingerprint: {data_fingerprint!r} differs from {saved_fingerprint!r} in {manifest_path}"
+        )
+    state = ckpt.load_state(run_dir / ckpt.STATE)
+    for key in ("model", "optimizer", "epoch", "step", "history", "best", "bad_epochs"):
+        if key not in state:
+            raise ckpt.CheckpointError(f"{run_dir / ckpt.STATE}: resume state lacks {key!r}")
+    ckpt.check_compatible(model, state["model"], run_dir / ckpt.STATE)
+    state["manifest"] = manifest
+    return state
+
+
+def prepare_model(spec: ModelSpec, objective: Objective, train_config: TrainConfig, train_data: PairTensors,
+                  val_data: PairTensors, device: torch.device, *, run_dir: Path, resume: bool,
+                  data_fingerprint: str) -> tuple[nn.Module, dict | None, list, bool]:
+    """The model to train, on ``device`` (channels_last): built from the seed and the parents' weights,
+    its input statistics fitted on ``train_data``; with ``resume`` also the saved state of the interrupted
+    run (loaded into the model by :meth:`LoopState.restore`). Returns the model, that state (or None),
+    the fitted statistics and whether it trains on full batches only."""
+    seed_everything(train_config.seed)
+    model = build(spec, load_parents=True)
+    saved = distributed.on_main(lambda: _resume_state(run_dir, spec, model, data_fingerprint)) if resume else None
+    drop_last = needs_full_batches(model, objective)
+    check_full_batches(drop_last, objective, train_config.batch_size, train_data, val_data)
+    fitted = [] if saved else fit_standardizers(model, lambda m: (x[m] for x, _ in train_data.batches(1024)))
+    if distributed.rank():  # augmentation draws of its own; the model was built alike on every process
+        seed_everything(train_config.seed + 7919 * distributed.rank())
+    return model.to(device, memory_format=torch.channels_last), saved, fitted, drop_last
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def needs_full_batches(model: nn.Module, objective: Objective) -> bool:
+    """A contrastive batch is a set of negatives; a trained batch norm cannot take a batch of 1."""
+    return objective.drop_last or any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters())
+        for m in model.modules())
+
+
 def check_full_batches(drop_last: bool, objective: Objective, batch_size: int, train_data: PairTensors,
                        val_data: PairTensors) -> None:
     """Refuse splits too small for a model that trains on full batches only."""
@@ -481,6 +387,16 @@ def make_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW(param_groups(model, train_config.weight_decay), lr=train_config.lr, fused=True)
 
 
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters: weight decay on weight matrices and kernels only, none on
+    biases, norms and scalars such as CILP's logit scale."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def lr_schedule(train_config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """step -> learning rate over the whole run (:func:`lr_at`)."""
     total_steps = train_config.epochs * steps_per_epoch
@@ -491,6 +407,14 @@ def lr_schedule(train_config: TrainConfig, steps_per_epoch: int) -> Callable[[in
         return lr_at(step, total_steps, warmup_steps, train_config.lr, min_lr)
 
     return schedule
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, lr: float, min_lr: float) -> float:
+    """1) linear warm-up to ``lr``; 2) cosine decay to ``min_lr`` at the last step."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 @dataclass
@@ -561,6 +485,15 @@ def new_manifest(spec: ModelSpec, objective: Objective, train_config: TrainConfi
     return manifest
 
 
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cilp-multimodal")
+    except Exception:
+        return "unknown"
+
+
 def batch_reporter(progress: Progress, epoch: int, epochs: int, steps_per_epoch: int) -> Callable[[int, float], None]:
     """``report(batches done, mean loss so far)`` for :func:`train_one_epoch`, as a progress call."""
     def report(done: int, loss: float) -> None:
@@ -628,11 +561,95 @@ def record_failure(run_dir: Path, manifest: dict, history: list[dict], exc: Base
         plot_curves(run_dir / ckpt.CURVES, history, title, objective.headline)
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"run_dir: {run_dir} is a file")
-    if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ValueError(f"run_dir: {run_dir} already holds files (pass resume=True to continue that run)")
+# --------------------------------------------------------------------------- an epoch
+
+
+def train_one_epoch(model, objective: Objective, data: PairTensors, optimizer, schedule: Callable[[int], float],
+                    step: int, *, batch_size: int, seed: int, drop_last: bool, device: torch.device,
+                    precision: str, augment=None,
+                    report: Callable[[int, float], None] | None = None) -> tuple[dict, int]:
+    """One pass in a seeded random order; returns the epoch's train metrics and the next step.
+
+    The metrics are the objective's over the outputs seen during the epoch, with
+    the loss the mean of the batch losses that were optimised. ``report(batches done,
+    mean loss so far)`` is called about once a second (it waits for the device).
+    Under ``torchrun`` each process trains on its share of every batch, and the metrics
+    are those of the whole batches, on every process.
+    """
+    model.train()
+    world = distributed.world_size()
+    outputs, labels_seen, losses = [], [], []
+    reported = time.perf_counter()
+    for rows in data.batch_rows(batch_size, shuffle=True, seed=seed, drop_last=drop_last):
+        share = rows if world == 1 else rows[slice(*distributed.shard_bounds(len(rows)))]
+        inputs, labels = data.batch(share)
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(step)
+        if augment and len(share):
+            inputs = augment(inputs)
+        with autocast(device, precision):
+            out = model(inputs)
+        loss = objective.loss(out, labels) if world == 1 else share_of_loss(objective, out, labels, len(rows))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        outputs.append(whole_batch_outputs(out, len(rows)))
+        labels_seen.append(labels if world == 1 or labels is None else data.labels[rows])
+        losses.append(loss.detach())
+        if report and time.perf_counter() - reported > REPORT_SECONDS:
+            report(len(losses), torch.stack(losses).mean().item())
+            reported = time.perf_counter()
+    labels = None if data.labels is None else torch.cat(labels_seen)
+    metrics = objective.metrics(concat_outputs(outputs), labels)
+    batch_losses = distributed.all_reduce_sum(torch.stack(losses)) / world  # see share_of_loss
+    metrics["loss"] = batch_losses.mean().item()  # batches are equal but for a last, smaller one
+    return metrics, step
+
+
+def share_of_loss(objective: Objective, outputs: Outputs, labels, batch_rows: int) -> Tensor:
+    """This process's part of the loss of a batch of ``batch_rows`` rows split across processes.
+
+    The mean loss over the process's share times ``world size * share rows / batch rows``
+    (1 for equal shares): DDP averages the processes' gradients, and that average is then
+    the gradient of the whole batch's mean loss; the sum of the parts over the processes,
+    divided by the world size, is that loss.
+    """
+    start, stop = distributed.shard_bounds(batch_rows)
+    if start == stop:  # a last batch smaller than the world: nothing to learn here, but DDP awaits gradients
+        return sum(v.sum() for v in outputs.values() if v.requires_grad) * 0.0
+    return objective.shard_loss(outputs, labels, batch_rows) * (distributed.world_size() * (stop - start) / batch_rows)
+
+
+def whole_batch_outputs(outputs: Outputs, batch_rows: int) -> Outputs:
+    """The outputs, detached, of every process's share of the batch (this process's outside ``torchrun``)."""
+    if distributed.world_size() == 1:
+        return {k: v.detach() for k, v in outputs.items()}
+    return {k: distributed.gather_rows(v.detach().float(), batch_rows) if v.ndim else v.detach()
+            for k, v in outputs.items()}
+
+
+def evaluate(model, objective: Objective, data: PairTensors, *, batch_size: int, device: torch.device,
+             precision: str) -> dict:
+    return objective.metrics(infer(model, data, batch_size=batch_size, device=device, precision=precision),
+                             data.labels)
+
+
+def evaluate_across_processes(model, objective: Objective, data: PairTensors, **options) -> dict:
+    """:func:`evaluate`; under ``torchrun`` each process infers its share of the split, every process
+    gets all the outputs, and rank 0's metrics are every process's (so all pick the same epoch)."""
+    world = distributed.world_size()
+    if world == 1:
+        return evaluate(model, objective, data, **options)
+    if len(data) < world:
+        outputs = infer(model, data, **options)
+    else:
+        share = infer(model, data.subset(slice(*distributed.shard_bounds(len(data)))), **options)
+        outputs = {k: distributed.gather_rows(v, len(data)) if v.ndim else v for k, v in share.items()}
+    return distributed.broadcast_object(objective.metrics(outputs, data.labels))
+
+
+# --------------------------------------------------------------------------- labels
 
 
 def describe_metrics(row: dict, objective: Objective, prefix: str = "val/") -> str:
