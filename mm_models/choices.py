@@ -31,6 +31,8 @@ CLASS_NAMES = ("cube", "sphere")
 MODALITIES = ("rgb", "lidar")
 #: the classifier families: three fusions and the two single-modality baselines
 FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
+#: the families that fuse both modalities, with a fusion to choose
+FUSED_FAMILIES = ("early", "late", "intermediate")
 #: how two modalities combine
 FUSION_MODES = ("concat", "add", "mul")
 #: the reference's fusion of each family (late and early fusion concatenate, intermediate adds)
@@ -56,6 +58,8 @@ KIND_NAMES = ("classifier", "cilp", "projector", "rgb2lidar")
 PIPELINE = ("lidar", "cilp", "projector", "rgb2lidar")
 #: the presets of epochs, learning rate and batch size (mm_models.presets); ``auto`` picks by device
 PRESETS_NAMES = ("cpu", "gpu")
+#: what a ``--preset`` option accepts: a preset's name, or auto (gpu on CUDA, else cpu)
+PRESET_CHOICES = ("auto", *PRESETS_NAMES)
 #: what a preset has settings for: every fusion classifier, and each CILP stage
 PRESET_MODELS = ("fusion", *PIPELINE)
 

@@ -42,7 +42,7 @@ from . import checkpoint as ckpt
 from .checkpoint import CheckpointError
 from .cilp import (CILP, CILPConfig, EmbeddingProjection, Projector, ProjectorConfig, RGBToLiDAR,
                    RGBToLiDARConfig)
-from .choices import KIND_NAMES, PIPELINE, check_choice
+from .choices import FUSED_FAMILIES, KIND_NAMES, PIPELINE, check_choice
 from .factory import ModelConfig, build_model
 from .losses import Classification, Contrastive, Objective, Regression
 
@@ -161,7 +161,7 @@ def _build_rgb2lidar(config: RGBToLiDARConfig, parents: dict[str, nn.Module]) ->
 
 def _classifier_label(spec: ModelSpec) -> str:
     config = spec.config
-    fusion = f" {config.fusion}" if config.family in ("early", "late", "intermediate") else ""
+    fusion = f" {config.fusion}" if config.family in FUSED_FAMILIES else ""
     return f"{config.family}{fusion}, {config.downsample}"
 
 

@@ -51,6 +51,7 @@ def test_the_choices_agree_with_the_tables_that_use_them():
     assert tuple(presets.PRESETS) == choices.PRESETS_NAMES
     assert set(choices.DEFAULT_FUSION) == set(choices.FAMILIES)
     assert set(choices.DEFAULT_FUSION.values()) <= set(choices.FUSION_MODES)
+    assert set(choices.FUSED_FAMILIES) == set(choices.FAMILIES) - set(choices.MODALITIES)
 
 
 def imports_of(path: Path) -> set[str]:
