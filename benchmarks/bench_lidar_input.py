@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_robustness import SETS, generate_split  # noqa: E402
 from mm_models import ModelConfig, train  # noqa: E402
-from mm_models.inputs import LIDAR_INPUTS  # noqa: E402
+from mm_models.choices import LIDAR_INPUTS, PRECISIONS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from results_csv import Results  # noqa: E402
 
@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--inputs", nargs="+", choices=[i for i in LIDAR_INPUTS if i != "range"],
                         default=["isotropic", "standardize", "metres"])
     parser.add_argument("--epochs", nargs="+", type=int, default=[4, 8])
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=[p for p in PRECISIONS if p != "auto"])
     args = parser.parse_args()
     print(f"{args.set}: 2 x {args.n_per_class} pairs, 80 / 20, LiDAR-only classifier, {args.precision}\n")
     print("| lidar_input | epochs | val accuracy per epoch | best | train accuracy at best |\n"

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.assessment import import_run  # noqa: E402
+from mm_models.choices import LIDAR_TOWERS, PRECISIONS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import pipeline_spec  # noqa: E402
 from cilp_plugin import arrays, synth  # noqa: E402
@@ -102,9 +103,9 @@ def main():
     parser.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     parser.add_argument("--n-per-class", type=int, default=1000)
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=[p for p in PRECISIONS if p != "auto"])
     parser.add_argument("--lidar-from", type=Path, help="also build the chain on the assessment's lidar_cnn.pt")
-    parser.add_argument("--lidar-towers", nargs="+", choices=["locked", "trained"], default=["locked"],
+    parser.add_argument("--lidar-towers", nargs="+", choices=LIDAR_TOWERS, default=["locked"],
                         help="CILP's LiDAR tower(s): locked (today's default) and / or trained (the reference's)")
     args = parser.parse_args()
     print(f"2 x {args.n_per_class} pairs per set, 80 / 20, preset {args.preset}, {args.precision}\n")

@@ -50,6 +50,8 @@ from results_csv import Results
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.fiftyone_isolation
 
+from mm_models.choices import PRECISIONS  # noqa: E402  (no torch: imported before the timing)
+
 PHASES = ("ingest", "arrays", "resident", "streamed", "paired")
 MODES = ("resident", "streamed", "cold")
 
@@ -61,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=4, help="cycles of timed rounds in the paired phase (4)")
     parser.add_argument("--warmup", type=int, default=20, help="training batches before any timing (20)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--phases", default=",".join(PHASES),
                         help=f"which phases, comma-separated ({','.join(PHASES)}); without ingest, FiftyOne is "
                              f"not needed")
@@ -207,7 +209,7 @@ class Trainer:
 
         from cilp_plugin import arrays
         from mm_models import ModelConfig, build_model
-        from mm_models.engine import resolve_device, resolve_precision
+        from mm_models.inference import resolve_device, resolve_precision
         from mm_models.losses import Classification
 
         self.args, self.torch = args, torch
@@ -261,7 +263,7 @@ def phase_train(args) -> dict:
 
 def phase_paired(args) -> dict:
     """Every placement in one process, in rotating rounds: the training speeds."""
-    from mm_models.data import _release
+    from mm_models.reading import release
 
     trainer = Trainer(args)
     mapped = trainer.loaded.tensors()
@@ -273,7 +275,7 @@ def phase_paired(args) -> dict:
     for cycle in range(args.rounds):
         for mode in MODES[cycle % 3:] + MODES[:cycle % 3]:
             if mode == "cold":
-                _release(mapped.mapped)  # the pages this process maps, then the page cache's
+                release(mapped.mapped)  # the pages this process maps, then the page cache's
                 evict(trainer.loaded.source)
             rounds[mode].append(trainer.rate(placed["streamed" if mode == "cold" else mode], args.steps))
             if mode == "cold":  # the next streamed round reads from the page cache, as it did before the eviction
@@ -329,7 +331,7 @@ def main(argv=None) -> None:
         return
 
     from cilp_plugin import synth
-    from mm_models.engine import resolve_device, resolve_precision
+    from mm_models.inference import resolve_device, resolve_precision
 
     args.precision = resolve_precision(args.precision, resolve_device("auto"))  # once: every phase the same
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_scale."))

@@ -37,7 +37,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
-from mm_models.engine import autocast, resolve_device, resolve_precision  # noqa: E402
+from mm_models.choices import DEVICES, PRECISIONS  # noqa: E402
+from mm_models.inference import autocast, resolve_device, resolve_precision  # noqa: E402
 from results_csv import Results  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
@@ -62,8 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--stages", nargs="*", choices=PIPELINE, default=list(PIPELINE),
                         help="CILP stages to time (default: all four; a stage needs the ones before it)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--data", type=Path, help="an existing data folder (default: generate one)")

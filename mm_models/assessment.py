@@ -19,9 +19,10 @@ import torch
 
 from . import checkpoint as ckpt
 from .data import PairTensors
-from .engine import TrainResult, evaluate, infer, package_version
+from .engine import TrainResult, evaluate, package_version
 from .factory import ModelConfig, build_model
 from .fusion import FusionClassifier
+from .inference import infer
 from .losses import Classification
 from .stages import ModelSpec
 from .tracking import NullTracker, write_metrics_csv

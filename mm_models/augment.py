@@ -16,9 +16,8 @@ from typing import Callable
 
 from torch import Tensor
 
-from .encoders import check_choice
+from .choices import AUGMENTATIONS, check_choice
 
-AUGMENTATIONS = ("none", "rgb-affine")
 Batch = dict[str, Tensor]
 
 

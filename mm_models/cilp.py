@@ -30,13 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
+from .choices import (DOWNSAMPLE_MODES, LIDAR_INPUTS, LIDAR_TOWERS, RGB2LIDAR_PARTS, RGB_INPUTS, check_choice,
+                      config_from_dict)
+from .encoders import DEFAULT_WIDTHS, Embedder
 from .fusion import FusionClassifier
-from .inputs import LIDAR_INPUTS, RGB_INPUTS, input_step, lidar_step
-
-
-#: CILP's LiDAR encoder: trained with the RGB encoder, or the LiDAR classifier locked (parent 'lidar')
-LIDAR_TOWERS = ("trained", "locked")
+from .inputs import input_step, lidar_step
 
 
 @dataclass(frozen=True)
@@ -220,10 +218,6 @@ class EmbeddingProjection(FrozenParts):
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"prediction": self.projector(self.rgb_encoder(inputs["rgb"])), "target": self.target.fuse(inputs)}
-
-
-#: the parts of :class:`RGBToLiDAR` that can be kept frozen while fine-tuning
-RGB2LIDAR_PARTS = ("rgb_encoder", "projector", "head")
 
 
 @dataclass(frozen=True)

@@ -8,39 +8,19 @@ With the default widths a ``(B, 4, 64, 64)`` input becomes a ``(B, 200, 4, 4)`` 
 Every size is derived from the input size and the widths.
 
 Every layer followed by a ReLU (the convolutions, the heads' hidden layers) starts
-from He initialisation, made for ReLU stacks; PyTorch's default keeps a third of the
-variance per layer. With it the eight-conv strided variant stayed near chance for
-epochs (63.5 % val accuracy after 6 epochs on the default data, 99.25-99.75 % with
-He convolutions); the max-pool models reach 99.5-100 % either way. With He hidden
-layers in the heads too, and standardised LiDAR (``mm_models.inputs``), the strided
-variant's slow start shortens further (the README's "strided ablation" measurements).
+from He initialisation, made for ReLU stacks: PyTorch's default keeps a third of the
+variance per layer, which leaves the eight-conv strided variant near chance for
+epochs (the README's strided ablation).
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 from torch import Tensor, nn
 
-#: the downsampling layer after each conv block
-DOWNSAMPLE_MODES = ("maxpool", "strided")
+from .choices import DOWNSAMPLE_MODES, check_choice
+
 #: the reference channel widths of the four blocks
 DEFAULT_WIDTHS = (50, 100, 200, 200)
-
-
-def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is not one of ``allowed``."""
-    if value not in allowed:
-        raise ValueError(f"{field}: unknown value {value!r}; expected one of {', '.join(allowed)}")
-
-
-def config_from_dict(cls, data: dict, what: str):
-    """Build the dataclass ``cls`` from a plain dict, naming any field it does not have."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{what}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(known))}")
-    return cls(**data)
 
 
 def conv_block(in_channels: int, out_channels: int, downsample: str) -> nn.Sequential:

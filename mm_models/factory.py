@@ -11,14 +11,13 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .encoders import DEFAULT_WIDTHS, DOWNSAMPLE_MODES, Embedder, check_choice, config_from_dict
-from .fusion import FUSION_MODES, Fusion, FusionClassifier, mlp_head
-from .inputs import LIDAR_INPUTS, RGB_INPUTS, input_step, lidar_step
+from .choices import (DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES, LIDAR_INPUTS, MODALITIES, RGB_INPUTS, check_choice,
+                      config_from_dict)
+from .choices import DEFAULT_FUSION  # noqa: F401  (moved: mm_models.choices.DEFAULT_FUSION; plugin/cli.py, operators/train_fusion.py)
+from .encoders import DEFAULT_WIDTHS, Embedder
+from .fusion import Fusion, FusionClassifier, mlp_head
+from .inputs import input_step, lidar_step
 
-MODALITIES = ("rgb", "lidar")
-FAMILIES = ("early", "late", "intermediate", "rgb", "lidar")
-#: the reference's fusion of each family (late and early fusion concatenate, intermediate adds)
-DEFAULT_FUSION = {"early": "concat", "late": "concat", "intermediate": "add", "rgb": "concat", "lidar": "concat"}
 #: hidden sizes of each family's classifier head (the reference's)
 HEAD_HIDDEN = {
     "early": (128,),

@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .encoders import check_choice, he_init
-
-FUSION_MODES = ("concat", "add", "mul")
+from .choices import FUSION_MODES, check_choice
+from .encoders import he_init
 
 
 class Fusion(nn.Module):

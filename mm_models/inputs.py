@@ -6,8 +6,8 @@ see exactly what training saw:
 - :class:`Standardize` (RGB by default): per-channel mean and standard deviation,
   measured on the training split when a run starts and stored as buffers in the
   checkpoint. The DLI images are nearly black (mean pixel ~0.006) with a constant
-  alpha channel; fed raw, the RGB classifier stays at chance for the whole demo
-  (50.0 % after 6 epochs), standardised it learns (see the README's results).
+  alpha channel; fed raw, the RGB classifier stays at chance for the whole demo,
+  standardised it learns.
 - :class:`MaskNoReturn` (LiDAR by default): zero the XYZ of beams without a return,
   then :class:`ScaleXYZ` (LiDAR by default): XYZ divided by one length measured on the
   training split, so inputs are near unit size at any distance (metres at 15-20 m would
@@ -15,21 +15,13 @@ see exactly what training saw:
   cloud keeps its shape. Standardising each of X, Y, Z and the mask on its own (the
   ``standardize`` LiDAR input) stretched the lateral axes ~9x against depth and made
   the mask as loud as the depth: on objects at 2-5 m the LiDAR classifier then learnt
-  silhouettes and positions by heart (train 99.8 %, val 88.5 % after 8 epochs; 97.5 % with
-  one length, docs/realism.md).
+  silhouettes and positions by heart (docs/realism.md).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-
-#: how RGB enters a model: standardised with training-split statistics, or the reference's raw [0, 1]
-RGB_INPUTS = ("standardize", "raw")
-#: how LiDAR XYZA enters a model (after masking): XYZ over one length fitted on the training split
-#: (isotropic), per channel standardised (standardize, the default of runs before it), in metres, or as
-#: the one-channel range the file stores (the assessment's own LiDAR classifier's input)
-LIDAR_INPUTS = ("isotropic", "standardize", "metres", "range")
 
 
 class MaskNoReturn(nn.Module):
@@ -132,13 +124,13 @@ def fit_standardizers(model: nn.Module, batches_of) -> list[str]:
 
 
 def input_step(rgb_input: str, channels: int) -> nn.Module:
-    """The RGB step for ``rgb_input`` (one of :data:`RGB_INPUTS`)."""
+    """The RGB step for ``rgb_input`` (one of :data:`mm_models.choices.RGB_INPUTS`)."""
     return Standardize("rgb", channels) if rgb_input == "standardize" else nn.Identity()
 
 
 def lidar_step(lidar_input: str, mask_no_return: bool, channels: int) -> nn.Module:
     """The LiDAR steps: :class:`MaskNoReturn` when asked, then :class:`ScaleXYZ` for ``lidar_input``
-    ``isotropic`` or :class:`Standardize` for ``standardize`` (one of :data:`LIDAR_INPUTS`); for
+    ``isotropic`` or :class:`Standardize` for ``standardize`` (one of :data:`mm_models.choices.LIDAR_INPUTS`); for
     ``range``, :class:`RangeOfXYZA` alone."""
     if lidar_input == "range":
         return RangeOfXYZA()

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import distributed
+from .choices import CLASS_NAMES
 from .metrics import binary_metrics
 
 Outputs = dict[str, Tensor]
@@ -99,8 +100,6 @@ class Classification(Objective):
 
 def prediction_rows(logits: Tensor, data) -> list[dict]:
     """A table of sample predictions: the image, its label, the prediction and P(sphere)."""
-    from .data import CLASS_NAMES
-
     rgb, labels = data.rgb.cpu().numpy(), data.labels.cpu().numpy().astype(int)
     probabilities = torch.sigmoid(logits.float()).cpu().numpy()
     return [{"index": i, "image": rgb[i], "label": CLASS_NAMES[labels[i]],

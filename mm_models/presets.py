@@ -9,18 +9,17 @@ A preset has an entry per CILP stage and one, ``fusion``, for every fusion model
 default data (2 x 1,000 pairs, 80/20) and reach the targets in the README under
 fp32 and bf16 alike. The default data would need fewer epochs (its cubes and spheres differ
 in size alone); on objects at 2-5 m, where only shape tells them apart, the LiDAR classifier
-needs its 8 (86.75 % after 4, 97.5 % after 8; docs/realism.md). ``gpu`` follows the
-reference protocol (batch 32, more epochs; the reference trained on a 30 % subset of 2 x 9,999 pairs, see ``cilp split --subset``).
+needs its 8 (docs/realism.md). ``gpu`` follows the reference protocol (batch 32, more
+epochs; the reference trained on a 30 % subset of 2 x 9,999 pairs, see ``cilp split --subset``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .encoders import check_choice
-from .engine import TrainConfig, resolve_device
-
-PRESETS_NAMES = ("cpu", "gpu")
+from .choices import PRESET_MODELS, PRESETS_NAMES, check_choice
+from .engine import TrainConfig
+from .inference import resolve_device
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def train_config(model: str, preset: str = "auto", *, epochs: int | None = None,
     """How ``model`` (``fusion`` or a CILP stage) trains under ``preset`` on ``device``: the preset's
     epochs, learning rate and batch size unless given; ``options`` are the rest of ``TrainConfig``."""
     name = resolve_preset(preset, resolve_device(device).type)
-    check_choice("model", model, tuple(PRESETS[name]))
+    check_choice("model", model, PRESET_MODELS)
     settings = PRESETS[name][model]
     return TrainConfig(epochs=settings.epochs if epochs is None else epochs, lr=settings.lr if lr is None else lr,
                        batch_size=settings.batch_size if batch_size is None else batch_size, device=device,

@@ -42,7 +42,7 @@ from . import checkpoint as ckpt
 from .checkpoint import CheckpointError
 from .cilp import (CILP, CILPConfig, EmbeddingProjection, Projector, ProjectorConfig, RGBToLiDAR,
                    RGBToLiDARConfig)
-from .encoders import check_choice
+from .choices import FUSED_FAMILIES, KIND_NAMES, PIPELINE, check_choice
 from .factory import ModelConfig, build_model
 from .losses import Classification, Contrastive, Objective, Regression
 
@@ -66,7 +66,7 @@ class ModelSpec:
     parents: dict[str, Parent] = field(default_factory=dict)
 
     def __post_init__(self):
-        check_choice("kind", self.kind, tuple(KINDS))
+        check_choice("kind", self.kind, KIND_NAMES)
         kind = KINDS[self.kind]
         if not isinstance(self.config, kind.config):
             raise ValueError(f"config: a {self.kind} model needs a {kind.config.__name__}, "
@@ -81,10 +81,6 @@ class ModelSpec:
         for role, parent in self.parents.items():
             roles[role](role, parent.spec)
         kind.check(self)
-
-    @property
-    def objective_name(self) -> str:
-        return KINDS[self.kind].objective.__name__
 
     def input_shapes(self) -> dict[str, tuple[int, int, int]]:
         """``(channels, height, width)`` of each input the model reads."""
@@ -102,7 +98,7 @@ class ModelSpec:
     def from_dict(cls, data: dict) -> "ModelSpec":
         if not isinstance(data, dict) or "kind" not in data or "config" not in data:
             raise ValueError("spec: expected an object with 'kind' and 'config'")
-        check_choice("kind", data["kind"], tuple(KINDS))
+        check_choice("kind", data["kind"], KIND_NAMES)
         parents = {role: Parent(str(p["run"]), str(p["sha256"]), cls.from_dict(p["spec"]))
                    for role, p in (data.get("parents") or {}).items()}
         return cls(data["kind"], KINDS[data["kind"]].config.from_dict(data["config"]), parents)
@@ -165,7 +161,7 @@ def _build_rgb2lidar(config: RGBToLiDARConfig, parents: dict[str, nn.Module]) ->
 
 def _classifier_label(spec: ModelSpec) -> str:
     config = spec.config
-    fusion = f" {config.fusion}" if config.family in ("early", "late", "intermediate") else ""
+    fusion = f" {config.fusion}" if config.family in FUSED_FAMILIES else ""
     return f"{config.family}{fusion}, {config.downsample}"
 
 
@@ -188,10 +184,6 @@ KINDS: dict[str, Kind] = {
                           f" (frozen: {', '.join(spec.config.freeze)})" if spec.config.freeze else ""),
                       parents=lambda config: {"projector": _kind_is("projector")}),
 }
-
-
-#: the stages of the cross-modal pipeline, in training order; a parent role is named after its stage
-PIPELINE = ("lidar", "cilp", "projector", "rgb2lidar")
 
 
 def pipeline_model(stage: str, lidar_tower: str = "locked") -> tuple[str, Any]:
@@ -301,10 +293,6 @@ class LoadedRun:
     model: nn.Module
     spec: ModelSpec
     manifest: dict
-
-    @property
-    def model_config(self):
-        return self.spec.config
 
 
 def check_loadable(manifest: dict, run_dir: Path, what: str = "run") -> None:

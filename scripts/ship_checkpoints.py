@@ -26,8 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mm_models import ModelConfig, train  # noqa: E402
-from mm_models.engine import describe_metrics, resolve_device, resolve_precision  # noqa: E402
-from mm_models.presets import PRESETS_NAMES, resolve_preset, train_config  # noqa: E402
+from mm_models.choices import DEVICES, PRECISIONS, PRESET_CHOICES  # noqa: E402
+from mm_models.engine import describe_metrics  # noqa: E402
+from mm_models.inference import resolve_device, resolve_precision  # noqa: E402
+from mm_models.presets import resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
 from mm_models.stages import KINDS, PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
 from cilp_plugin import arrays, synth  # noqa: E402
@@ -45,10 +47,10 @@ def parse_args(argv=None):
     parser.add_argument("--val", type=float, default=0.2)
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
     parser.add_argument("--runs-dir", type=Path, help="where the full runs go (default: a temporary folder)")
-    parser.add_argument("--preset", default="auto", choices=["auto", *PRESETS_NAMES])
+    parser.add_argument("--preset", default="auto", choices=PRESET_CHOICES)
     parser.add_argument("--epochs", type=int, help="override every model's epochs (for a quick try)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--device", default="auto", choices=DEVICES)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     return parser.parse_args(argv)
 
 

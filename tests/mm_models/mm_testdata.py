@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from mm_models import ModelConfig, PairTensors
+from mm_models.checkpoint import atomic_write
 from cilp_plugin import format as fmt
 
 #: a tiny intermediate-fusion model: same wiring as the reference, ~100x cheaper
@@ -39,3 +42,21 @@ def split(arrays, val_fraction: float = 0.2, seed: int = 0) -> tuple[PairTensors
     val, train = order[:n_val], order[n_val:]
     return (PairTensors.from_numpy(rgb[train], xyza[train], labels[train], name="train"),
             PairTensors.from_numpy(rgb[val], xyza[val], labels[val], name="val"))
+
+
+def save_tensors(data: PairTensors, path: Path | str, metadata: dict[str, str] | None = None) -> None:
+    """Write pairs to one safetensors file atomically: the splits the ``torchrun`` workers read."""
+    tensors = {"rgb": data.rgb.contiguous().cpu(), "lidar": data.lidar.contiguous().cpu()}
+    if data.labels is not None:
+        tensors["labels"] = data.labels.contiguous().cpu()
+    atomic_write(Path(path), lambda temp: save_file(tensors, temp, metadata=metadata))
+
+
+def load_tensors(path: Path | str) -> PairTensors:
+    """Pairs saved by :func:`save_tensors`, validated; ``ValueError`` naming the file otherwise."""
+    try:
+        tensors = load_file(path)
+        return PairTensors.from_numpy(tensors["rgb"].numpy(), tensors["lidar"].numpy(),
+                                      tensors["labels"].numpy() if "labels" in tensors else None, name=str(path))
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise ValueError(f"{path}: not a readable pair-tensor file ({type(exc).__name__}: {exc})") from None

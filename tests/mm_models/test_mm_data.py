@@ -65,7 +65,7 @@ def test_fingerprint_depends_on_content():
 
 
 def test_save_and_load_tensors_round_trip(tmp_path):
-    from mm_models import load_tensors, save_tensors
+    from mm_testdata import load_tensors, save_tensors
 
     rgb, xyza, labels = arrays()
     data = PairTensors.from_numpy(rgb, xyza, labels).to("cpu")  # lidar channels_last

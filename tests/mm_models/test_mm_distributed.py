@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 import distributed_worker as worker
-from mm_models import distributed, save_tensors
-from mm_testdata import split
+from mm_models import distributed
+from mm_testdata import save_tensors, split
 
 WORKER = Path(worker.__file__)
 pytestmark = [pytest.mark.slow,

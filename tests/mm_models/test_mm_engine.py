@@ -358,7 +358,7 @@ def test_bf16_asked_on_a_cpu_that_emulates_it_warns_of_the_cost():
 
     import torch
 
-    from mm_models.engine import cpu_has_bf16, resolve_precision
+    from mm_models.inference import cpu_has_bf16, resolve_precision
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

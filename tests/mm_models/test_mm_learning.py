@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 
 from mm_models import ModelConfig, TrainConfig, build_model, count_parameters, predict, train
-from mm_models.engine import cpu_has_bf16
+from mm_models.inference import cpu_has_bf16
 from mm_testdata import read_arrays, split
 from cilp_plugin import synth
 

@@ -16,8 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mm_models import TrainConfig, data as mm_data, engine, train
-from mm_models.data import ArraysWriter, PairTensors, StreamedPairs, open_arrays, place, placement
+from mm_models import TrainConfig, arrays as mm_arrays, data as mm_data, inference, train
+from mm_models import placement as mm_placement, reading
+from mm_models.arrays import ArraysWriter, open_arrays
+from mm_models.data import PairTensors, StreamedPairs
+from mm_models.placement import place, placement
 from mm_testdata import TINY
 
 FAST = dict(batch_size=8, lr=3e-3, warmup_epochs=0.0, device="cpu", precision="fp32")
@@ -48,7 +51,7 @@ def folders(small_split, tmp_path):
 def test_arrays_folder_round_trips_memory_mapped(small_split, folders):
     train_data, _ = small_split
     arrays, index = open_arrays(folders[0])
-    assert index["format"] == mm_data.ARRAYS_FORMAT and index["fingerprint"] == "test"
+    assert index["format"] == mm_arrays.ARRAYS_FORMAT and index["fingerprint"] == "test"
     assert index["count"] == len(train_data) and index["arrays"]["rgb"]["dtype"] == "|u1"
     assert all(isinstance(a, np.memmap) for a in arrays.values())
     for name in ("rgb", "lidar"):  # plain .npy files: np.load reads them without this package
@@ -88,8 +91,8 @@ def test_an_array_that_disagrees_with_the_index_is_refused(small_split, folders)
 @pytest.mark.parametrize("readers", [1, 3], ids=["one-reader", "three-readers"])
 @pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
 def test_streamed_batches_are_the_resident_ones(small_split, folders, prefetch, readers, monkeypatch):
-    monkeypatch.setattr(mm_data, "READ_THREADS", readers)
-    monkeypatch.setattr(mm_data, "ROWS_PER_READER", 2)  # a batch of 5 read by 2 threads, of 7 by 3
+    monkeypatch.setattr(reading, "READ_THREADS", readers)
+    monkeypatch.setattr(reading, "ROWS_PER_READER", 2)  # a batch of 5 read by 2 threads, of 7 by 3
     resident = small_split[0].to("cpu")
     streamed = PairTensors.open(folders[0]).streamed("cpu", prefetch=prefetch)
     assert isinstance(streamed, StreamedPairs) and streamed.mapped and len(streamed) == len(resident)
@@ -119,9 +122,9 @@ def test_streamed_batches_are_the_resident_ones(small_split, folders, prefetch, 
 def test_streaming_reads_the_files_and_maps_nothing(small_split, folders, monkeypatch):
     released, reads = [], []
     monkeypatch.setattr(mm_data, "_DROP_BYTES", 1)
-    monkeypatch.setattr(mm_data, "_release", lambda mapped: released.append(len(mapped)))
-    read_rows = mm_data._read_rows
-    monkeypatch.setattr(mm_data, "_read_rows", lambda span, *rest: reads.append(span[0]) or read_rows(span, *rest))
+    monkeypatch.setattr(reading, "release", lambda mapped: released.append(len(mapped)))
+    read_rows = reading.read_rows
+    monkeypatch.setattr(reading, "read_rows", lambda span, *rest: reads.append(span[0]) or read_rows(span, *rest))
     streamed = PairTensors.open(folders[0]).streamed("cpu")
     assert sum(1 for _ in streamed.batches(9, shuffle=True)) == 4
     assert sum(1 for _ in streamed.subset(slice(3, 30)).batches(9)) == 3  # a part of the file: its own offsets
@@ -164,7 +167,7 @@ def test_auto_keeps_in_memory_data_resident_and_streams_what_exceeds_the_budget(
     mode, note = placement("auto", "cpu", *mapped)
     assert mode == "resident" and "fit the budget" in note and "of RAM available" in note
 
-    monkeypatch.setattr(mm_data, "resident_budget", lambda device: (1000, "50% of 2.0 kB of RAM available"))
+    monkeypatch.setattr(mm_placement, "resident_budget", lambda device: (1000, "50% of 2.0 kB of RAM available"))
     mode, note = placement("auto", "cpu", *mapped)
     total = sum(d.nbytes for d in mapped)
     assert mode == "streamed", note
@@ -178,7 +181,7 @@ def test_auto_keeps_in_memory_data_resident_and_streams_what_exceeds_the_budget(
 
 
 def test_training_says_when_it_streams_and_records_it(small_split, folders, tmp_path, monkeypatch):
-    monkeypatch.setattr(mm_data, "resident_budget", lambda device: (1000, "a tiny budget"))
+    monkeypatch.setattr(mm_placement, "resident_budget", lambda device: (1000, "a tiny budget"))
     labels = []
     result = train(TINY, TrainConfig(epochs=1, **FAST), *(PairTensors.open(f) for f in folders), tmp_path / "run",
                    progress=lambda fraction, label: labels.append(label))
@@ -202,9 +205,9 @@ def test_train_config_and_cli_take_the_data_mode():
 
 def test_predictions_of_mapped_data_match_in_memory_data(small_split, folders, tmp_path, monkeypatch):
     run = train(TINY, TrainConfig(epochs=1, **FAST), *small_split, tmp_path / "run")
-    expected = engine.outputs_of(run, small_split[1], device="cpu", batch_size=5)
-    monkeypatch.setattr(mm_data, "resident_budget", lambda device: (0, "no room"))
-    got = engine.outputs_of(run, PairTensors.open(folders[1]), device="cpu", batch_size=5)
+    expected = inference.outputs_of(run, small_split[1], device="cpu", batch_size=5)
+    monkeypatch.setattr(mm_placement, "resident_budget", lambda device: (0, "no room"))
+    got = inference.outputs_of(run, PairTensors.open(folders[1]), device="cpu", batch_size=5)
     assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
 
 
