@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 #: the installed name of each folder checked
 PACKAGES = {"cilp_plugin": REPO / "plugin", "mm_models": REPO / "mm_models"}

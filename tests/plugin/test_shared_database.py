@@ -321,7 +321,7 @@ def test_two_processes_adding_fields_to_one_dataset_at_once_lose_some_hence_the_
         kept = [name for name in dataset.get_field_schema() if name.startswith("race_")]
         print(f"{len(kept)} of 40 fields kept")
         assert len(kept) < 40, "FiftyOne kept every field: its schema writes may no longer need the dataset " \
-                               "lease of cilp_plugin.service.executor"
+                               "lease of cilp_plugin.dataset.leases"
     finally:
         for r in racers:
             r.kill()
