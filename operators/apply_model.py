@@ -52,7 +52,7 @@ class ApplyModel(foo.Operator):
 def confined_run(dataset, run: str) -> str:
     """A run recorded on the dataset, or a run folder inside the folders the operators may use."""
     from cilp_plugin.runs import recorded_runs
-    from cilp_plugin.service import allowed_roots, confine, describe_roots, PathNotAllowed
+    from cilp_plugin.service import PathNotAllowed, allowed_roots, confine, describe_roots
 
     recorded = recorded_runs(dataset)
     if run in recorded:

@@ -13,7 +13,7 @@ from cilp_plugin import cli
 from cilp_plugin.data import layout, synth
 from cilp_plugin.dataset import arrays
 from cilp_plugin.dataset.splits import make_split
-from cilp_plugin.runs.registry import shipped_checkpoints, SHIPPED_DIR
+from cilp_plugin.runs.registry import SHIPPED_DIR, shipped_checkpoints
 
 DEMO_MODELS = ["cilp", "intermediate_add", "intermediate_add_strided", "intermediate_concat", "intermediate_mul",
                "late", "lidar", "projector", "rgb2lidar"]

@@ -15,7 +15,7 @@ import pytest
 
 from cilp_plugin import cli
 from cilp_plugin.data import layout
-from cilp_plugin.data.download import download, DownloadError, safe_extract
+from cilp_plugin.data.download import DownloadError, download, safe_extract
 
 
 @pytest.fixture(scope="module")
