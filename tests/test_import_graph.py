@@ -212,3 +212,32 @@ def test_the_checker_finds_a_circle_hidden_in_a_function(tmp_path):
     (root / "low" / "b.py").write_text("def helper():\n    pass\n")
     assert find_cycle(import_graph("pkg", root)) is None
 
+
+
+def _top_level_names(path: Path) -> set[str]:
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def test_each_reexported_name_is_defined_where_its_package_says():
+    """A sub-package's ``_EXPORTS`` names what each module defines, and no name hides a module."""
+    modules = _modules("cilp_plugin", PACKAGES["cilp_plugin"])
+    wrong = []
+    for package, path in modules.items():
+        if path.name != "__init__.py":
+            continue
+        for name, module in _lazy_exports(path).items():
+            source = modules.get(f"{package}.{module}")
+            if source is None or name not in _top_level_names(source):
+                wrong.append(f"{package}: {name} is not defined in {package}.{module}")
+            if f"{package}.{name}" in modules:
+                wrong.append(f"{package}: the name {name} would hide the module {package}.{name}")
+    assert not wrong, "\n".join(wrong)
