@@ -23,7 +23,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 
-from cilp_plugin.data import synth
+from cilp_plugin.data import layout, synth
 from cilp_plugin.dataset import ingest, owners, splits
 from cilp_plugin.writeback import staging
 
@@ -318,7 +318,7 @@ def test_kill_9_ingest_mid_batch_then_reingest_completes_it(data, tmp_path):
     done = cilp(*args)
     dataset.reload()
     groups = whole_groups(dataset)
-    assert sorted(groups) == sorted(p.pair_id for p in ingest.fmt.scan(data).pairs)  # each pair once
+    assert sorted(groups) == sorted(p.pair_id for p in layout.scan(data).pairs)  # each pair once
     assert re.search(r"\d+ pairs added, \d+ already present, 120 groups in all", done)
     again = ingest.ingest(data, name, cache_dir=tmp_path / "cache")
     assert again.added == again.repaired == again.changed == [] and again.existing == 120
