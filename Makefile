@@ -29,7 +29,7 @@ demo: setup
 		CILP=$(CILP) PY=$(PY) bash scripts/demo.sh
 
 # The App on PORT and an executor for what its forms schedule (training runs longer than the
-# App's 600 s request limit), started and stopped together (Ctrl-C): plugin/app.py.
+# App's 600 s request limit), started and stopped together (Ctrl-C): plugin/service/app.py.
 app: setup
 	$(CILP) app $(DATASET) --port $(PORT)
 

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cilp_plugin import synth
+from cilp_plugin.data import synth
 from results_csv import Results
 
 

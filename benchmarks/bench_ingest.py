@@ -24,7 +24,8 @@ def main():
     fiftyone_isolation.start()
     import fiftyone as fo
 
-    from cilp_plugin import ingest, synth
+    from cilp_plugin.data import synth
+    from cilp_plugin.dataset import ingest
 
     with tempfile.TemporaryDirectory() as tmp:
         root = synth.generate(Path(tmp) / "data", args.n_per_class, seed=0)

@@ -24,19 +24,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fiftyone_isolation
 from tests import fiftyone_isolation  # noqa: E402
 
-from cilp_plugin import format as fmt  # noqa: E402
-from cilp_plugin import synth  # noqa: E402
+from cilp_plugin.data import layout, synth  # noqa: E402
 from results_csv import Results  # noqa: E402
 
 
-def decode_only(pair: fmt.Pair, size: int):
+def decode_only(pair: layout.Pair, size: int):
     """Validation before the quirk checks: decode both files from their paths, nothing else."""
     bad = []
-    for path, reader in ((pair.rgb_path, fmt.read_rgb), (pair.lidar_path, fmt.read_depth)):
+    for path, reader in ((pair.rgb_path, layout.read_rgb), (pair.lidar_path, layout.read_depth)):
         try:
             reader(path, size)
-        except fmt.FormatError as exc:
-            bad.append(fmt.BadFile(path, str(exc)))
+        except layout.FormatError as exc:
+            bad.append(layout.BadFile(path, str(exc)))
     return bad, None
 
 
@@ -47,19 +46,19 @@ def cpu_seconds() -> float:
 
 def time_scans(root: Path, rounds: int, workers: int | None) -> dict[str, dict[str, list[float]]]:
     """Variant -> {"wall": seconds of each round, "cpu": CPU seconds of each round}."""
-    checked = fmt._validate_pair
+    checked = layout._validate_pair
     times = {variant: {"wall": [], "cpu": []} for variant in ("with the quirk checks", "decoding only")}
-    fmt.scan(root, workers=workers)  # the page cache warm for both
+    layout.scan(root, workers=workers)  # the page cache warm for both
     for _ in range(rounds):
         for variant, validate_pair in (("with the quirk checks", checked), ("decoding only", decode_only)):
-            fmt._validate_pair = validate_pair  # the workers are forks: they see it
+            layout._validate_pair = validate_pair  # the workers are forks: they see it
             start, start_cpu = time.perf_counter(), cpu_seconds()
-            report = fmt.scan(root, workers=workers)
+            report = layout.scan(root, workers=workers)
             if variant == "with the quirk checks":
                 report.quirks()
             times[variant]["wall"].append(time.perf_counter() - start)
             times[variant]["cpu"].append(cpu_seconds() - start_cpu)
-    fmt._validate_pair = checked
+    layout._validate_pair = checked
     return times
 
 
@@ -67,7 +66,7 @@ def time_reingest(root: Path, results: Results) -> None:
     fiftyone_isolation.start()
     import fiftyone as fo
 
-    from cilp_plugin import ingest
+    from cilp_plugin.dataset import ingest
 
     name = f"bench-quirks-{uuid.uuid4().hex[:6]}"
     start = time.perf_counter()
@@ -94,7 +93,7 @@ def time_reingest(root: Path, results: Results) -> None:
     dataset = fo.load_dataset(name)
     reads = {"all": [], "digests": [], "tagged": []}
     tagged = dataset.select_group_slices(_allow_mixed=True).match(
-        fo.ViewField("tags").contains(list(fmt.QUIRK_TAGS), all=False))
+        fo.ViewField("tags").contains(list(layout.QUIRK_TAGS), all=False))
     for _ in range(3):
         for what, read in (("all", lambda: ingest._pairs_held(dataset)),
                            ("digests", lambda: dataset.select_group_slices("rgb").values(["pair_id", "content_hash"])),
@@ -119,7 +118,7 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or synth.generate(Path(tmp) / "data", args.n_per_class, seed=0, quirks=args.quirks)
-        pairs = len(fmt.scan(root, validate=False).pairs)
+        pairs = len(layout.scan(root, validate=False).pairs)
         times = time_scans(root, args.rounds, args.workers)
         results = Results("bench_quirks")
         for clock in ("wall", "cpu"):

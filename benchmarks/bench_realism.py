@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cilp_plugin import format as fmt
-from cilp_plugin import synth
+from cilp_plugin.data import layout, synth
 from mm_models.assessment import load_lidar_cnn
 from results_csv import Results
 
@@ -57,7 +56,7 @@ class ClassStats:
 
 def reference_logits(classifier, depth: np.ndarray, azimuth: np.ndarray, zenith: np.ndarray) -> np.ndarray:
     """The reference classifier's logits of ``N`` range images (it reads their range, as stored)."""
-    xyza = np.stack([fmt.depth_to_xyza(d, azimuth, zenith) for d in depth])
+    xyza = np.stack([layout.depth_to_xyza(d, azimuth, zenith) for d in depth])
     with torch.no_grad():
         return classifier({"lidar": torch.from_numpy(xyza)})["logits"].numpy()
 
@@ -65,9 +64,9 @@ def reference_logits(classifier, depth: np.ndarray, azimuth: np.ndarray, zenith:
 def class_stats(rgba: np.ndarray, depth: np.ndarray, label: str, logits: np.ndarray) -> ClassStats:
     """Measure ``N`` RGBA images (uint8), ``N`` range images (float32, metres) of one class and
     the reference classifier's logits of them."""
-    target = fmt.LABELS.index(label)  # cube 0, sphere 1: logit > 0 means sphere
+    target = layout.LABELS.index(label)  # cube 0, sphere 1: logit > 0 means sphere
     rgb = rgba[..., :3].astype(np.float64) / 255
-    hits = depth < fmt.NO_RETURN
+    hits = depth < layout.NO_RETURN
     extent = np.maximum(hits.any(2).sum(1), hits.any(1).sum(1))
     valid = depth[hits]
     return ClassStats(
@@ -80,12 +79,12 @@ def class_stats(rgba: np.ndarray, depth: np.ndarray, label: str, logits: np.ndar
 
 def folder_stats(root: Path, classifier) -> dict[str, ClassStats]:
     """Per-class stats of a data folder in the DLI layout."""
-    report = fmt.scan(root).require_usable()
+    report = layout.scan(root).require_usable()
     stats = {}
-    for label in fmt.LABELS:
+    for label in layout.LABELS:
         mine = [p for p in report.pairs if p.label == label]
-        rgba = np.stack([fmt.read_rgb(p.rgb_path) for p in mine])
-        depth = np.stack([fmt.read_depth(p.lidar_path) for p in mine])
+        rgba = np.stack([layout.read_rgb(p.rgb_path) for p in mine])
+        depth = np.stack([layout.read_depth(p.lidar_path) for p in mine])
         logits = reference_logits(classifier, depth, *report.angles(label))
         stats[label] = class_stats(rgba, depth, label, logits)
     return stats

@@ -29,9 +29,9 @@ from mm_models.assessment import import_run  # noqa: E402
 from mm_models.choices import LIDAR_TOWERS, PRECISIONS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import pipeline_spec  # noqa: E402
-from cilp_plugin import arrays, synth  # noqa: E402
-from cilp_plugin import format as fmt  # noqa: E402
-from cilp_plugin.splits import make_split  # noqa: E402
+from cilp_plugin.data import layout, synth  # noqa: E402
+from cilp_plugin.dataset import arrays  # noqa: E402
+from cilp_plugin.dataset.splits import make_split  # noqa: E402
 from results_csv import Results  # noqa: E402
 
 DEFAULT = synth.SceneConfig()
@@ -51,7 +51,7 @@ def generate_split(name: str, n_per_class: int, work: Path):
     """Set ``name`` generated into ``work / name / "data"`` (seed 42), split 80 / 20 with seed 42, as
     (train, val) ``PairTensors``."""
     root = synth.generate(work / name / "data", n_per_class, seed=42, config=SETS[name])
-    pair_ids = [pair.pair_id for pair in fmt.scan(root).require_usable().pairs]
+    pair_ids = [pair.pair_id for pair in layout.scan(root).require_usable().pairs]
     split = make_split(pair_ids, val=0.2, seed=42)
     return arrays.from_folder(root, split.train).tensors(), arrays.from_folder(root, split.val).tensors()
 

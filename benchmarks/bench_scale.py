@@ -1,11 +1,11 @@
 """How the cost grows with the number of pairs: ingest, the arrays cache, training resident vs streamed.
 
-For each size, generated pairs (``cilp_plugin.synth``, half per class) go through the
+For each size, generated pairs (``cilp_plugin.data.synth``, half per class) go through the
 phases below, each in a process of its own so that its peak memory is its own:
 
 - ingest: folder -> grouped FiftyOne dataset, derived files included (a private MongoDB,
   as the tests use; the database server's memory is not counted);
-- arrays: the pairs decoded into the arrays cache (``cilp_plugin.arrays.load_pairs``,
+- arrays: the pairs decoded into the arrays cache (``cilp_plugin.dataset.arrays.load_pairs``,
   ``CACHE/tensors/<fingerprint>/``: one ``.npy`` per array, written a chunk at a time);
 - resident, streamed: the engine's training loop (``mm_models.engine.train_one_epoch``:
   intermediate fusion (add), batch 32, the engine's precision, chosen once for all
@@ -117,7 +117,7 @@ def phase_ingest(args) -> dict:
     fiftyone_isolation.start()
     import fiftyone as fo
 
-    from cilp_plugin import ingest
+    from cilp_plugin.dataset import ingest
 
     fo.Dataset().delete()  # connect to the database outside the timed part
     started = time.perf_counter()
@@ -127,9 +127,9 @@ def phase_ingest(args) -> dict:
 
 
 def _selection(root: Path):
-    from cilp_plugin import format as fmt
+    from cilp_plugin.data import layout
 
-    pairs = fmt.scan(root, validate=False).require_usable().pairs
+    pairs = layout.scan(root, validate=False).require_usable().pairs
     return ([p.pair_id for p in pairs], [p.label for p in pairs], [str(p.rgb_path) for p in pairs],
             [str(p.lidar_path) for p in pairs])
 
@@ -140,7 +140,7 @@ def cache_dir(root: Path) -> Path:
 
 def phase_arrays(args) -> dict:
     import mm_models.data  # noqa: F401  (torch: imported before the timing)
-    from cilp_plugin import arrays
+    from cilp_plugin.dataset import arrays
 
     selection = _selection(args.root)
     started = time.perf_counter()
@@ -207,7 +207,7 @@ class Trainer:
     def __init__(self, args):
         import torch
 
-        from cilp_plugin import arrays
+        from cilp_plugin.dataset import arrays
         from mm_models import ModelConfig, build_model
         from mm_models.inference import resolve_device, resolve_precision
         from mm_models.losses import Classification
@@ -330,7 +330,7 @@ def main(argv=None) -> None:
         args.out.write_text(json.dumps(result))
         return
 
-    from cilp_plugin import synth
+    from cilp_plugin.data import synth
     from mm_models.inference import resolve_device, resolve_precision
 
     args.precision = resolve_precision(args.precision, resolve_device("auto"))  # once: every phase the same

@@ -42,8 +42,7 @@ from mm_models.inference import autocast, resolve_device, resolve_precision  # n
 from results_csv import Results  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
-from cilp_plugin import format as fmt  # noqa: E402
-from cilp_plugin import synth  # noqa: E402
+from cilp_plugin.data import layout, synth  # noqa: E402
 
 MODELS = {
     "late": ModelConfig(family="late"),
@@ -103,7 +102,7 @@ def steady(values: list[float]) -> float:
 
 def split_pairs(root: Path, seed: int = 42):
     """The scanned pairs in a seeded 80/20 train/val split."""
-    report = fmt.scan(root, validate=False).require_usable()
+    report = layout.scan(root, validate=False).require_usable()
     pairs = report.pairs
     order = np.random.default_rng(seed).permutation(len(pairs))
     n_val = len(pairs) // 5
@@ -111,9 +110,9 @@ def split_pairs(root: Path, seed: int = 42):
 
 
 def to_tensors(report, pairs) -> PairTensors:
-    rgb = np.stack([fmt.read_rgb(p.rgb_path) for p in pairs])
-    xyza = np.stack([fmt.depth_to_xyza(fmt.read_depth(p.lidar_path), *report.angles(p.label)) for p in pairs])
-    labels = np.array([fmt.LABELS.index(p.label) for p in pairs])
+    rgb = np.stack([layout.read_rgb(p.rgb_path) for p in pairs])
+    xyza = np.stack([layout.depth_to_xyza(layout.read_depth(p.lidar_path), *report.angles(p.label)) for p in pairs])
+    labels = np.array([layout.LABELS.index(p.label) for p in pairs])
     return PairTensors.from_numpy(rgb, xyza, labels)
 
 
@@ -125,7 +124,7 @@ class ReferenceDataset(torch.utils.data.Dataset):
 
     def __init__(self, report, pairs):
         self.pairs = pairs
-        self.angles = {label: report.angles(label) for label in fmt.LABELS}
+        self.angles = {label: report.angles(label) for label in layout.LABELS}
 
     def __len__(self):
         return len(self.pairs)
@@ -135,8 +134,8 @@ class ReferenceDataset(torch.utils.data.Dataset):
         with Image.open(pair.rgb_path) as image:
             rgb = torch.from_numpy(np.asarray(image.convert("RGBA"), np.float32) / 255).permute(2, 0, 1)
         depth = np.load(pair.lidar_path).astype(np.float32)
-        xyza = torch.from_numpy(fmt.depth_to_xyza(depth, *self.angles[pair.label]))
-        return rgb, xyza, torch.tensor(float(fmt.LABELS.index(pair.label)))
+        xyza = torch.from_numpy(layout.depth_to_xyza(depth, *self.angles[pair.label]))
+        return rgb, xyza, torch.tensor(float(layout.LABELS.index(pair.label)))
 
 
 def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:

@@ -32,8 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from bench_realism import DEFAULT_REFERENCE, reference_logits
-from cilp_plugin import format as fmt
-from cilp_plugin import synth
+from cilp_plugin.data import layout, synth
 from mm_models.assessment import load_lidar_cnn
 
 FIT_SEED = 2026
@@ -46,7 +45,7 @@ def render(config: synth.SceneConfig, n: int) -> dict[str, tuple[np.ndarray, np.
     out = {}
     for class_index, (folder, shape) in enumerate(synth.SHAPES.items()):
         rngs = [np.random.default_rng([FIT_SEED, class_index, i]) for i in range(n)]
-        out[fmt.CLASS_FOLDERS[folder]] = synth.render_batch(rngs, shape, config, synth.BEAM_ANGLES, synth.BEAM_ANGLES)
+        out[layout.CLASS_FOLDERS[folder]] = synth.render_batch(rngs, shape, config, synth.BEAM_ANGLES, synth.BEAM_ANGLES)
     return out
 
 
@@ -54,8 +53,8 @@ def geometry_score(scenes, classifier, spreads: float) -> tuple[float, str]:
     accuracies, mismatch, notes = [], 0.0, []
     for label, (_, depth) in scenes.items():
         logits = reference_logits(classifier, depth, synth.BEAM_ANGLES, synth.BEAM_ANGLES)
-        accuracies.append(((logits > 0) == fmt.LABELS.index(label)).mean())
-        returns = np.median((depth < fmt.NO_RETURN).sum((1, 2)))
+        accuracies.append(((logits > 0) == layout.LABELS.index(label)).mean())
+        returns = np.median((depth < layout.NO_RETURN).sum((1, 2)))
         mismatch += abs(np.log(returns / RETURNS[label]))
         notes.append(f"{label} {100 * accuracies[-1]:5.1f} % {returns:4.0f} returns")
     score = min(min(accuracies), 0.99) - 0.1 * mismatch + 0.05 * spreads

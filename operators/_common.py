@@ -65,8 +65,8 @@ def file_path(value) -> str | None:
 
 def server_path(field: str, value) -> str | None:
     """A path sent by the App (typed or picked), resolved and confined to the folders the
-    operators may use (:mod:`cilp_plugin.paths`); ``None`` when empty."""
-    from cilp_plugin.paths import confine
+    operators may use (:mod:`cilp_plugin.service.paths`); ``None`` when empty."""
+    from cilp_plugin.service import confine
 
     path = file_path(value)
     return None if path is None else str(confine(field, path))
@@ -74,7 +74,7 @@ def server_path(field: str, value) -> str | None:
 
 def outside_roots(field: str, value) -> str | None:
     """Why a path from the App is refused (it lies outside the allowed folders), or None."""
-    from cilp_plugin.paths import PathNotAllowed
+    from cilp_plugin.service import PathNotAllowed
 
     try:
         server_path(field, value)

@@ -28,7 +28,7 @@ class ApplyModel(foo.Operator):
         return types.Property(apply_form(ctx), view=types.View(label="Apply a trained model"))
 
     def execute(self, ctx):
-        from cilp_plugin.training import shipped_checkpoint
+        from cilp_plugin.runs import shipped_checkpoint
         from cilp_plugin.writeback import apply_run
 
         p = params_with_defaults(ctx, DEFAULTS)
@@ -51,8 +51,8 @@ class ApplyModel(foo.Operator):
 
 def confined_run(dataset, run: str) -> str:
     """A run recorded on the dataset, or a run folder inside the folders the operators may use."""
-    from cilp_plugin.paths import PathNotAllowed, allowed_roots, confine, describe_roots
-    from cilp_plugin.training import recorded_runs
+    from cilp_plugin.runs import recorded_runs
+    from cilp_plugin.service import PathNotAllowed, allowed_roots, confine, describe_roots
 
     recorded = recorded_runs(dataset)
     if run in recorded:
@@ -67,7 +67,7 @@ def confined_run(dataset, run: str) -> str:
 
 
 def apply_form(ctx) -> types.Object:
-    from cilp_plugin.training import recorded_runs, shipped_checkpoints
+    from cilp_plugin.runs import recorded_runs, shipped_checkpoints
 
     inputs = types.Object()
     runs = sorted(recorded_runs(ctx.dataset)) if ctx.dataset is not None else []

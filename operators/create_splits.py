@@ -1,8 +1,8 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from cilp_plugin.format import QUIRK_TAGS  # numpy and PIL only: cheap at load
-from cilp_plugin.splits import check_exclude_tags
+from cilp_plugin.data.layout import QUIRK_TAGS  # numpy and PIL only: cheap at load
+from cilp_plugin.dataset import check_exclude_tags
 
 from ._common import file_path, flag_outside_roots, params_with_defaults, server_path, summary_output
 
@@ -25,7 +25,7 @@ class CreateSplits(foo.Operator):
         return types.Property(splits_form(ctx), view=types.View(label="Create splits"))
 
     def execute(self, ctx):
-        from cilp_plugin.splits import create_splits
+        from cilp_plugin.dataset import create_splits
 
         params = params_with_defaults(ctx, DEFAULTS)
         params["from_json"] = server_path("from_json", params["from_json"])

@@ -27,7 +27,7 @@ class FindCrossModalMatches(foo.Operator):
         return types.Property(inputs, view=types.View(label="Find cross-modal matches"))
 
     def execute(self, ctx):
-        from cilp_plugin.crossmodal import find_cross_modal_matches
+        from cilp_plugin.writeback import find_cross_modal_matches
 
         k = ctx.params.get("k") or DEFAULTS["k"]
         run = ctx.params.get("run") or DEFAULTS["run"]

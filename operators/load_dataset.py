@@ -25,7 +25,7 @@ class LoadRGBLidarDataset(foo.Operator):
         return types.Property(load_form(ctx), view=types.View(label="Load RGB/LiDAR data"))
 
     def execute(self, ctx):
-        from cilp_plugin.sources import load_dataset
+        from cilp_plugin.dataset import load_dataset
 
         params = params_with_defaults(ctx, DEFAULTS)
         params["path"] = server_path("path", params["path"])
@@ -63,7 +63,7 @@ def load_form(ctx) -> types.Object:
         if path:
             from pathlib import Path
 
-            from cilp_plugin.paths import allowed_roots, describe_roots
+            from cilp_plugin.service import allowed_roots, describe_roots
 
             if outside_roots("path", path):  # the same answer whether it exists or not
                 prop.invalid = True
@@ -94,7 +94,7 @@ def check_replaceable(field: str, folder: str) -> None:
     """Generating over ``folder`` replaces it whole: allowed only for a data folder (cubes/, spheres/)."""
     from pathlib import Path
 
-    from cilp_plugin.format import CLASS_FOLDERS
+    from cilp_plugin.data.layout import CLASS_FOLDERS
 
     folder = Path(folder)
     others = sorted(p.name for p in folder.iterdir() if p.name not in CLASS_FOLDERS) if folder.is_dir() else []

@@ -30,8 +30,8 @@ class RunsPanel(foo.Panel):
         self.refresh(ctx)
 
     def refresh(self, ctx):
-        from cilp_plugin.crossmodal import applied_runs
-        from cilp_plugin.run_table import run_config, run_curves, scheduled_operations, training_runs
+        from cilp_plugin.runs import run_config, run_curves, scheduled_operations, training_runs
+        from cilp_plugin.writeback import applied_runs
 
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
@@ -64,7 +64,7 @@ class RunsPanel(foo.Panel):
             self.draw_joint_map(ctx)
 
     def draw_joint_map(self, ctx):
-        from cilp_plugin.run_table import joint_map_traces
+        from cilp_plugin.writeback import joint_map_traces
 
         applied = ctx.panel.state.get("applied") or []
         mapped = ctx.panel.state.get("mapped")
@@ -93,7 +93,7 @@ class RunsPanel(foo.Panel):
             ctx.prompt("@cilp/multimodal/apply_model", params={"source": "run", "run": chosen})
 
     def train_chosen_further(self, ctx):
-        from cilp_plugin.run_table import train_further
+        from cilp_plugin.runs import train_further
 
         chosen = ctx.panel.state.get("chosen")
         if chosen:

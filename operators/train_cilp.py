@@ -36,7 +36,7 @@ class TrainCILP(foo.Operator):
         return types.Property(train_cilp_form(ctx), view=types.View(label="Train the CILP stages"))
 
     def execute(self, ctx):
-        from cilp_plugin.pipeline import train_cilp
+        from cilp_plugin.runs import train_cilp
 
         p = params_with_defaults(ctx, DEFAULTS)
         results = train_cilp(ctx.dataset, stages=chosen_stages(ctx.params), epochs=p["epochs"], batch_size=p["batch_size"],

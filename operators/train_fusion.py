@@ -31,7 +31,7 @@ class TrainFusion(foo.Operator):
         from mm_models import ModelConfig
         from mm_models.factory import DEFAULT_FUSION
         from mm_models.presets import train_config
-        from cilp_plugin.training import train_on_dataset
+        from cilp_plugin.runs import train_on_dataset
 
         p = params_with_defaults(ctx, DEFAULTS)
         model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),

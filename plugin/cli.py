@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import format as fmt
+from .data import layout
 
 
 def _progress_bar(total: int, unit: str, desc: str):
@@ -41,7 +41,7 @@ def _progress_bar(total: int, unit: str, desc: str):
 
 
 def cmd_generate(args) -> int:
-    from . import synth
+    from .data import synth
 
     knobs = {"distance": args.distance, "size": args.size, "brightness": args.brightness,
              "camera_fov": args.camera_fov, "no_return": args.no_return, "rgb_noise": args.rgb_noise,
@@ -59,14 +59,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    with _progress_bar(fmt.count_candidate_pairs(args.root), "pair", "validating") as bar:
-        report = fmt.scan(args.root, progress=bar.update)
+    with _progress_bar(layout.count_candidate_pairs(args.root), "pair", "validating") as bar:
+        report = layout.scan(args.root, progress=bar.update)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.usable else 2
 
 
 def cmd_download(args) -> int:
-    from .download import download
+    from .data.download import download
 
     report = download(args.url, args.dest, force=args.force, allow_http=args.allow_http,
                       progress=lambda m: print(m, file=sys.stderr))
@@ -107,7 +107,7 @@ class _Bar:
 
 
 def cmd_ingest(args) -> int:
-    from .ingest import ingest
+    from .dataset.ingest import ingest
 
     start = time.perf_counter()
     with _Bar("ingesting") as bar:
@@ -128,7 +128,7 @@ def _load(name: str):
 
 
 def cmd_split(args) -> int:
-    from .splits import create_splits
+    from .dataset.splits import create_splits
 
     result = create_splits(
         _load(args.name), val=args.val, test=args.test, subset=args.subset, seed=args.seed,
@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
     from mm_models.factory import DEFAULT_FUSION
     from mm_models.presets import train_config as preset_config
 
-    from .training import train_on_dataset
+    from .runs.training import train_on_dataset
 
     train_config = preset_config("fusion", args.preset, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                  device=args.device, precision=args.precision, compile=args.compile,
@@ -186,7 +186,7 @@ def cmd_train_cilp(args) -> int:
 
     from mm_models.distributed import is_main
 
-    from .pipeline import parse_stages, train_cilp
+    from .runs.pipeline import parse_stages, train_cilp
 
     stages = parse_stages(args.stages)  # before the dataset is looked up
     dataset = _load(args.name)
@@ -206,8 +206,9 @@ def cmd_train_cilp(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .training import shipped_checkpoint
-    from .writeback import apply_run, check_embedding_map
+    from .runs.registry import shipped_checkpoint
+    from .writeback.apply import apply_run
+    from .writeback.maps import check_embedding_map
 
     check_embedding_map(args.embedding_map)  # before the dataset is looked up
     if bool(args.runs) == bool(args.checkpoint):
@@ -227,7 +228,7 @@ def cmd_apply(args) -> int:
 def cmd_search(args) -> int:
     import fiftyone as fo
 
-    from .crossmodal import find_cross_modal_matches
+    from .writeback.cilp import find_cross_modal_matches
 
     dataset = _load(args.name)
     query = dataset.select_group_slices(args.slice).match(fo.ViewField("pair_id") == args.pair_id)
@@ -246,7 +247,7 @@ def cmd_report(args) -> int:
     runs = list(args.runs)
     dataset = _load(args.dataset) if args.dataset else None
     if dataset is not None:
-        from .training import recorded_runs
+        from .runs.registry import recorded_runs
 
         runs += list(recorded_runs(dataset).values())
     if not runs:
@@ -256,7 +257,7 @@ def cmd_report(args) -> int:
     print(markdown)
     written = ["report.md", "report.csv", "curves.png"]
     if dataset is not None:
-        from .pictures import write_pictures
+        from .writeback.pictures import write_pictures
 
         written += write_pictures(dataset, out)
     print(f"wrote {', '.join(written)} to {out}")
@@ -264,15 +265,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from .app import run_app
+    from .service.app import run_app
 
     _load(args.name)  # it exists, before anything starts
     return run_app(args.name, port=args.port, address=args.address, executor=args.executor)
 
 
 def cmd_worker(args) -> int:
-    from .app import run_worker
-    from .executor import Settings, check_worker_environment
+    from .service.app import run_worker
+    from .service.executor import Settings, check_worker_environment
 
     settings = Settings(label="cilp worker", name=args.name, stale_after_s=args.stale_after).resolved()
     print(check_worker_environment(), flush=True)  # the database and the plugin, before anything starts

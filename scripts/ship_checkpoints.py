@@ -32,10 +32,10 @@ from mm_models.inference import resolve_device, resolve_precision  # noqa: E402
 from mm_models.presets import resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
 from mm_models.stages import KINDS, PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
-from cilp_plugin import arrays, synth  # noqa: E402
-from cilp_plugin import format as fmt  # noqa: E402
 from cilp_plugin.cli import SUITES  # noqa: E402
-from cilp_plugin.splits import make_split  # noqa: E402
+from cilp_plugin.data import layout, synth  # noqa: E402
+from cilp_plugin.dataset import arrays  # noqa: E402
+from cilp_plugin.dataset.splits import make_split  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     if not args.data.exists():
         synth.generate(args.data, args.n_per_class, seed=args.data_seed)
-    pair_ids = [pair.pair_id for pair in fmt.scan(args.data).require_usable().pairs]
+    pair_ids = [pair.pair_id for pair in layout.scan(args.data).require_usable().pairs]
     split = make_split(pair_ids, val=args.val, seed=args.split_seed)
     train_data = arrays.from_folder(args.data, split.train).tensors()
     val_data = arrays.from_folder(args.data, split.val).tensors()
@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         return train_config(model, preset_name, epochs=args.epochs, device=args.device, precision=args.precision)
 
     models = [ModelConfig(family=f, fusion=m, downsample=d) for f, m, d in SUITES["fusion"]]
-    about = {"data": {"generator": "cilp_plugin.synth (default scenes)", "look": "default", "seed": args.data_seed,
+    about = {"data": {"generator": "cilp_plugin.data.synth (default scenes)", "look": "default", "seed": args.data_seed,
                       "pairs": len(pair_ids), "split_seed": args.split_seed, "val_fraction": args.val,
                       "train_size": len(train_data), "val_size": len(val_data)},
              "preset": preset_name, "device": device_name(device), "precision": precision}

@@ -9,12 +9,12 @@ from . import fiftyone_isolation
 
 FIFTYONE_ENV = fiftyone_isolation.start()  # before anything imports fiftyone
 
-from cilp_plugin import synth  # noqa: E402
+from cilp_plugin.data import synth  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
 def operators_may_use_tmp_paths(tmp_path_factory):
-    """The operators accept paths only inside allowed folders (cilp_plugin.paths): allow pytest's."""
+    """The operators accept paths only inside allowed folders (cilp_plugin.service.paths): allow pytest's."""
     os.environ["CILP_ALLOWED_ROOTS"] = str(tmp_path_factory.getbasetemp())
 
 
@@ -41,7 +41,7 @@ def split_dataset(tiny_data):
     """``tiny_data`` ingested (one dataset per test module) and split 12 train / 4 val."""
     import uuid
 
-    from cilp_plugin import ingest, splits
+    from cilp_plugin.dataset import ingest, splits
 
     dataset = ingest.ingest(tiny_data, f"split-{uuid.uuid4().hex[:8]}").dataset
     splits.create_splits(dataset, val=0.25, seed=0)

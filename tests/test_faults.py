@@ -23,7 +23,9 @@ import fiftyone as fo
 import numpy as np
 import pytest
 
-from cilp_plugin import ingest, owners, splits, staging, synth
+from cilp_plugin.data import layout, synth
+from cilp_plugin.dataset import ingest, owners, splits
+from cilp_plugin.writeback import staging
 
 pytestmark = pytest.mark.faults
 
@@ -122,7 +124,7 @@ def test_kill_9_mid_epoch_then_resume_finishes_the_run(split_dataset, tmp_path):
     from mm_models import load_run
     from mm_models.checkpoint import read_manifest
 
-    from cilp_plugin.training import find_run
+    from cilp_plugin.runs.registry import find_run
 
     train = ["train", split_dataset.name, "--family", "intermediate", "--epochs", "3", "--batch-size", "16",
              "--precision", "fp32", "--runs-dir", tmp_path / "runs", "--run-name", "killed"]
@@ -206,7 +208,7 @@ def poll(condition, timeout: float = 60.0, interval: float = 0.05):
 
 
 def test_kill_9_apply_mid_write_keeps_old_or_new_results_never_a_mix(split_dataset):
-    from cilp_plugin.training import shipped_checkpoint
+    from cilp_plugin.runs.registry import shipped_checkpoint
     from cilp_plugin.writeback import apply_run
 
     dataset = split_dataset  # A: the shipped lidar checkpoint, B: the late-fusion one, both into FIELD
@@ -316,7 +318,7 @@ def test_kill_9_ingest_mid_batch_then_reingest_completes_it(data, tmp_path):
     done = cilp(*args)
     dataset.reload()
     groups = whole_groups(dataset)
-    assert sorted(groups) == sorted(p.pair_id for p in ingest.fmt.scan(data).pairs)  # each pair once
+    assert sorted(groups) == sorted(p.pair_id for p in layout.scan(data).pairs)  # each pair once
     assert re.search(r"\d+ pairs added, \d+ already present, 120 groups in all", done)
     again = ingest.ingest(data, name, cache_dir=tmp_path / "cache")
     assert again.added == again.repaired == again.changed == [] and again.existing == 120

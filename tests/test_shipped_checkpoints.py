@@ -9,10 +9,11 @@ import torch
 from mm_models import load_run
 from mm_models.engine import evaluate
 from mm_models.stages import objective_for
-from cilp_plugin import arrays, cli, synth
-from cilp_plugin import format as fmt
-from cilp_plugin.splits import make_split
-from cilp_plugin.training import SHIPPED_DIR, shipped_checkpoints
+from cilp_plugin import cli
+from cilp_plugin.data import layout, synth
+from cilp_plugin.dataset import arrays
+from cilp_plugin.dataset.splits import make_split
+from cilp_plugin.runs.registry import SHIPPED_DIR, shipped_checkpoints
 
 DEMO_MODELS = ["cilp", "intermediate_add", "intermediate_add_strided", "intermediate_concat", "intermediate_mul",
                "late", "lidar", "projector", "rgb2lidar"]
@@ -39,7 +40,7 @@ def shipped_val(tmp_path_factory):
     made = json.loads((SHIPPED_DIR / "late" / "manifest.json").read_text())["shipped"]["data"]
     root = synth.generate(tmp_path_factory.mktemp("shipped") / "data", made["pairs"] // 2, seed=made["seed"],
                           config=synth.LOOKS[made["look"]])
-    pair_ids = [pair.pair_id for pair in fmt.scan(root).require_usable().pairs]
+    pair_ids = [pair.pair_id for pair in layout.scan(root).require_usable().pairs]
     split = make_split(pair_ids, val=made["val_fraction"], seed=made["split_seed"])
     assert len(split.val) == made["val_size"]
     return arrays.from_folder(root, split.val).tensors()

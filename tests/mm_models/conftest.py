@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mm_testdata import read_arrays, seed_all, split
-from cilp_plugin import synth
+from cilp_plugin.data import synth
 
 
 @pytest.fixture(scope="session")

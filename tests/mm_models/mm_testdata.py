@@ -1,4 +1,4 @@
-"""Test data helpers: pairs rendered by cilp_plugin.synth, read back with cilp_plugin.format."""
+"""Test data helpers: pairs rendered by cilp_plugin.data.synth, read back with cilp_plugin.data.layout."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mm_models import ModelConfig, PairTensors
+from cilp_plugin.data import layout
 from mm_models.checkpoint import atomic_write
-from cilp_plugin import format as fmt
 
 #: a tiny intermediate-fusion model: same wiring as the reference, ~100x cheaper
 TINY = ModelConfig(family="intermediate", fusion="add", widths=(4, 8, 8, 8))
@@ -24,13 +24,13 @@ def seed_all(seed: int = 0) -> None:
 
 def read_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGBA uint8 (N,64,64,4), XYZA float32 (N,4,64,64), labels (N,) for every pair under root."""
-    report = fmt.scan(root, validate=False).require_usable()
+    report = layout.scan(root, validate=False).require_usable()
     rgb, xyza, labels = [], [], []
     for pair in report.pairs:
         azimuth, zenith = report.angles(pair.label)
-        rgb.append(fmt.read_rgb(pair.rgb_path))
-        xyza.append(fmt.depth_to_xyza(fmt.read_depth(pair.lidar_path), azimuth, zenith))
-        labels.append(fmt.LABELS.index(pair.label))
+        rgb.append(layout.read_rgb(pair.rgb_path))
+        xyza.append(layout.depth_to_xyza(layout.read_depth(pair.lidar_path), azimuth, zenith))
+        labels.append(layout.LABELS.index(pair.label))
     return np.stack(rgb), np.stack(xyza), np.asarray(labels)
 
 

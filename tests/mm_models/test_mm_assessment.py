@@ -12,8 +12,7 @@ from torch import nn
 from mm_models import count_parameters
 from mm_models.assessment import ASSESSMENT_LIDAR, load_lidar_cnn
 from mm_models.factory import build_model
-from cilp_plugin import format as fmt
-from cilp_plugin import synth
+from cilp_plugin.data import layout, synth
 
 
 def assessment_classifier() -> nn.Module:
@@ -51,7 +50,7 @@ def test_the_imported_classifier_gives_the_assessment_networks_outputs(lidar_cnn
     model = load_lidar_cnn(path)
     rngs = [np.random.default_rng([3, 1, i]) for i in range(6)]
     _, depth = synth.render_batch(rngs, "sphere", synth.SceneConfig(), synth.BEAM_ANGLES, synth.BEAM_ANGLES)
-    xyza = torch.from_numpy(np.stack([fmt.depth_to_xyza(d, synth.BEAM_ANGLES, synth.BEAM_ANGLES) for d in depth]))
+    xyza = torch.from_numpy(np.stack([layout.depth_to_xyza(d, synth.BEAM_ANGLES, synth.BEAM_ANGLES) for d in depth]))
     ranges = torch.from_numpy(depth[:, None])  # the .npy as stored: no-returns at 50
     with torch.no_grad():
         ours = model({"lidar": xyza})

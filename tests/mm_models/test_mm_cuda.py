@@ -12,7 +12,7 @@ import torch
 from mm_models import ModelConfig, TrainConfig, load_run, predict, train
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
 from mm_testdata import TINY, read_arrays, split
-from cilp_plugin import synth
+from cilp_plugin.data import synth
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

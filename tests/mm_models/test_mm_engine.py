@@ -136,7 +136,7 @@ KILL_AFTER_WEIGHTS = """
 import os, sys
 from mm_models import TrainConfig, checkpoint, losses, train
 from mm_testdata import TINY, read_arrays, split
-from cilp_plugin import synth
+from cilp_plugin.data import synth
 
 save, saved = checkpoint.save_weights, []
 def save_then_die(model, path, *args, **kwargs):  # killed between the second best weights and the manifest

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from fiftyone.operators.executor import ExecutionError
 
-from cilp_plugin import splits, writeback
-from cilp_plugin.training import recorded_runs
+from cilp_plugin import writeback
+from cilp_plugin.dataset import views
+from cilp_plugin.runs.registry import recorded_runs
 
 URI = "@cilp/multimodal"
 
@@ -51,7 +52,7 @@ def test_apply_model_writes_predictions_on_every_slice_and_an_evaluation(dataset
     assert run.error is None, run.error
     assert run.result["field"] == "late" and run.result["predicted"] == 16
 
-    flat = splits.all_slices(dataset)
+    flat = views.all_slices(dataset)
     labels = flat.values("late.label")
     assert len(labels) == 48 and set(labels) <= {"cube", "sphere"}
     for pid in ("cube_0003", "sphere_0006"):
@@ -71,7 +72,7 @@ def test_apply_model_writes_embeddings_and_an_embedding_map(dataset, trained):
     assert run.error is None, run.error
     assert run.result["embedding_field"] == "late_embedding" and run.result["brain_key"] == "late_map"
 
-    flat = splits.all_slices(dataset)
+    flat = views.all_slices(dataset)
     embeddings = np.array(flat.values("late_embedding"))
     assert embeddings.shape == (48, 20)  # late fusion's head: Linear(4, 20) + ReLU + Linear(20, 1)
     by_pair = {}
@@ -113,7 +114,7 @@ def test_an_evaluation_scores_only_the_eval_tag_and_says_which_pairs(dataset, tr
 
 
 def test_apply_replaces_only_what_an_earlier_apply_wrote(dataset, trained):
-    flat = splits.all_slices(dataset)
+    flat = views.all_slices(dataset)
     flat.set_values("notes", ["mine"] * len(flat))  # a user's own field that happens to share a run's name
     try:
         for field in ("notes", "ground_truth", "lidar_returns"):
@@ -155,7 +156,7 @@ def test_apply_model_interrupted_leaves_nothing_behind(dataset, trained):
 
 def test_an_interrupted_re_apply_keeps_the_previous_results(dataset, trained):
     writeback.apply_model(dataset, "late", field="late_again")
-    flat = splits.all_slices(dataset)
+    flat = views.all_slices(dataset)
     before = (flat.values("late_again.confidence"), flat.values("eval_late_again"),
               dataset.load_brain_results("late_again_map").points.copy())
     dataset.select_group_slices("rgb").set_field("late_again.confidence", 0.5).save()  # tell old from new

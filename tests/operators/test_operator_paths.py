@@ -16,7 +16,8 @@ import pytest
 from fiftyone.operators.executor import ExecutionError
 from starlette.testclient import TestClient
 
-from cilp_plugin import paths, splits
+from cilp_plugin.dataset import views
+from cilp_plugin.service import paths
 
 URI = "@cilp/multimodal"
 
@@ -33,7 +34,7 @@ def roots(tmp_path, monkeypatch):
 
 
 def tags_of(dataset):
-    return splits.all_slices(dataset).count_sample_tags()
+    return views.all_slices(dataset).count_sample_tags()
 
 
 # --------------------------------------------------------------------------- the rule
@@ -58,7 +59,7 @@ def test_confine_follows_symbolic_links(tmp_path):
 
 
 def test_the_roots_are_fiftyones_dataset_dir_the_runs_dir_and_the_environment(tmp_path, monkeypatch):
-    from cilp_plugin.training import default_runs_dir
+    from cilp_plugin.runs.registry import default_runs_dir
 
     extra = [tmp_path / "a", tmp_path / "b", tmp_path / "a" / "inside"]
     monkeypatch.setenv(paths.ALLOWED_ROOTS_ENV, os.pathsep.join(map(str, extra)))
@@ -120,7 +121,7 @@ def test_load_operator_refuses_a_data_folder_outside(roots, tiny_data):
 
 @pytest.fixture(scope="module")
 def dataset(tiny_data):
-    from cilp_plugin import ingest
+    from cilp_plugin.dataset import ingest
 
     dataset = ingest.ingest(tiny_data, f"paths-{uuid.uuid4().hex[:8]}").dataset
     yield dataset

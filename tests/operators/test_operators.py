@@ -10,7 +10,7 @@ from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 from starlette.testclient import TestClient
 
-from cilp_plugin import splits
+from cilp_plugin.dataset import views
 
 URI = "@cilp/multimodal"
 EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "train_cilp", "apply_model",
@@ -86,7 +86,7 @@ def test_split_operator_tags_pairs_and_exports_json(loaded, tmp_path):
         "dataset": dataset, "params": {"val": 0.25, "seed": 5, "to_json": str(tmp_path / "s.json")}})
     assert run.error is None, run.error
     assert (run.result["train"], run.result["val"]) == (12, 4)
-    assert splits.all_slices(dataset).count_sample_tags() == {"train": 36, "val": 12}
+    assert views.all_slices(dataset).count_sample_tags() == {"train": 36, "val": 12}
     assert json.loads((tmp_path / "s.json").read_text())["seed"] == 5
 
 
@@ -102,7 +102,7 @@ def test_split_operator_through_the_app_server_route(client, loaded, tmp_path):
     body = answer.json()
     assert body.get("error") is None, body
     assert body["result"]["train"] == 2 and body["result"]["missing"] == []
-    assert splits.all_slices(dataset).count_sample_tags() == {"train": 6, "val": 3}
+    assert views.all_slices(dataset).count_sample_tags() == {"train": 6, "val": 3}
 
 
 def test_load_operator_through_the_app_server_route(client, tmp_path):
@@ -133,7 +133,7 @@ def test_forms_resolve_with_validation(client, loaded, tmp_path):
 
 
 def test_apply_form_offers_runs_shipped_checkpoints_and_embedding_maps(client, loaded):
-    from cilp_plugin.training import shipped_checkpoints
+    from cilp_plugin.runs.registry import shipped_checkpoints
 
     dataset, _ = loaded
 
@@ -176,12 +176,12 @@ def test_split_operator_leaves_out_pairs_with_excluded_tags(client, quirky_data)
         rgb = dataset.select_group_slices("rgb")
         assert set(rgb.match_tags(["train", "val"]).values("pair_id")).isdisjoint(
             rgb.match_tags(["blank_rgb", "duplicate"]).values("pair_id"))
-        assert splits.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12,
+        assert views.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12,
                                                                   "duplicate": 12}
         run = foo.execute_operator(f"{URI}/create_splits", ctx={
             "dataset": dataset, "params": {"val": 0.25, "exclude_tags": ["duplicate"]}})
         assert run.error is None and run.result["excluded"] == {"duplicate": 4}
-        back = splits.all_slices(dataset).match_tags("blank_rgb").count_sample_tags()
+        back = views.all_slices(dataset).match_tags("blank_rgb").count_sample_tags()
         assert back.get("train", 0) + back.get("val", 0) == back["blank_rgb"] == 12  # back in the split
         with pytest.raises(ExecutionError, match="'val' is a split tag"):
             foo.execute_operator(f"{URI}/create_splits", ctx={"dataset": dataset, "params": {"exclude_tags": ["val"]}})

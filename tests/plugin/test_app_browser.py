@@ -35,7 +35,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cilp_plugin import arrays, ingest, synth, writeback
+from cilp_plugin import writeback
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import arrays, ingest
 
 from .app_browser import (
     CHROMIUM,

@@ -27,7 +27,10 @@ import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionRunState
 
-from cilp_plugin import ingest, splits, synth, training, writeback
+from cilp_plugin import writeback
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import ingest, splits, views
+from cilp_plugin.runs import registry, training
 from mm_models import load_run
 
 from .app_browser import REPO, artifacts_dir, clear_screenshots, needs_chromium, running_app
@@ -278,7 +281,7 @@ def train_fusion(page, server, make_dataset, runs_dir):
     done = run_queue(operation, "train_fusion")
     assert done.result.result["run"] == "form_late"
     dataset.reload()
-    manifest = load_run(training.recorded_runs(dataset)["form_late"]).manifest
+    manifest = load_run(registry.recorded_runs(dataset)["form_late"]).manifest
     assert {k: manifest["model"][k] for k in ("family", "fusion", "downsample")} == \
         {"family": "late", "fusion": "mul", "downsample": "strided"}
     assert {k: manifest["train"][k] for k in ("epochs", "lr", "batch_size", "device", "precision")} == \
@@ -314,7 +317,7 @@ def train_cilp(page, server, make_dataset, runs_dir):
     done = run_queue(operation, "train_cilp")
     assert done.result.result["runs"] == {"lidar": "form_lidar", "cilp": "form_cilp"}, done.result.result
     dataset.reload()
-    recorded = training.recorded_runs(dataset)
+    recorded = registry.recorded_runs(dataset)
     assert sorted(recorded) == ["form_cilp", "form_lidar"]
     for name in recorded:
         manifest = load_run(recorded[name]).manifest
@@ -352,20 +355,20 @@ def apply_model(page, server, make_dataset, runs_dir):
     result = run_operator(page, form, server, output=True)
     assert f"for {len(val_pairs)} pairs" in result, result
     dataset.reload()
-    predicted = splits.all_slices(dataset).exists("form_pred")
+    predicted = views.all_slices(dataset).exists("form_pred")
     assert sorted(set(predicted.values("pair_id"))) == val_pairs and len(predicted) == 3 * len(val_pairs)
     assert "form_pred_map" not in dataset.list_brain_runs()  # embedding map: none
     page.get_by_test_id("sidebar-field-form_pred").wait_for(timeout=SHOW_TIMEOUT * 1000)  # shown, no reload
 
 
 def find_cross_modal_matches(page, server, make_dataset, runs_dir):
-    from cilp_plugin import crossmodal
+    from cilp_plugin import writeback
 
     dataset = make_dataset("matches")
-    writeback.apply_run(dataset, training.shipped_checkpoint("cilp"), embedding_map="pca")
+    writeback.apply_run(dataset, registry.shipped_checkpoint("cilp"), embedding_map="pca")
     query_pair, k = "sphere_0001", 3
     query_id = dataset.select_group_slices("rgb").match({"pair_id": query_pair}).first().id
-    expected = crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
+    expected = writeback.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
     open_dataset(page, server, dataset)
     show_field_on_tiles(page, "pair_id")
     wait_for_tiles(page, server, lambda shown: None if len(shown) == 2 * N_PER_CLASS

@@ -33,7 +33,10 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from cilp_plugin import crossmodal, ingest, splits, synth, training, writeback
+from cilp_plugin import writeback
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import ingest, splits, views
+from cilp_plugin.runs import registry, training
 
 from .app_browser import (
     CHROMIUM,
@@ -383,7 +386,7 @@ def test_apply_model_with_a_shipped_checkpoint(make_dataset, app_server, page):
     dataset = make_dataset("apply")
     splits.create_splits(dataset, val=0.25, seed=0)
     val_pairs = len(dataset.select_group_slices("rgb").match_tags("val"))
-    assert "intermediate_add" in training.shipped_checkpoints()
+    assert "intermediate_add" in registry.shipped_checkpoints()
     assert not dataset.has_sample_field("intermediate_add")
 
     open_dataset(page, app_server, dataset)
@@ -402,7 +405,7 @@ def test_apply_model_with_a_shipped_checkpoint(make_dataset, app_server, page):
             'xpath=.//p[normalize-space(.)="Shipped checkpoint"]/following::*[@role="combobox"][1]')
         checkpoints.click()
         options = options_offered(page)
-        assert sorted(options) == training.shipped_checkpoints(writeback.APPLICABLE_KINDS), \
+        assert sorted(options) == registry.shipped_checkpoints(writeback.APPLICABLE_KINDS), \
             f"the dropdown offers {options}"
         page.get_by_role("option", name="intermediate_add", exact=True).click()
         assert checkpoints.inner_text() == "intermediate_add"
@@ -464,12 +467,12 @@ def test_apply_model_with_a_shipped_checkpoint(make_dataset, app_server, page):
 def test_find_cross_modal_matches_for_a_selected_image(make_dataset, app_server, page):
     """A selected RGB image turns the grid into the LiDAR point clouds nearest to it in CILP's space."""
     dataset = make_dataset("matches")
-    writeback.apply_run(dataset, training.shipped_checkpoint("cilp"))
+    writeback.apply_run(dataset, registry.shipped_checkpoint("cilp"))
     rgb = dataset.select_group_slices("rgb")
     query_pair = "sphere_0002"
     query_id = rgb.match({"pair_id": query_pair}).first().id
     k = 4
-    expected = crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
+    expected = writeback.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
     assert len(set(expected)) == k
     lidar = dataset.select_group_slices("lidar")
     thumbnails = dict(zip(lidar.values("pair_id"), lidar.values("orthographic_projection_metadata.filepath")))
@@ -529,14 +532,14 @@ def test_model_evaluation_panel_compares_two_runs(make_dataset, app_server, page
     dataset = make_dataset("compare")
     splits.create_splits(dataset, val=0.34, seed=0)
     rgb_val = dataset.select_group_slices("rgb").match_tags("val")
-    writeback.apply_run(dataset, training.shipped_checkpoint("intermediate_add"))
+    writeback.apply_run(dataset, registry.shipped_checkpoint("intermediate_add"))
     # the shipped models are right on every pair of this data: evaluate 'late' while one val pair
     # carries the wrong label, so that the two columns differ and cannot be mistaken for each other
     relabelled = rgb_val.first().pair_id
-    pair = splits.all_slices(dataset).match({"pair_id": relabelled})
+    pair = views.all_slices(dataset).match({"pair_id": relabelled})
     truth = pair.first().ground_truth.label
     pair.set_values("ground_truth.label", ["sphere" if truth == "cube" else "cube"] * len(pair))
-    writeback.apply_run(dataset, training.shipped_checkpoint("late"))
+    writeback.apply_run(dataset, registry.shipped_checkpoint("late"))
     pair.set_values("ground_truth.label", [truth] * len(pair))
 
     expected = {}

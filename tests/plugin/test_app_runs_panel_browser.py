@@ -19,7 +19,10 @@ from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
 
 from fiftyone.operators.executor import ExecutionRunState
 
-from cilp_plugin import cli, ingest, run_table, splits, synth, training
+from cilp_plugin import cli
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import ingest, splits
+from cilp_plugin.runs import registry, table as run_table, training
 
 from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
@@ -163,7 +166,7 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
             thread.submit(foo.execute_operator, f"{PLUGIN}/train_fusion",
                           ctx={"dataset": dataset, "params": {"epochs": 1}}, request_delegation=True).result()
         wait_for_text(panel.locator("table").nth(1), page, app_server, "queued")
-        folders = training.recorded_runs(dataset)
+        folders = registry.recorded_runs(dataset)
         curves = run_table.run_curves(folders["lidar_one"])  # the last run by name is shown first
         wait_for_plot(panel, page, app_server, [[c["name"], c["x"], c["y"]] for c in curves])
         choose_in(panel, page, "Curves of", "late_two")
@@ -317,7 +320,7 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         schedule_and_run(page, form, server, "train_fusion", while_running=watch)
         wait_for_rows(panel.locator("table").first, page, server,
                       [["late_two", "classifier", "finished", f"{EPOCHS_FURTHER}/{EPOCHS_FURTHER}"]])
-        assert training.recorded_runs(dataset)  # still recorded, now trained further
+        assert registry.recorded_runs(dataset)  # still recorded, now trained further
         # apply it, scheduled: its field appears in the sidebar with no reload of the page
         panel.get_by_role("button", name="Apply this run").click()
         form.get_by_text("Apply a trained model", exact=True).wait_for(timeout=SHOW_TIMEOUT * 1000)
@@ -334,4 +337,4 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
         page.screenshot(path=artifacts_dir() / "app_runs_panel_actions_after.png")
     from mm_models import load_run
 
-    assert load_run(training.recorded_runs(dataset)["late_two"]).manifest["epochs_completed"] == EPOCHS_FURTHER
+    assert load_run(registry.recorded_runs(dataset)["late_two"]).manifest["epochs_completed"] == EPOCHS_FURTHER

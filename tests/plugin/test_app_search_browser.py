@@ -20,7 +20,9 @@ import uuid
 
 import pytest
 
-from cilp_plugin import cli, crossmodal, ingest, splits, synth
+from cilp_plugin import cli, writeback
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import ingest, splits
 
 from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
@@ -160,7 +162,7 @@ def test_grid_sorts_by_the_pair_scores_and_matches_keep_their_order(dataset, app
 
     def matches(pair_id):
         query_id = rgb.match({"pair_id": pair_id}).first().id
-        return crossmodal.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
+        return writeback.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
 
     def a_sort_would_reorder(found):  # else a grid sort could not show that it reorders them
         return sorted(found, key=similarity.get) != found

@@ -26,7 +26,7 @@ def _free_port() -> int:
 
 def test_the_app_server_stops_quietly_with_an_event_stream_open(tmp_path):
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "cilp_plugin.app", "server", "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "cilp_plugin.service.app", "server", "--port", str(port),
                                "--address", "127.0.0.1"], env=os.environ.copy(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:

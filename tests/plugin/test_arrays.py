@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cilp_plugin import arrays
-from cilp_plugin import format as fmt
+from cilp_plugin.data import layout
+from cilp_plugin.dataset import arrays
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_dataset_and_folder_give_the_same_arrays(dataset, tiny_data, tmp_path):
     np.testing.assert_array_equal(val.lidar, raw.lidar[order])
     assert val.rgb.shape == (4, 64, 64, 4) and val.rgb.dtype == np.uint8
     assert val.lidar.shape == (4, 4, 64, 64) and val.lidar.dtype == np.float32
-    assert [fmt.LABELS[i] for i in val.labels] == [pid.split("_")[0] for pid in val.pair_ids]
+    assert [layout.LABELS[i] for i in val.labels] == [pid.split("_")[0] for pid in val.pair_ids]
 
 
 def test_cache_is_reused_and_keyed_by_content(data_copy, tmp_path):
@@ -34,7 +34,7 @@ def test_cache_is_reused_and_keyed_by_content(data_copy, tmp_path):
     assert again.fingerprint == first.fingerprint
     np.testing.assert_array_equal(again.lidar, first.lidar)
 
-    depth = fmt.read_depth(data_copy / "cubes" / "lidar" / "0000.npy")
+    depth = layout.read_depth(data_copy / "cubes" / "lidar" / "0000.npy")
     np.save(data_copy / "cubes" / "lidar" / "0000.npy", depth + 1)
     changed = arrays.from_folder(data_copy, cache_dir=tmp_path)
     assert changed.fingerprint != first.fingerprint

@@ -20,14 +20,16 @@ from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 
 from mm_models import load_run, outputs_of
-from cilp_plugin import arrays, cli, synth
-from cilp_plugin import format as fmt
-from cilp_plugin.crossmodal import apply_cilp, find_cross_modal_matches
-from cilp_plugin.ingest import ingest
-from cilp_plugin.pipeline import train_cilp
-from cilp_plugin.splits import all_slices, create_splits
-from cilp_plugin.training import record_run, recorded_runs
+from cilp_plugin import cli
+from cilp_plugin.data import layout, synth
+from cilp_plugin.dataset import arrays
+from cilp_plugin.dataset.ingest import ingest
+from cilp_plugin.dataset.splits import create_splits
+from cilp_plugin.dataset.views import all_slices
+from cilp_plugin.runs.pipeline import train_cilp
+from cilp_plugin.runs.registry import record_run, recorded_runs
 from cilp_plugin.writeback import apply_run
+from cilp_plugin.writeback.cilp import apply_cilp, find_cross_modal_matches
 
 URI = "@cilp/multimodal"
 EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
@@ -229,7 +231,7 @@ def test_lidar_and_depth_samples_find_rgb_images(dataset, query_slice):
 
 def returns_centre(path):
     """Where the object sits in a LiDAR range image: the mean row and column of its returns."""
-    rows, cols = np.nonzero(fmt.read_depth(path) < fmt.NO_RETURN)
+    rows, cols = np.nonzero(layout.read_depth(path) < layout.NO_RETURN)
     return np.array([rows.mean(), cols.mean()])
 
 
@@ -308,7 +310,7 @@ def test_apply_indexes_the_pair_scores_and_replaces_former_per_slice_indexes(spl
     search on another slice, are deleted by a re-apply."""
     import fiftyone.brain as fob
 
-    from cilp_plugin.training import shipped_checkpoint
+    from cilp_plugin.runs.registry import shipped_checkpoint
 
     dataset = split_dataset.clone(f"{split_dataset.name}-indexes")
     try:
@@ -520,7 +522,7 @@ def test_the_one_index_finds_each_slices_own_neighbours(dataset, query_slice):
 
 
 def test_the_joint_map_places_both_modalities_of_every_pair(dataset):
-    from cilp_plugin.crossmodal import applied_runs, joint_map
+    from cilp_plugin.writeback.cilp import applied_runs, joint_map
 
     assert applied_runs(dataset) == ["cilp"]
     joint = joint_map(dataset, "cilp")
@@ -539,7 +541,7 @@ def test_the_joint_map_places_both_modalities_of_every_pair(dataset):
 
 def test_the_runs_panel_trains_a_stage_further_with_train_cilp(dataset):
     """What "Train it further" in the runs panel opens for a run of each kind."""
-    from cilp_plugin.run_table import train_further
+    from cilp_plugin.runs.table import train_further
 
     operator, params = train_further(dataset, "cilp")
     assert operator == "train_cilp"

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cilp_plugin.training import PARTIAL, recorded_runs
+from cilp_plugin.runs.registry import recorded_runs
+from cilp_plugin.runs.training import PARTIAL
 
 pytestmark = pytest.mark.slow
 

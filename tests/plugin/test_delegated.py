@@ -30,7 +30,7 @@ from bson import ObjectId
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionRunState
 
-from cilp_plugin.training import find_run
+from cilp_plugin.runs.registry import find_run
 
 TRAIN = "@cilp/multimodal/train_fusion"
 TERMINAL = (ExecutionRunState.COMPLETED, ExecutionRunState.FAILED)

@@ -14,8 +14,8 @@ import zipfile
 import pytest
 
 from cilp_plugin import cli
-from cilp_plugin import format as fmt
-from cilp_plugin.download import DownloadError, download, safe_extract
+from cilp_plugin.data import layout
+from cilp_plugin.data.download import DownloadError, download, safe_extract
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +102,9 @@ def test_existing_class_folders_need_force_and_force_replaces_only_them(server, 
 
     assert cli.main(["download", f"{url}/good.zip", "--dest", str(dest), "--force", "--allow-http"]) == 0
     assert (dest / "keep.txt").read_text() == "mine"
-    assert snapshot(synthetic) == snapshot(tiny_data) and fmt.scan(synthetic).usable
+    assert snapshot(synthetic) == snapshot(tiny_data) and layout.scan(synthetic).usable
     assert not (dest / "cubes" / "rgb" / "stale.png").exists()
-    assert snapshot(dest / "cubes") == snapshot(tiny_data / "cubes") and fmt.scan(dest).usable
+    assert snapshot(dest / "cubes") == snapshot(tiny_data / "cubes") and layout.scan(dest).usable
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "temporary files left behind"
 
 
@@ -201,7 +201,7 @@ def test_the_caps_are_keywords_too(server, tmp_path):
 
 def test_bytes_are_counted_while_extracting_not_only_declared(server, tmp_path, monkeypatch):
     """Even if the declared sizes passed, extraction stops at the cap."""
-    from cilp_plugin import download as dl
+    from cilp_plugin.data import download as dl
 
     site, _ = server
     monkeypatch.setattr(dl, "_check_declared", lambda *args: None)
@@ -236,7 +236,7 @@ def test_each_entry_is_decompressed_once(server, tmp_path, monkeypatch):
 
 
 def test_a_failed_install_puts_the_previous_class_folders_back(tiny_data, tmp_path, monkeypatch):
-    from cilp_plugin import download as dl
+    from cilp_plugin.data import download as dl
 
     dest = shutil.copytree(tiny_data, tmp_path / "data")
     (dest / "notes.txt").write_text("mine")

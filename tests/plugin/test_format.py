@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 
 from cilp_plugin import cli
-from cilp_plugin import format as fmt
+from cilp_plugin.data import layout
 
 
 def scan_problems(root):
-    report = fmt.scan(root)
+    report = layout.scan(root)
     return report, {b.path.name: b.reason for c in report.classes.values() for b in c.bad_files}
 
 
@@ -22,7 +22,7 @@ def test_scan_pairs_by_stem_and_reports_unpaired(data_copy):
     (data_copy / "spheres" / "notes.txt").write_text("ignored")
     (data_copy / "spheres" / "extra_folder").mkdir()
 
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
 
     cubes, spheres = report.classes["cubes"], report.classes["spheres"]
     assert (len(cubes.pairs), len(spheres.pairs)) == (7, 7)
@@ -38,18 +38,18 @@ def test_readers_normalise_modes_and_dtypes(tmp_path):
     for mode, image in {"RGB": Image.fromarray(rgb), "L": Image.fromarray(rgb[..., 0]),
                         "P": Image.fromarray(rgb).convert("P")}.items():
         image.save(tmp_path / f"{mode}.png")
-        out = fmt.read_rgb(tmp_path / f"{mode}.png")
+        out = layout.read_rgb(tmp_path / f"{mode}.png")
         assert out.shape == (64, 64, 4) and out.dtype == np.uint8, mode
         assert (out[..., 3] == 255).all()
     np.save(tmp_path / "d.npy", np.full((64, 64), 12.5, np.float64))
-    depth = fmt.read_depth(tmp_path / "d.npy")
+    depth = layout.read_depth(tmp_path / "d.npy")
     assert depth.dtype == np.float32 and depth[0, 0] == 12.5
 
 
 def test_png_writer_round_trips_through_pil(tmp_path):
     rgba = np.random.default_rng(0).integers(0, 256, (64, 64, 4), np.uint8)
-    (tmp_path / "x.png").write_bytes(fmt.encode_png(rgba))
-    np.testing.assert_array_equal(fmt.read_rgb(tmp_path / "x.png"), rgba)
+    (tmp_path / "x.png").write_bytes(layout.encode_png(rgba))
+    np.testing.assert_array_equal(layout.read_rgb(tmp_path / "x.png"), rgba)
 
 
 def corrupt_png(path):
@@ -104,8 +104,8 @@ def test_bad_file_is_skipped_and_reported_with_its_reason(data_copy, damage, fol
     assert expected in problems[f"0002.{suffix}"]
     assert "cube_0002" not in {p.pair_id for p in report.pairs}
     assert len(report.classes["cubes"].pairs) == 7 and report.usable
-    with pytest.raises(fmt.FormatError, match=f"0002.{suffix}"):
-        (fmt.read_rgb if folder == "rgb" else fmt.read_depth)(data_copy / "cubes" / folder / f"0002.{suffix}")
+    with pytest.raises(layout.FormatError, match=f"0002.{suffix}"):
+        (layout.read_rgb if folder == "rgb" else layout.read_depth)(data_copy / "cubes" / folder / f"0002.{suffix}")
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -120,25 +120,25 @@ def test_bad_angles_make_the_class_unusable(data_copy, values, expected):
     if values is not None:
         np.save(path, values)
 
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
 
     assert not report.usable
     assert expected in report.classes["spheres"].error
-    with pytest.raises(fmt.FormatError, match="spheres/azimuth.npy"):
+    with pytest.raises(layout.FormatError, match="spheres/azimuth.npy"):
         report.require_usable()
 
 
 def test_missing_class_folder_is_named(data_copy):
     import shutil
     shutil.rmtree(data_copy / "cubes" / "lidar")
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
     assert not report.usable
     assert "cubes/lidar: folder missing" in report.classes["cubes"].error
 
 
 def test_missing_root_raises(tmp_path):
-    with pytest.raises(fmt.FormatError, match="does not exist"):
-        fmt.scan(tmp_path / "nowhere")
+    with pytest.raises(layout.FormatError, match="does not exist"):
+        layout.scan(tmp_path / "nowhere")
 
 
 def test_cli_validate_json_and_exit_status(data_copy, capsys):
@@ -162,7 +162,7 @@ def test_depth_to_xyza_matches_the_course_formula():
     rng = np.random.default_rng(0)
     az, ze = rng.uniform(-0.3, 0.3, 64), rng.uniform(-0.3, 0.3, 64)
     depth = rng.uniform(1, 60, (64, 64)).astype(np.float32)
-    xyza = fmt.depth_to_xyza(depth, az, ze)
+    xyza = layout.depth_to_xyza(depth, az, ze)
     i, j = 5, 40
     d = depth[i, j]
     expected = [d * np.sin(-az[i]) * np.cos(-ze[j]), d * np.cos(-az[i]) * np.cos(-ze[j]), d * np.sin(-ze[j])]
@@ -176,9 +176,9 @@ def test_validation_in_worker_processes_reports_the_same(data_copy):
     (data_copy / "spheres" / "rgb" / "0006.png").unlink()
     counted = []
 
-    serial, parallel = fmt.scan(data_copy, workers=1), fmt.scan(data_copy, workers=2, progress=counted.append)
+    serial, parallel = layout.scan(data_copy, workers=1), layout.scan(data_copy, workers=2, progress=counted.append)
 
-    for folder in fmt.CLASS_FOLDERS:
+    for folder in layout.CLASS_FOLDERS:
         one, two = serial.classes[folder], parallel.classes[folder]
         assert one.pairs == two.pairs and one.bad_files == two.bad_files and one.unpaired == two.unpaired
     assert {b.path.name for c in parallel.classes.values() for b in c.bad_files} == {"0001.png", "0004.npy"}
@@ -190,7 +190,7 @@ def test_validation_in_worker_processes_reports_the_same(data_copy):
 
 def expected_quirks(root):
     """The quirks of ``root`` found by a reading of their own: images through PIL, pairs byte by byte."""
-    pairs = fmt.scan(root, validate=False).pairs
+    pairs = layout.scan(root, validate=False).pairs
     blank = [p.pair_id for p in pairs if not np.asarray(Image.open(p.rgb_path).convert("RGB")).any()]
     duplicates = {}
     for k, pair in enumerate(pairs):
@@ -203,7 +203,7 @@ def expected_quirks(root):
 
 
 def test_scan_reports_the_quirks_of_published_copies(quirky_data, capsys):
-    report = fmt.scan(quirky_data)
+    report = layout.scan(quirky_data)
 
     blank, duplicates = expected_quirks(quirky_data)
     assert report.blank_rgb() == blank and len(blank) == 4  # 2 per class
@@ -237,11 +237,11 @@ def test_scan_reports_the_quirks_of_published_copies(quirky_data, capsys):
 
 
 def test_default_generated_data_has_no_quirks(tiny_data):
-    report = fmt.scan(tiny_data)
+    report = layout.scan(tiny_data)
     assert report.blank_rgb() == [] and report.duplicates() == {} and report.copies == []
     assert expected_quirks(tiny_data) == ([], {})
     assert "quirks: none (no all-black RGB image, no duplicate pair, no 'NNNN (n)' copy)" in report.format_text()
-    assert "quirks" not in fmt.scan(tiny_data, validate=False).format_text()  # not read: nothing claimed
+    assert "quirks" not in layout.scan(tiny_data, validate=False).format_text()  # not read: nothing claimed
 
 
 def test_blank_means_every_rgb_value_zero_whatever_the_alpha(data_copy):
@@ -255,7 +255,7 @@ def test_blank_means_every_rgb_value_zero_whatever_the_alpha(data_copy):
     one_dim_pixel = clear.copy()
     one_dim_pixel[40, 7] = (0, 1, 0, 255)
     write("0003", one_dim_pixel)
-    assert fmt.scan(data_copy).blank_rgb() == ["cube_0001", "cube_0002"]
+    assert layout.scan(data_copy).blank_rgb() == ["cube_0001", "cube_0002"]
 
 
 def test_duplicates_need_both_files_identical_and_copies_are_named(data_copy, capsys):
@@ -268,7 +268,7 @@ def test_duplicates_need_both_files_identical_and_copies_are_named(data_copy, ca
     np.save(cubes / "lidar" / "0003 (2).npy", np.full((64, 64), 20.0, np.float32))  # a copy that differs
     (cubes / "rgb" / "0009 (1).png").write_bytes(b"a copy without an original")  # no 0009.png: not a copy
 
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
 
     assert report.duplicates() == {"cube_0004 (1)": "cube_0004", "sphere_0005": "cube_0002"}
     assert [(c.path.name, c.original.name, c.identical) for c in report.classes["cubes"].copies] == [
@@ -282,11 +282,11 @@ def test_duplicates_need_both_files_identical_and_copies_are_named(data_copy, ca
 def test_the_digests_are_of_the_bytes_read(data_copy):
     import hashlib
 
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
     pair = report.pairs[3]
     digest = "/".join(hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
                       for path in (pair.rgb_path, pair.lidar_path))
-    assert report.contents[pair.pair_id] == fmt.Contents(digest, blank_rgb=False)
+    assert report.contents[pair.pair_id] == layout.Contents(digest, blank_rgb=False)
     assert len({c.digest for c in report.contents.values()}) == 16
-    skipped = fmt.validate_pairs(fmt.scan(data_copy, validate=False), skip={pair.pair_id})
+    skipped = layout.validate_pairs(layout.scan(data_copy, validate=False), skip={pair.pair_id})
     assert pair.pair_id not in skipped.contents and len(skipped.contents) == 15

@@ -10,8 +10,8 @@ import open3d as o3d
 import pytest
 from PIL import Image
 
-from cilp_plugin import derived, ingest
-from cilp_plugin import format as fmt
+from cilp_plugin.data import derived, layout
+from cilp_plugin.dataset import ingest, views
 
 
 def unique(prefix="cilp"):
@@ -38,7 +38,7 @@ def test_every_pair_is_one_complete_group(dataset, data_copy):
         groups.setdefault(group, set()).add((pid, label, returns))
     assert len(groups) == 16
     assert all(len(members) == 1 for members in groups.values()), "slices of a group disagree"
-    assert {pid for (pid, _, _), in groups.values()} == {p.pair_id for p in fmt.scan(data_copy).pairs}
+    assert {pid for (pid, _, _), in groups.values()} == {p.pair_id for p in layout.scan(data_copy).pairs}
     assert all(pid.split("_")[0] == label for (pid, label, _), in groups.values())
 
 
@@ -47,8 +47,8 @@ def test_slices_point_at_real_files(dataset, data_copy):
     cloud = o3d.io.read_point_cloud(sample.filepath)
     points = np.asarray(cloud.points)
     assert len(points) == sample.lidar_returns > 0 and cloud.has_colors()
-    depth = fmt.read_depth(data_copy / "spheres" / "lidar" / "0003.npy")
-    valid = depth[depth < fmt.NO_RETURN]
+    depth = layout.read_depth(data_copy / "spheres" / "lidar" / "0003.npy")
+    valid = depth[depth < layout.NO_RETURN]
     assert sample.lidar_min_range == pytest.approx(valid.min(), rel=1e-5)
     assert sample.lidar_mean_range == pytest.approx(valid.mean(), rel=1e-5)
     np.testing.assert_allclose(np.linalg.norm(points, axis=1).min(), valid.min(), rtol=1e-4)
@@ -60,20 +60,20 @@ def test_slices_point_at_real_files(dataset, data_copy):
     depth_png = dataset.select_group_slices("depth").match(fo.ViewField("pair_id") == "sphere_0003").first()
     picture = np.asarray(Image.open(depth_png.filepath))
     hits = (picture[..., :3] > 0).any(-1)
-    assert hits.sum() == (depth < fmt.NO_RETURN).sum()  # no-return pixels, and only those, are black
+    assert hits.sum() == (depth < layout.NO_RETURN).sum()  # no-return pixels, and only those, are black
     assert str(data_copy) not in depth_png.filepath.replace(f"{data_copy}.cache", "")
 
 
 def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, capsys, monkeypatch):
     read = []  # the pairs whose files a re-ingest reads to check them: only new or changed ones
-    check = fmt._validate_pair
-    monkeypatch.setattr(fmt, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
+    check = layout._validate_pair
+    monkeypatch.setattr(layout, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
     name = dataset.name
     again = ingest.ingest(data_copy, name)
     assert again.added == [] and again.existing == 16 and len(dataset) == 16
     assert again.changed == again.vanished == again.repaired == [] and read == []
 
-    fmt.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
+    layout.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
     (data_copy / "spheres" / "rgb" / "0001.png").unlink()
     (data_copy / "cubes" / "lidar" / "0002.npy").unlink()
     (data_copy / "cubes" / "rgb" / "0003.png").write_bytes(b"not a png")
@@ -83,7 +83,7 @@ def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, c
     assert third.vanished == ["cube_0002", "sphere_0001"]
     assert third.invalid == ["cube_0003"]
     assert len(fo.load_dataset(name)) == 14  # 16 + 1 - 3, every slice of each removed pair gone
-    assert sorted(dataset.distinct("pair_id")) == sorted(p.pair_id for p in fmt.scan(data_copy).pairs)
+    assert sorted(dataset.distinct("pair_id")) == sorted(p.pair_id for p in layout.scan(data_copy).pairs)
     assert len(dataset.select_group_slices(_allow_mixed=True)) == 42
     summary = third.summary()
     assert "2 pairs whose files vanished, removed from the dataset: cube_0002, sphere_0001" in summary
@@ -96,7 +96,7 @@ def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, c
 
 def test_a_scan_without_any_return_ingests_with_an_empty_point_cloud(data_copy):
     path = data_copy / "spheres" / "lidar" / "0002.npy"
-    np.save(path, np.full((64, 64), fmt.NO_RETURN, np.float32))  # the object left the LiDAR's view
+    np.save(path, np.full((64, 64), layout.NO_RETURN, np.float32))  # the object left the LiDAR's view
     dataset = ingest.ingest(data_copy, f"empty-{uuid.uuid4().hex[:8]}").dataset
     try:
         sample = dataset.select_group_slices("lidar").match(fo.ViewField("pair_id") == "sphere_0002").first()
@@ -115,15 +115,15 @@ def test_reingest_regenerates_the_derived_files_of_changed_pairs(dataset, data_c
     thumbnail_bytes = open(thumbnail, "rb").read()
 
     path = data_copy / "cubes" / "lidar" / "0004.npy"
-    depth = fmt.read_depth(path)
-    columns = np.flatnonzero((depth < fmt.NO_RETURN).any(0))
-    depth[:, (columns.min() + columns.max()) // 2 + 1:] = fmt.NO_RETURN  # half the object now sees nothing
+    depth = layout.read_depth(path)
+    columns = np.flatnonzero((depth < layout.NO_RETURN).any(0))
+    depth[:, (columns.min() + columns.max()) // 2 + 1:] = layout.NO_RETURN  # half the object now sees nothing
     np.save(path, depth)
     result = ingest.ingest(data_copy, dataset.name)
     assert result.changed == ["cube_0004"] and result.added == [] and result.existing == 16
     assert "1 pairs whose files changed: depth, point cloud and thumbnail regenerated" in result.summary()
 
-    returns = int((depth < fmt.NO_RETURN).sum())
+    returns = int((depth < layout.NO_RETURN).sum())
     assert 0 < returns < before["cube_0004"]
     flat = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id") == "cube_0004")
     assert flat.values("lidar_returns") == [returns] * 3  # every slice of the pair
@@ -133,7 +133,7 @@ def test_reingest_regenerates_the_derived_files_of_changed_pairs(dataset, data_c
         fo.ViewField("pair_id") == "cube_0004").first().filepath))
     assert (picture[..., :3] > 0).any(-1).sum() == returns
     assert set(flat.values("source_key")) == {ingest.source_key(
-        next(p for p in fmt.scan(data_copy).pairs if p.pair_id == "cube_0004"))}
+        next(p for p in layout.scan(data_copy).pairs if p.pair_id == "cube_0004"))}
     others = {pid: n for pid, n in zip(*lidar.values(["pair_id", "lidar_returns"])) if pid != "cube_0004"}
     assert others == {pid: n for pid, n in before.items() if pid != "cube_0004"}
 
@@ -155,9 +155,9 @@ def test_reingest_completes_groups_an_interrupted_ingest_left(dataset, data_copy
     dataset.delete_samples([by_pair["cube_0001"]["depth"], by_pair["cube_0001"]["lidar"],
                             by_pair["sphere_0002"]["rgb"]])
     dataset.delete_samples([by_pair["sphere_0005"]["rgb"]])  # only depth + lidar left of this one...
-    report = fmt.scan(data_copy)
+    report = layout.scan(data_copy)
     pair = next(p for p in report.pairs if p.pair_id == "sphere_0005")
-    made = derived.derive(pair, *fmt.read_angles(data_copy / "spheres"), ingest.default_cache_dir(data_copy))
+    made = derived.derive(pair, *layout.read_angles(data_copy / "spheres"), views.default_cache_dir(data_copy))
     dataset.add_samples(ingest._group_samples(pair, made, ingest.source_key(pair), report.contents[pair.pair_id],
                                               [])[1:])  # ...and a second part
 
@@ -181,7 +181,7 @@ def assert_whole_groups(dataset, pairs: int) -> None:
 
 
 def test_missing_files_are_named_when_training_reads_them(dataset, data_copy):
-    from cilp_plugin import arrays
+    from cilp_plugin.dataset import arrays
 
     (data_copy / "spheres" / "lidar" / "0006.npy").unlink()
     with pytest.raises(FileNotFoundError) as error:
@@ -235,7 +235,7 @@ def test_failed_ingest_leaves_no_dataset(data_copy):
 
 
 def test_failed_reingest_removes_only_what_it_added(dataset, data_copy, monkeypatch):
-    fmt.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
+    layout.write_pair(data_copy / "cubes", "0100", np.zeros((64, 64, 4), np.uint8), np.full((64, 64), 10, np.float32))
     real_add = fo.Dataset.add_samples
 
     def add_then_fail(self, samples, **kwargs):
@@ -251,12 +251,12 @@ def test_failed_reingest_removes_only_what_it_added(dataset, data_copy, monkeypa
 
 def test_unusable_folder_and_foreign_dataset_are_refused(tmp_path, dataset, data_copy, tiny_data):
     (tmp_path / "empty" / "cubes").mkdir(parents=True)
-    with pytest.raises(fmt.FormatError, match="folder missing"):
+    with pytest.raises(layout.FormatError, match="folder missing"):
         ingest.ingest(tmp_path / "empty", unique())
     for png in (data_copy / "cubes" / "rgb").glob("*.png"):  # pairs by name, but none readable
         png.write_bytes(b"not a png")
     name = unique()
-    with pytest.raises(fmt.FormatError, match="no usable RGB/LiDAR pair"):
+    with pytest.raises(layout.FormatError, match="no usable RGB/LiDAR pair"):
         ingest.ingest(data_copy, name)
     assert not fo.dataset_exists(name)
     with pytest.raises(ValueError, match="was built from"):
@@ -295,12 +295,12 @@ def interrupt_after(calls: int):
 def test_a_script_without_a_main_guard_ingests_with_worker_processes(tmp_path):
     """The most natural two-line script: the derived files are made by worker processes (200+ new pairs),
     which must not run the script again (a fork server or spawn would: a second ingest of the same name)."""
-    from cilp_plugin import synth
+    from cilp_plugin.data import synth
 
     root = synth.generate(tmp_path / "data", n_per_class=110, seed=2)
     name = unique("no-guard")
     script = tmp_path / "ingest_it.py"
-    script.write_text("from cilp_plugin.ingest import ingest\n"
+    script.write_text("from cilp_plugin.dataset.ingest import ingest\n"
                       f"print('added', len(ingest({str(root)!r}, {name!r}).added))\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -327,23 +327,23 @@ def quirk_tags(dataset) -> dict[str, list[str]]:
     by_pair = {}
     for pid, slice_name, tags in zip(*dataset.select_group_slices(_allow_mixed=True).values(
             ["pair_id", "group.name", "tags"])):
-        by_pair.setdefault(pid, {})[slice_name] = sorted(set(tags) & set(fmt.QUIRK_TAGS))
+        by_pair.setdefault(pid, {})[slice_name] = sorted(set(tags) & set(layout.QUIRK_TAGS))
     for pid, slices in by_pair.items():
         assert len(slices) == 3 and len({tuple(tags) for tags in slices.values()}) == 1, f"{pid}: {slices}"
-    return {tag: sorted(pid for pid, slices in by_pair.items() if tag in slices["rgb"]) for tag in fmt.QUIRK_TAGS}
+    return {tag: sorted(pid for pid, slices in by_pair.items() if tag in slices["rgb"]) for tag in layout.QUIRK_TAGS}
 
 
 def read_pairs(monkeypatch) -> list[str]:
     """The pair ids whose files the next ingests read, as they read them."""
     read = []
-    check = fmt._validate_pair
-    monkeypatch.setattr(fmt, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
+    check = layout._validate_pair
+    monkeypatch.setattr(layout, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
     return read
 
 
 def test_ingest_tags_every_slice_of_the_quirky_pairs(quirky, capsys, monkeypatch):
     root, result = quirky
-    report = fmt.scan(root)
+    report = layout.scan(root)
     blank, duplicates = report.blank_rgb(), report.duplicates()
     assert len(blank) == len(duplicates) == 4 and len(result.dataset) == 16
 
@@ -372,14 +372,14 @@ def test_reingest_brings_the_quirk_tags_in_line_with_the_folder(quirky, monkeypa
     label, stem = fixed.split("_")
     image = np.random.default_rng(0).integers(0, 40, (64, 64, 4), np.uint8)
     image[..., 3] = 255
-    (root / f"{label}s" / "rgb" / f"{stem}.png").write_bytes(fmt.encode_png(image))
+    (root / f"{label}s" / "rgb" / f"{stem}.png").write_bytes(layout.encode_png(image))
     duplicate, original = next(iter(result.scan.duplicates().items()))  # its original goes: it is the first now
     label, stem = original.split("_")
     (root / f"{label}s" / "rgb" / f"{stem}.png").unlink()
     (root / f"{label}s" / "lidar" / f"{stem}.npy").unlink()
-    unique_pair = next(p for p in fmt.scan(root).pairs if not any(p.pair_id in ids for ids in before.values()))
-    fmt.write_pair(unique_pair.folder, "0100", fmt.read_rgb(unique_pair.rgb_path),
-                   fmt.read_depth(unique_pair.lidar_path))  # re-encoded, byte-identical: a new duplicate
+    unique_pair = next(p for p in layout.scan(root).pairs if not any(p.pair_id in ids for ids in before.values()))
+    layout.write_pair(unique_pair.folder, "0100", layout.read_rgb(unique_pair.rgb_path),
+                   layout.read_depth(unique_pair.lidar_path))  # re-encoded, byte-identical: a new duplicate
     new = f"{unique_pair.label}_0100"
     kept_duplicate = next(pid for pid in before["duplicate"] if pid != duplicate)
     dataset.select_group_slices("lidar").match(fo.ViewField("pair_id") == kept_duplicate).untag_samples(
@@ -393,7 +393,7 @@ def test_reingest_brings_the_quirk_tags_in_line_with_the_folder(quirky, monkeypa
     assert quirk_tags(dataset) == {
         "blank_rgb": [pid for pid in before["blank_rgb"] if pid != fixed],
         "duplicate": sorted({*before["duplicate"], new} - {duplicate})}
-    assert again.quirks["duplicate"] == [pid for pid in fmt.scan(root).duplicates()]
+    assert again.quirks["duplicate"] == [pid for pid in layout.scan(root).duplicates()]
 
 
 def test_a_dataset_without_content_hashes_is_read_again_once(quirky, monkeypatch):
@@ -402,7 +402,7 @@ def test_a_dataset_without_content_hashes_is_read_again_once(quirky, monkeypatch
     flat = dataset.select_group_slices(_allow_mixed=True)
     expected = quirk_tags(dataset)
     flat.set_values("content_hash", [None] * len(flat))  # what an older version ingested
-    flat.untag_samples(list(fmt.QUIRK_TAGS))
+    flat.untag_samples(list(layout.QUIRK_TAGS))
     read = read_pairs(monkeypatch)
 
     ingest.ingest(root, dataset.name)

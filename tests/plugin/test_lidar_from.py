@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cilp_plugin import cli
-from cilp_plugin.training import recorded_runs
+from cilp_plugin.runs.registry import recorded_runs
 from tests.mm_models.test_mm_assessment import assessment_classifier
 
 

@@ -103,7 +103,7 @@ def runs_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def dataset(shared_database, runs_dir, tiny_data):
     """``tiny_data`` ingested into the shared database, split 12 train / 4 val."""
-    from cilp_plugin import ingest, splits
+    from cilp_plugin.dataset import ingest, splits
 
     dataset = ingest.ingest(tiny_data, f"shared-{uuid.uuid4().hex[:8]}").dataset
     splits.create_splits(dataset, val=0.25, seed=0)
@@ -170,7 +170,7 @@ def test_fiftyones_claim_of_a_queued_operation_is_atomic(dataset):
 
 
 def test_a_dataset_lease_is_held_by_one_executor_and_lapses_when_not_renewed(shared_database):
-    from cilp_plugin.executor import acquire_lease, release_lease, renew_lease
+    from cilp_plugin.dataset.leases import acquire_lease, release_lease, renew_lease
 
     key = f"dataset:{uuid.uuid4().hex}"
     try:
@@ -195,8 +195,8 @@ def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(data
     executor takes for such an operation: while a worker holds it, they wait."""
     import threading
 
-    from cilp_plugin.executor import _leases, acquire_lease, dataset_lease, release_lease
-    from cilp_plugin.staging import StagedWrite
+    from cilp_plugin.dataset.leases import _leases, acquire_lease, dataset_lease, release_lease
+    from cilp_plugin.writeback.staging import StagedWrite
 
     key = f"dataset:{dataset._doc.id}"
     assert acquire_lease(key, "cilp worker w1 (host h, pid 1)", "op1", stale_after_s=60)
@@ -242,7 +242,7 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(dataset)
     import socket
     from datetime import datetime, timedelta
 
-    from cilp_plugin.executor import _leases, dataset_lease
+    from cilp_plugin.dataset.leases import _leases, dataset_lease
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -261,7 +261,7 @@ def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(dataset)
 def test_only_monitored_running_operations_with_a_stale_heartbeat_are_marked_failed(dataset):
     from fiftyone.operators.executor import ExecutionRunState
 
-    from cilp_plugin.executor import _operations, fail_stale_operations
+    from cilp_plugin.service.executor import _operations, fail_stale_operations
 
     ops = {name: _queue(dataset, TRAIN, {"family": "late", "epochs": 1, "name": name})
            for name in ("dead", "alive", "unmonitored", "queued")}
@@ -321,7 +321,7 @@ def test_two_processes_adding_fields_to_one_dataset_at_once_lose_some_hence_the_
         kept = [name for name in dataset.get_field_schema() if name.startswith("race_")]
         print(f"{len(kept)} of 40 fields kept")
         assert len(kept) < 40, "FiftyOne kept every field: its schema writes may no longer need the dataset " \
-                               "lease of cilp_plugin.executor"
+                               "lease of cilp_plugin.dataset.leases"
     finally:
         for r in racers:
             r.kill()
@@ -334,8 +334,8 @@ def test_cilp_worker_refuses_to_start_without_the_plugin_or_with_a_too_short_sta
         shared_database, tmp_path, monkeypatch, capsys):
     import fiftyone as fo
 
-    from cilp_plugin import app
     from cilp_plugin.cli import main
+    from cilp_plugin.service import app
 
     def started(*args, **kwargs):
         raise AssertionError("the worker started")
@@ -439,7 +439,7 @@ def _overlap(a, b) -> bool:
 def test_two_workers_run_every_operation_once_and_every_result_lands_in_the_dataset(dataset, workers, runs_dir):
     import json
 
-    from cilp_plugin.training import recorded_runs
+    from cilp_plugin.runs.registry import recorded_runs
 
     trainings = {name: _queue(dataset, TRAIN, {"family": family, "epochs": 1, "batch_size": 8, "name": name})
                  for name, family in (("t1", "late"), ("t2", "intermediate"), ("t3", "late"))}
@@ -495,7 +495,7 @@ def _final_run_folder(dataset, runs_dir: Path, name: str) -> Path:
 
 
 def test_a_killed_workers_operation_is_marked_failed_and_the_other_worker_goes_on(dataset, workers, runs_dir):
-    from cilp_plugin.training import recorded_runs
+    from cilp_plugin.runs.registry import recorded_runs
 
     # 1. a worker's executor killed (e.g. for memory), its supervisor alive: the training's process it
     #    leaves is killed, the executor restarted; the operation marked failed once its heartbeat is stale

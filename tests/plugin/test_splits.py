@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from cilp_plugin import ingest, splits
+from cilp_plugin.dataset import ingest, splits, views
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_bad_fractions_are_named(kwargs, message):
 
 def test_tags_land_on_every_slice_and_no_pair_crosses_splits(dataset):
     result = splits.create_splits(dataset, val=0.25, subset=0.5, seed=3)
-    flat = splits.all_slices(dataset)
+    flat = views.all_slices(dataset)
     by_pair = {}
     for pid, tags in zip(flat.values("pair_id"), flat.values("tags")):
         by_pair.setdefault(pid, set()).add(tuple(sorted(tags)))
@@ -73,9 +73,9 @@ def test_tags_land_on_every_slice_and_no_pair_crosses_splits(dataset):
 
 
 def test_resplitting_keeps_other_tags(dataset):
-    splits.all_slices(dataset).tag_samples("reviewed")
+    views.all_slices(dataset).tag_samples("reviewed")
     splits.create_splits(dataset, val=0.5, seed=1)
-    counts = splits.all_slices(dataset).count_sample_tags()
+    counts = views.all_slices(dataset).count_sample_tags()
     assert counts["reviewed"] == 48 and counts["train"] + counts["val"] == 48
 
 
@@ -96,7 +96,7 @@ def test_json_round_trip_and_reference_import(dataset, tmp_path):
     imported = splits.create_splits(dataset, from_json=tmp_path / "reference.json")
     assert imported.missing == ["cube_9999"]
     assert "1 ids not in the dataset: cube_9999" in imported.summary()
-    assert splits.all_slices(dataset).count_sample_tags()["train"] == 6
+    assert views.all_slices(dataset).count_sample_tags()["train"] == 6
 
 
 @pytest.mark.parametrize("content, message", [
@@ -144,7 +144,7 @@ def quirky(quirky_data):
 def split_tags(dataset) -> dict[str, set[str]]:
     """Pair id -> the split tags its slices carry."""
     by_pair = {}
-    for pid, tags in zip(*splits.all_slices(dataset).values(["pair_id", "tags"])):
+    for pid, tags in zip(*views.all_slices(dataset).values(["pair_id", "tags"])):
         by_pair.setdefault(pid, set()).update(set(tags) & set(splits.SPLITS))
     return by_pair
 
@@ -163,7 +163,7 @@ def test_excluded_tags_leave_their_pairs_out_of_the_split(quirky, capsys):
     kept = sorted(set(splits.pair_ids(dataset)) - left_out)
     assert result.split.assignments() == splits.make_split(kept, val=0.25, seed=0).assignments()
     assert {pid for pid, tags in split_tags(dataset).items() if tags} == set(kept)  # the others lost theirs
-    assert splits.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12, "duplicate": 12}
+    assert views.all_slices(dataset).count_sample_tags() == {"train": 18, "val": 6, "blank_rgb": 12, "duplicate": 12}
     assert result.excluded == {"blank_rgb": sorted(quirks["blank_rgb"]), "duplicate": sorted(quirks["duplicate"])}
     assert f"left out 8 pairs tagged blank_rgb (4: {', '.join(sorted(quirks['blank_rgb']))}), duplicate (4: " \
         in result.summary()
@@ -192,12 +192,12 @@ def test_an_imported_split_loses_the_excluded_pairs(quirky, tmp_path):
 ])
 def test_bad_exclusions_are_named_and_change_nothing(quirky, exclude_tags, message):
     dataset = quirky.dataset
-    splits.all_slices(dataset).tag_samples("everything")
+    views.all_slices(dataset).tag_samples("everything")
     splits.create_splits(dataset, val=0.5, seed=2)
     before = split_tags(dataset)
     try:
         with pytest.raises(ValueError, match=message):
             splits.create_splits(dataset, val=0.25, seed=0, exclude_tags=exclude_tags)
     finally:
-        splits.all_slices(dataset).untag_samples("everything")
+        views.all_slices(dataset).untag_samples("everything")
     assert split_tags(dataset) == before

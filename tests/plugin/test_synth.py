@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cilp_plugin import cli, synth
-from cilp_plugin import format as fmt
+from cilp_plugin import cli
+from cilp_plugin.data import layout, synth
 
 
 def tree_files(root):
@@ -18,17 +18,17 @@ def tree_files(root):
 
 
 def test_output_follows_the_dli_layout(tiny_data):
-    report = fmt.scan(tiny_data)
+    report = layout.scan(tiny_data)
     assert report.usable
     assert [len(c.pairs) for c in report.classes.values()] == [8, 8]
     az, ze = report.angles("sphere")
     assert az.dtype == np.float32 and az.shape == (64,)
     assert np.rad2deg(az[0]) == pytest.approx(-16) and np.rad2deg(az[-1]) == pytest.approx(15.5)
-    rgb = fmt.read_rgb(report.pairs[0].rgb_path)
+    rgb = layout.read_rgb(report.pairs[0].rgb_path)
     assert (rgb[..., 3] == 255).all() and rgb[..., :3].mean() / 255 < 0.05  # dark, like the original
-    depth = fmt.read_depth(report.pairs[0].lidar_path)
-    hits = depth < fmt.NO_RETURN
-    assert 0 < hits.mean() < 0.6 and (depth[~hits] >= fmt.NO_RETURN).all()
+    depth = layout.read_depth(report.pairs[0].lidar_path)
+    hits = depth < layout.NO_RETURN
+    assert 0 < hits.mean() < 0.6 and (depth[~hits] >= layout.NO_RETURN).all()
 
 
 def test_same_arguments_give_byte_identical_files(tmp_path):
@@ -54,7 +54,7 @@ def test_difficulty_knobs_change_the_scene(tmp_path):
                           config=synth.SceneConfig(ground_plane=True, distractors=3))
 
     def returns(root):
-        return np.mean([(fmt.read_depth(p.lidar_path) < fmt.NO_RETURN).mean() for p in fmt.scan(root).pairs])
+        return np.mean([(layout.read_depth(p.lidar_path) < layout.NO_RETURN).mean() for p in layout.scan(root).pairs])
 
     assert returns(hard) > returns(plain) + 0.2  # the floor fills the lower beams
 
@@ -74,15 +74,15 @@ def test_generate_refuses_existing_data_and_bad_sizes(tiny_data, tmp_path, capsy
 def test_cli_generate_writes_the_requested_pairs(tmp_path, capsys):
     assert cli.main(["generate", str(tmp_path / "d"), "--n-per-class", "3", "--seed", "9"]) == 0
     assert "wrote 6 pairs" in capsys.readouterr().out
-    assert len(fmt.scan(tmp_path / "d").pairs) == 6
+    assert len(layout.scan(tmp_path / "d").pairs) == 6
 
 
 def load_arrays(root):
-    report = fmt.scan(root)
+    report = layout.scan(root)
     az, ze = report.angles("cube")
-    rgb = np.stack([fmt.read_rgb(p.rgb_path) for p in report.pairs]).transpose(0, 3, 1, 2)
-    lidar = np.stack([fmt.depth_to_xyza(fmt.read_depth(p.lidar_path), az, ze) for p in report.pairs])
-    labels = np.array([fmt.LABELS.index(p.label) for p in report.pairs])
+    rgb = np.stack([layout.read_rgb(p.rgb_path) for p in report.pairs]).transpose(0, 3, 1, 2)
+    lidar = np.stack([layout.depth_to_xyza(layout.read_depth(p.lidar_path), az, ze) for p in report.pairs])
+    labels = np.array([layout.LABELS.index(p.label) for p in report.pairs])
     return torch.tensor(rgb, dtype=torch.float32), torch.tensor(lidar), torch.tensor(labels)
 
 
@@ -128,21 +128,21 @@ def test_the_default_look_is_the_originals_and_the_legacy_look_stays_reachable()
     assert (rgb == 0).mean() > 0.97  # a black background without noise: small lit objects
     lit = rgb[rgb.max(-1) > 0.3]
     assert np.median(lit.min(-1) / lit.max(-1)) > 0.3  # pastel: every channel lit, not one primary
-    returns = [(d < fmt.NO_RETURN).sum((1, 2)) for d in (cube_depth, sphere_depth)]
+    returns = [(d < layout.NO_RETURN).sum((1, 2)) for d in (cube_depth, sphere_depth)]
     assert 1.6 < np.median(returns[0]) / np.median(returns[1]) < 2.6  # equal-size prims: cubes twice the beams
     legacy_rgb, legacy_depth = render(synth.LEGACY, "sphere")
     legacy_lit = legacy_rgb[..., :3][legacy_rgb[..., :3].max(-1) > 20] / 255
     assert np.median(legacy_lit.min(-1) / legacy_lit.max(-1)) < 0.2  # one dominant channel
-    assert np.median((legacy_depth < fmt.NO_RETURN).sum((1, 2))) > 1.5 * np.median(returns[1])  # nearer, larger
+    assert np.median((legacy_depth < layout.NO_RETURN).sum((1, 2))) > 1.5 * np.median(returns[1])  # nearer, larger
 
 
 def test_generate_takes_the_look_and_the_scene_knobs(tmp_path, capsys):
     dest = tmp_path / "far"
     assert cli.main(["generate", str(dest), "--n-per-class", "2", "--look", "legacy", "--no-return", "100",
                      "--distance", "2", "5", "--size", "0.2", "0.3"]) == 0
-    depth = fmt.read_depth(dest / "cubes" / "lidar" / "0000.npy")
+    depth = layout.read_depth(dest / "cubes" / "lidar" / "0000.npy")
     assert depth.max() == 100.0 and 1.5 < depth.min() < 5
-    rgb = fmt.read_rgb(dest / "cubes" / "rgb" / "0000.png")[..., :3]
+    rgb = layout.read_rgb(dest / "cubes" / "rgb" / "0000.png")[..., :3]
     assert (rgb > 0).mean() > 0.2  # the legacy look's camera noise (the default look has none)
     for field, value, message in (("no_return", 20.0, "no_return: expected a value >= 50.0"),
                                   ("camera_fov", 200.0, "camera_fov: expected degrees in (0, 180)"),
@@ -167,10 +167,10 @@ def test_quirks_knob_adds_each_quirk_on_its_own_stems_and_is_deterministic(tmp_p
     changed = {f for f in tree_files(plain) if not filecmp.cmp(plain / f, a / f, shallow=False)}
     # per class: 2 images blanked, 2 pairs overwritten by an earlier pair's files (both files each)
     assert len(changed) == 2 * (2 + 2 * 2)
-    for folder in fmt.CLASS_FOLDERS:
+    for folder in layout.CLASS_FOLDERS:
         blanked = [f for f in changed if f.parts[0] == folder and f.parts[1] == "rgb"
-                   and not fmt.read_rgb(a / f)[..., :3].any()]
-        assert len(blanked) == 2 and all((fmt.read_rgb(a / f)[..., 3] == 255).all() for f in blanked)
+                   and not layout.read_rgb(a / f)[..., :3].any()]
+        assert len(blanked) == 2 and all((layout.read_rgb(a / f)[..., 3] == 255).all() for f in blanked)
         overwritten = sorted({f.stem for f in changed if f.parts[0] == folder} - {f.stem for f in blanked})
         assert len(overwritten) == 2
         for stem in overwritten:  # each now a byte copy of an earlier stem's pair

@@ -4,8 +4,9 @@
     scheduled_operations(dataset) # one row per delegated operation on the dataset, newest first
     run_curves(run_dir)           # train and val loss per epoch, as plotly traces, from metrics.csv
     run_config(run_dir)           # what a run trained: its model and training settings, as markdown
-    joint_map_traces(dataset, run)  # a CILP run's joint map of both modalities, as plotly traces
     train_further(dataset, run)   # the operator and form values that train a run further
+
+A CILP run's joint map, as plotly traces, is :func:`cilp_plugin.writeback.pictures.joint_map_traces`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import csv
 from pathlib import Path
 
 import fiftyone as fo
-import numpy as np
 
-from .pictures import CLASS_COLOURS, SLICE_NAMES
-from .training import recorded_runs
+from .registry import recorded_runs
 
 #: the validation metric shown for each kind of run, besides the loss
 HEADLINE = {"classifier": "val/accuracy", "cilp": "val/rgb2lidar_top1", "rgb2lidar": "val/accuracy"}
@@ -111,44 +110,6 @@ def run_config(run_dir: Path | str) -> str:
     rows += [(f"parent {role}", Path(parent.get("run", "?")).name) for role, parent in (spec.get("parents") or {}).items()]
     rows += [(key, train[key]) for key in SHOWN_TRAIN if key in train]
     return " · ".join(f"{key} `{value}`" for key, value in rows)
-
-
-#: marker of each modality on the joint map (its colours and names are the report's)
-MODALITY_MARKERS = {"rgb": "circle", "lidar": "x"}
-
-
-def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> list[dict]:
-    """Plotly traces of the CILP run's joint map: one per class and modality (colour = class,
-    marker = modality, point ids = pair ids), and a line from each ``linked`` pair's RGB point
-    to its LiDAR point."""
-    from .crossmodal import joint_map
-
-    joint = joint_map(dataset, run)
-    labels, modalities = np.asarray(joint.labels), np.asarray(joint.modalities)
-    pair_ids = np.asarray(joint.pair_ids)
-    traces = []
-    for modality, marker in MODALITY_MARKERS.items():
-        for label in sorted(set(joint.labels)):
-            chosen = (labels == label) & (modalities == modality)
-            traces.append({
-                "type": "scattergl", "mode": "markers", "name": f"{label}, {SLICE_NAMES[modality]}",
-                "x": joint.points[chosen, 0].tolist(), "y": joint.points[chosen, 1].tolist(),
-                "ids": pair_ids[chosen].tolist(), "text": pair_ids[chosen].tolist(),
-                "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
-                "marker": {"symbol": marker, "size": 6, "color": CLASS_COLOURS.get(label), "opacity": 0.7},
-            })
-    wanted = set(linked)
-    if wanted:
-        where = {(pid, modality): point for pid, modality, point in zip(pair_ids, modalities, joint.points)}
-        x, y = [], []
-        for pid in sorted(wanted & set(joint.pair_ids)):
-            for modality in ("rgb", "lidar", None):
-                point = where.get((pid, modality), (None, None))
-                x.append(None if point[0] is None else float(point[0]))
-                y.append(None if point[1] is None else float(point[1]))
-        traces.append({"type": "scatter", "mode": "lines", "name": "selected pairs", "x": x, "y": y,
-                       "hoverinfo": "skip", "line": {"color": "black", "width": 1}})
-    return traces
 
 
 #: the ``train_cilp`` stage that trains each kind of run (classifiers train with ``train_fusion``)

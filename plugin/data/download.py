@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from . import format as fmt
+from . import layout
 
 #: the DLI zip holds 2 x 9,999 pairs (a 64x64 PNG of at most ~17 KB and a 16.5 KB .npy each):
 #: about 40,000 entries and well under 1 GB uncompressed; the caps leave 4-5 times that
@@ -211,10 +211,10 @@ def _extract_file(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, writ
 
 def locate_data_root(top: Path) -> Path:
     """The single folder under ``top`` that holds the class folders."""
-    roots = fmt.find_data_roots(top)
+    roots = layout.find_data_roots(top)
     if not roots:
         raise DownloadError(
-            f"no data found: expected folders {' and '.join(fmt.CLASS_FOLDERS)} "
+            f"no data found: expected folders {' and '.join(layout.CLASS_FOLDERS)} "
             f"(each with rgb/ and lidar/) somewhere in the download"
         )
     if len(roots) > 1:
@@ -233,7 +233,7 @@ def download(
     max_bytes: int | None = None,
     max_entries: int | None = None,
     progress: Callable[[str], None] | None = None,
-) -> fmt.ScanReport:
+) -> layout.ScanReport:
     """Download, extract, validate and install the data at ``url`` into ``dest``.
 
     Installs the class folders (``dest/cubes``, ``dest/spheres``) and returns their
@@ -246,7 +246,7 @@ def download(
     dest = Path(dest).resolve()
     if dest.exists() and not dest.is_dir():
         raise FileExistsError(f"{dest}: not a folder")
-    existing = [name for name in fmt.CLASS_FOLDERS if os.path.lexists(dest / name)]
+    existing = [name for name in layout.CLASS_FOLDERS if os.path.lexists(dest / name)]
     if existing and not force:
         raise FileExistsError(f"{dest}: already holds {' and '.join(existing)} (use --force to replace them)")
     say = progress or (lambda message: None)
@@ -266,13 +266,13 @@ def download(
             top = received
         root = locate_data_root(top)
         say("validating")
-        report = fmt.scan(root)
+        report = layout.scan(root)
         if not report.usable:
             raise DownloadError(f"the downloaded data is not usable:\n{report.format_text()}")
-        say(f"installing {' and '.join(fmt.CLASS_FOLDERS)} into {dest}")
+        say(f"installing {' and '.join(layout.CLASS_FOLDERS)} into {dest}")
         install_class_folders(root, dest, tmp / "replaced")
         keep_lidar_cnn(root, dest, say)
-    return fmt.scan(dest, validate=False)
+    return layout.scan(dest, validate=False)
 
 
 #: NVIDIA's pretrained LiDAR classifier, which the assessment's folder holds beside the class folders
@@ -303,7 +303,7 @@ def install_class_folders(root: Path, dest: Path, trash: Path) -> None:
     trash.mkdir(parents=True, exist_ok=True)
     replaced, cleared = [], []  # cleared: names whose dest/name now holds only new files, if any
     try:
-        for name in fmt.CLASS_FOLDERS:
+        for name in layout.CLASS_FOLDERS:
             target = dest / name
             if os.path.lexists(target):
                 target.rename(trash / name)

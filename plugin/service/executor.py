@@ -25,7 +25,7 @@ What FiftyOne open source does not do, done here:
   an unmonitored executor (``fiftyone delegated launch`` without ``-m``) have no
   heartbeat and are never touched: ``fiftyone delegated fail ID``. A run marked failed
   wrote nothing to the dataset: training records a run only once it finished, and
-  ``apply`` swaps its results in at the end (``cilp_plugin.staging``).
+  ``apply`` swaps its results in at the end (``cilp_plugin.writeback.staging``).
 - **One dataset writer at a time.** FiftyOne saves a dataset's field schema as one list:
   two processes adding fields to one dataset at once each write their own version, and
   the fields of the first are lost from the schema. So an operation that may change a
@@ -34,7 +34,7 @@ What FiftyOne open source does not do, done here:
   document in the database (``cilp_worker_leases``) taken atomically, renewed every
   heartbeat and expiring ``stale_after`` seconds after the last renewal (a dead holder's
   lease lapses). Other executors run other operations meanwhile. Writes outside the
-  queue take it too (:func:`dataset_lease`, around every staged write: ``cilp apply``,
+  queue take it too (:func:`cilp_plugin.dataset.leases.dataset_lease`, around every staged write: ``cilp apply``,
   "Execute" in the App), so they wait for a worker's and it for theirs. Under FiftyOne's
   own executor only those staged writes take it, not a whole operation (a dataset load
   or split it runs is unguarded).
@@ -47,27 +47,26 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .owners import owner, owner_state
+from ..dataset.leases import (
+    DEFAULT_STALE_S,
+    HELD_LEASE_ENV,
+    MIN_HEARTBEATS,
+    STALE_ENV,
+    acquire_lease,
+    release_lease,
+    renew_lease,
+)
 
-#: ``stale_after`` when neither ``--stale-after`` nor this variable says otherwise
-STALE_ENV = "CILP_WORKER_STALE_S"
-DEFAULT_STALE_S = 300.0
-#: ``stale_after`` must cover this many heartbeats
-MIN_HEARTBEATS = 3
 #: the operators that run beside others on the same dataset: they read it, and record a run
 #: (``runs.<name>``: FiftyOne saves it as a key of its own); every other operator takes the
 #: dataset's lease
 CONCURRENT_OPERATORS = frozenset({"@cilp/multimodal/train_fusion", "@cilp/multimodal/train_cilp"})
-#: the collection of dataset leases, in FiftyOne's database
-LEASES = "cilp_worker_leases"
 #: the error a scheduled operation gets when its executor is stopped while it runs
 INTERRUPTED = ("interrupted: the executor running this operation was stopped ({signal}), "
                "e.g. `{label}` ended; schedule it again to rerun it")
@@ -135,12 +134,6 @@ def _operations():
     return foo.get_db_conn()[MongoDelegatedOperationRepo.COLLECTION_NAME]
 
 
-def _leases():
-    import fiftyone.core.odm as foo
-
-    return foo.get_db_conn()[LEASES]
-
-
 def _now() -> datetime:
     return datetime.utcnow()  # noqa: DTZ003 - FiftyOne stores naive UTC times
 
@@ -184,86 +177,6 @@ def lease_key(operation) -> str | None:
     return f"dataset:{operation.dataset_id}"
 
 
-def acquire_lease(key: str, holder: str, operation_id, stale_after_s: float) -> bool:
-    """Take the lease ``key`` for ``holder`` if it is free, lapsed, already ``holder``'s, or
-    held by a process of this host that is gone (killed: no need to wait for it to lapse)."""
-    from pymongo import ReturnDocument
-    from pymongo.errors import DuplicateKeyError
-
-    held = _leases().find_one({"_id": key})
-    if held and held.get("owner") and owner_state(held["owner"]) == "gone":
-        _leases().delete_one({"_id": key, "holder": held["holder"]})
-    now = _now()
-    try:
-        _leases().find_one_and_update(
-            {"_id": key, "$or": [{"expires_at": {"$lt": now}}, {"holder": holder}]},
-            {"$set": {"holder": holder, "owner": owner(), "operation": operation_id, "taken_at": now,
-                      "expires_at": now + timedelta(seconds=stale_after_s)}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-    except DuplicateKeyError:  # held by another: the filter missed, the upsert met its _id
-        return False
-    return True
-
-
-def renew_lease(key: str, holder: str, stale_after_s: float) -> bool:
-    return _leases().update_one({"_id": key, "holder": holder},
-                                {"$set": {"expires_at": _now() + timedelta(seconds=stale_after_s)}}).modified_count == 1
-
-
-def release_lease(key: str, holder: str) -> None:
-    _leases().delete_one({"_id": key, "holder": holder})
-
-
-#: the dataset lease an executor holds for the operation it runs (set in its process for the
-#: operation's process to inherit)
-HELD_LEASE_ENV = "CILP_HELD_LEASE"
-#: the dataset leases this thread holds (``held.keys``): an App server runs operations in threads
-_held = threading.local()
-
-
-@contextmanager
-def dataset_lease(dataset, *, poll_s: float = 1.0):
-    """Hold ``dataset``'s lease, the one an executor takes for an operation that may change
-    its fields, while the block runs: waits (saying so) while another process holds it,
-    renews it every ``stale_after / 3`` seconds. Within an operation whose executor holds
-    it, or within an enclosing ``dataset_lease``, it is held already."""
-    key = f"dataset:{dataset._doc.id}"
-    held = getattr(_held, "keys", frozenset())
-    if os.environ.get(HELD_LEASE_ENV) == key or key in held:
-        yield
-        return
-    stale_after_s = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
-    holder = f"{os.path.basename(sys.argv[0]) or 'python'} (host {socket.gethostname()}, pid {os.getpid()}) " \
-             f"{uuid.uuid4().hex[:8]}"
-    waiting = False
-    while not acquire_lease(key, holder, None, stale_after_s):
-        if not waiting:
-            other = (_leases().find_one({"_id": key}) or {}).get("holder", "another process")
-            print(f"dataset '{dataset.name}' is being written by {other}: waiting for it to finish", file=sys.stderr,
-                  flush=True)
-            waiting = True
-        time.sleep(poll_s)
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(stale_after_s / MIN_HEARTBEATS):
-            try:
-                renew_lease(key, holder, stale_after_s)
-            except Exception:  # noqa: BLE001 - the database away for a while: the next beat tries again
-                pass
-
-    renewer = threading.Thread(target=renew, name="cilp-dataset-lease", daemon=True)
-    renewer.start()
-    _held.keys = held | {key}
-    try:
-        yield
-    finally:
-        _held.keys = held
-        stop.set()
-        renewer.join()
-        release_lease(key, holder)
-
-
 def check_worker_environment() -> str:
     """What a worker serves, checked before it starts: the database answers and the plugin's
     operators load here (``RuntimeError`` otherwise); one line saying what it found."""
@@ -271,7 +184,7 @@ def check_worker_environment() -> str:
     import fiftyone.core.odm as foo
     from fiftyone.operators.registry import OperatorRegistry
 
-    from .training import default_runs_dir
+    from ..runs.registry import default_runs_dir  # imports fiftyone: not at the executor's start
 
     try:
         client = foo.get_db_client()

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
+from ..data import layout
+from .views import default_cache_dir, with_tags
 
 CACHE_VERSION = 1  # part of the fingerprint (runs record it: resume checks it)
 CHUNK = 1024  # pairs decoded, then written, at a time (~80 MB)
@@ -42,7 +43,7 @@ class PairArrays:
     pair_ids: list[str]
     rgb: np.ndarray  # (N, H, W, 4) uint8; memory-mapped from ``source`` when cached
     lidar: np.ndarray  # (N, 4, H, W) float32; memory-mapped from ``source`` when cached
-    labels: np.ndarray  # (N,) int64, index into format.LABELS
+    labels: np.ndarray  # (N,) int64, index into layout.LABELS
     fingerprint: str  # identifies the data: pair ids and file contents' keys
     source: Path | None = None  # the arrays folder (cache) rgb and lidar are mapped from
 
@@ -84,11 +85,11 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
     """
     if not pair_ids:
         raise ValueError("no pairs to load: the selection is empty")
-    unknown = sorted(set(labels) - set(fmt.LABELS))
+    unknown = sorted(set(labels) - set(layout.LABELS))
     if unknown:
-        raise ValueError(f"unknown labels {unknown}: expected {' / '.join(fmt.LABELS)}")
+        raise ValueError(f"unknown labels {unknown}: expected {' / '.join(layout.LABELS)}")
     fingerprint = _fingerprint(pair_ids, list(zip(rgb_paths, range_paths)))
-    label_index = np.array([fmt.LABELS.index(label) for label in labels], np.int64)
+    label_index = np.array([layout.LABELS.index(label) for label in labels], np.int64)
     if not cache_dir:
         rgb, lidar = _empty(len(pair_ids))
         _decode(rgb_paths, range_paths, rgb, lidar)
@@ -117,8 +118,8 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
 
 
 def _empty(count: int) -> tuple[np.ndarray, np.ndarray]:
-    return (np.empty((count, fmt.SIZE, fmt.SIZE, 4), np.uint8),
-            np.empty((count, 4, fmt.SIZE, fmt.SIZE), np.float32))
+    return (np.empty((count, layout.SIZE, layout.SIZE, 4), np.uint8),
+            np.empty((count, 4, layout.SIZE, layout.SIZE), np.float32))
 
 
 def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: dict | None = None) -> None:
@@ -127,9 +128,9 @@ def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: 
     for i, (rgb_path, range_path) in enumerate(zip(rgb_paths, range_paths)):
         class_dir = os.path.dirname(os.path.dirname(range_path))
         if class_dir not in angles:
-            angles[class_dir] = fmt.read_angles(class_dir)
-        rgb[i] = fmt.read_rgb(rgb_path)
-        lidar[i] = fmt.depth_to_xyza(fmt.read_depth(range_path), *angles[class_dir])
+            angles[class_dir] = layout.read_angles(class_dir)
+        rgb[i] = layout.read_rgb(rgb_path)
+        lidar[i] = layout.depth_to_xyza(layout.read_depth(range_path), *angles[class_dir])
 
 
 def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray) -> None:
@@ -142,7 +143,7 @@ def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, lab
     with ArraysWriter(folder, {"rgb": ((count, *rgb.shape[1:]), np.uint8),
                                "lidar": ((count, *lidar.shape[1:]), np.float32),
                                "labels": ((count,), np.int64)},
-                      {"fingerprint": fingerprint, "labels": list(fmt.LABELS)}) as out:
+                      {"fingerprint": fingerprint, "labels": list(layout.LABELS)}) as out:
         for start in range(0, count, CHUNK):
             stop = min(start + CHUNK, count)
             _decode(rgb_paths[start:stop], range_paths[start:stop], rgb, lidar, angles)
@@ -152,7 +153,7 @@ def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, lab
 def from_folder(root: Path | str, pair_ids: list[str] | None = None,
                 cache_dir: Path | str | None = None) -> PairArrays:
     """Arrays of the valid pairs under a raw data folder (optionally only ``pair_ids``)."""
-    pairs = fmt.scan(root).require_usable().pairs
+    pairs = layout.scan(root).require_usable().pairs
     if pair_ids is not None:
         wanted = set(pair_ids)
         pairs = [p for p in pairs if p.pair_id in wanted]
@@ -162,9 +163,6 @@ def from_folder(root: Path | str, pair_ids: list[str] | None = None,
 
 def from_dataset(dataset, tags: str | list[str] | None = None, cache_dir: Path | str | None = None) -> PairArrays:
     """Arrays of the pairs of a grouped dataset, optionally only those with ``tags``."""
-    from .ingest import default_cache_dir
-    from .splits import with_tags  # fiftyone: only where a dataset is read
-
     view = with_tags(dataset.select_group_slices("rgb"), tags)
     ids, labels, rgb, ranges = view.values(["pair_id", "ground_truth.label", "filepath", "range_path"])
     if not ids:

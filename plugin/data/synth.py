@@ -30,11 +30,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import format as fmt
+from . import layout
 from .workers import process_pool
 
 #: the course's beam layout: -16 to +15.5 degrees in 0.5 degree steps
-BEAM_ANGLES = np.deg2rad(-16.0 + 0.5 * np.arange(fmt.SIZE)).astype(np.float32)
+BEAM_ANGLES = np.deg2rad(-16.0 + 0.5 * np.arange(layout.SIZE)).astype(np.float32)
 SHAPES = {"cubes": "cube", "spheres": "sphere"}
 PALETTES = ("pastel", "primary")
 LIGHTS = ("any", "front")
@@ -59,7 +59,7 @@ class SceneConfig:
     ambient: tuple[float, float] = (0.0, 0.0)  # share of light reaching faces turned from the light
     rgb_noise: float = 0.0  # std of camera noise, in [0, 1] intensity units (the original has none: black is 0)
     depth_noise: float = 0.01  # std of range noise on valid returns, metres
-    no_return: float = fmt.NO_RETURN  # the range stored where a beam hits nothing (any value >= 50)
+    no_return: float = layout.NO_RETURN  # the range stored where a beam hits nothing (any value >= 50)
     ground_plane: bool = False  # a grey floor under the sensor
     ground_height: float = 2.0  # sensor height above the floor, metres
     distractors: int = 0  # grey poles scattered behind the object
@@ -74,8 +74,8 @@ class SceneConfig:
         for name in ("offset", "brightness", "rgb_noise", "depth_noise", "distractors"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SceneConfig.{name}: must be >= 0, got {getattr(self, name)}")
-        if not self.no_return >= fmt.NO_RETURN:
-            raise ValueError(f"SceneConfig.no_return: expected a value >= {fmt.NO_RETURN}, got {self.no_return}")
+        if not self.no_return >= layout.NO_RETURN:
+            raise ValueError(f"SceneConfig.no_return: expected a value >= {layout.NO_RETURN}, got {self.no_return}")
         if self.cube_scale <= 0:
             raise ValueError(f"SceneConfig.cube_scale: must be > 0, got {self.cube_scale}")
         if self.camera_fov is not None and not 0 < self.camera_fov < 180:
@@ -271,8 +271,8 @@ def render_batch(
     colour = np.clip(colour + config.rgb_noise * rgb_noise, 0, 1)
     rgba = np.full((len(rngs), size * size, 4), 255, np.uint8)
     rgba[..., :3] = np.rint(colour * 255).astype(np.uint8)
-    depth = np.where(np.isfinite(t) & (t < fmt.NO_RETURN), t + config.depth_noise * depth_noise, config.no_return)
-    depth = np.where(depth < fmt.NO_RETURN, depth, config.no_return).astype(np.float32)
+    depth = np.where(np.isfinite(t) & (t < layout.NO_RETURN), t + config.depth_noise * depth_noise, config.no_return)
+    depth = np.where(depth < layout.NO_RETURN, depth, config.no_return).astype(np.float32)
     return rgba.reshape(-1, size, size, 4), depth.reshape(-1, size, size)
 
 
@@ -285,7 +285,7 @@ def _write_chunk(root: str, folder: str, class_index: int, start: int, stop: int
     rngs = [np.random.default_rng([seed, class_index, i]) for i in range(start, stop)]
     rgba, depth = render_batch(rngs, SHAPES[folder], config, BEAM_ANGLES, BEAM_ANGLES)
     for i, image, ranges in zip(range(start, stop), rgba, depth):
-        fmt.write_pair(class_dir, f"{i:0{width}d}", image, ranges)
+        layout.write_pair(class_dir, f"{i:0{width}d}", image, ranges)
     return stop - start
 
 
@@ -320,8 +320,8 @@ def generate(
     workers = workers or min(2, os.cpu_count() or 1)
     try:
         jobs = []
-        for class_index, folder in enumerate(fmt.CLASS_FOLDERS):
-            fmt.write_angles(fmt.make_class_dirs(staging, folder), BEAM_ANGLES, BEAM_ANGLES)
+        for class_index, folder in enumerate(layout.CLASS_FOLDERS):
+            layout.write_angles(layout.make_class_dirs(staging, folder), BEAM_ANGLES, BEAM_ANGLES)
             for start in range(0, n_per_class, _BATCH):
                 stop = min(start + _BATCH, n_per_class)
                 jobs.append((str(staging), folder, class_index, start, stop, seed, config, width))
@@ -373,7 +373,7 @@ def add_quirks(root: Path | str, quirks: int, seed: int) -> None:
     if not quirks:
         return
     root = Path(root)
-    for class_index, folder in enumerate(fmt.CLASS_FOLDERS):
+    for class_index, folder in enumerate(layout.CLASS_FOLDERS):
         class_dir = root / folder
         stems = sorted(path.stem for path in (class_dir / "lidar").glob("*.npy"))
         _check_quirks(quirks, len(stems))
@@ -382,9 +382,9 @@ def add_quirks(root: Path | str, quirks: int, seed: int) -> None:
         blank, copied, duplicated = chosen[:quirks], chosen[quirks:2 * quirks], chosen[2 * quirks:]
         for stem in blank:
             path = class_dir / "rgb" / f"{stem}.png"
-            black = np.zeros_like(fmt.read_rgb(path))
+            black = np.zeros_like(layout.read_rgb(path))
             black[..., 3] = 255
-            path.write_bytes(fmt.encode_png(black))
+            path.write_bytes(layout.encode_png(black))
         for k, stem in enumerate(copied):
             kind, suffix = (("lidar", ".npy"), ("rgb", ".png"))[k % 2]
             shutil.copyfile(class_dir / kind / f"{stem}{suffix}", class_dir / kind / f"{stem} (1){suffix}")

@@ -12,7 +12,7 @@ FiftyOne (open source) runs an operator from the App in one of two ways:
 ``run_app`` starts two child processes with the same environment, that setting included:
 
 - the App server (``python -m fiftyone.server.main``), and
-- an executor (:mod:`cilp_plugin.executor`): it serves the queue as ``fiftyone delegated
+- an executor (:mod:`cilp_plugin.service.executor`): it serves the queue as ``fiftyone delegated
   launch -m`` does (FiftyOne's ``DelegatedOperationService``, one operation at a time, each
   in a child process that FiftyOne monitors, so a crash or an out-of-memory kill of a
   training marks it failed), except that it takes the oldest scheduled operation first,
@@ -136,7 +136,7 @@ def _quiet_cancelled(loop, context: dict) -> None:
 
 
 def _child_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cilp_plugin.app")
+    parser = argparse.ArgumentParser(prog="python -m cilp_plugin.service.app")
     sub = parser.add_subparsers(dest="role", required=True)
     server = sub.add_parser("server")
     server.add_argument("--port", type=int, required=True)
@@ -310,7 +310,7 @@ def run_app(name: str, port: int = 5151, address: str = "127.0.0.1", executor: b
     run what is scheduled from it; until Ctrl-C / SIGTERM (see the module docstring)."""
     check_port_free(address, port)
     env = _child_env()
-    me = [sys.executable, "-m", "cilp_plugin.app"]
+    me = [sys.executable, "-m", "cilp_plugin.service.app"]
     worker = None
     if executor:
         env["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"  # the App offers "Schedule"
@@ -333,7 +333,7 @@ def run_worker(settings: Settings | None = None) -> int:
     """Run scheduled operations of FiftyOne's database (``FIFTYONE_DATABASE_URI``) here, beside any
     other executors, until Ctrl-C / SIGTERM; the executor restarted as ``cilp app``'s is."""
     settings = (settings or Settings(label="cilp worker")).resolved()
-    worker = _Child("executor", [sys.executable, "-m", "cilp_plugin.app", "executor", *settings.argv()],
+    worker = _Child("executor", [sys.executable, "-m", "cilp_plugin.service.app", "executor", *settings.argv()],
                     _child_env(), label=settings.label)
     return _supervise(settings.label, None, worker)
 

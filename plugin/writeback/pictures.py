@@ -1,12 +1,13 @@
 """What was written back into a dataset, as pictures for a report.
 
-    from cilp_plugin.pictures import write_pictures
+    from cilp_plugin.writeback.pictures import write_pictures
     write_pictures(dataset, "runs/report")  # confusion.png, embedding_maps.png
 
 One panel per classification evaluation (its confusion matrix) and per embedding
 map (its 2-D points, coloured by ground truth), read from the dataset's stored
 evaluation and brain results, so the pictures match what the App shows; each
-applied CILP run adds its joint map of both modalities, as the runs panel draws it.
+applied CILP run adds its joint map of both modalities, as the runs panel draws it
+(:func:`joint_map_traces`: the same colours and names, as plotly traces).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 
-from . import crossmodal
-from . import format as fmt
+from ..data import layout
+from . import cilp
 
 CONFUSION_PNG = "confusion.png"
 MAPS_PNG = "embedding_maps.png"
@@ -34,8 +35,8 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
                    if dataset.get_evaluation_info(key).config.type == "classification"]
     maps = [(key, _points(dataset, key)) for key in dataset.list_brain_runs()
             if dataset.get_brain_info(key).config.type == "visualization"]
-    for run in crossmodal.applied_runs(dataset):
-        joint = crossmodal.joint_map(dataset, run)
+    for run in cilp.applied_runs(dataset):
+        joint = cilp.joint_map(dataset, run)
         maps.append((f"{run} joint map", (joint.points, joint.labels, joint.modalities)))
     written = {}
     if evaluations:
@@ -48,8 +49,8 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
 
 
 def _confusion(dataset: fo.Dataset, eval_key: str) -> np.ndarray:
-    """Counts, rows = ground truth, columns = prediction, in ``fmt.LABELS`` order."""
-    return dataset.load_evaluation_results(eval_key).confusion_matrix(classes=list(fmt.LABELS))
+    """Counts, rows = ground truth, columns = prediction, in ``layout.LABELS`` order."""
+    return dataset.load_evaluation_results(eval_key).confusion_matrix(classes=list(layout.LABELS))
 
 
 def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str], list[str]]:
@@ -65,9 +66,9 @@ def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if count > counts.max() / 2 else "black"
         axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
-    ticks = range(len(fmt.LABELS))
-    axes.set_xticks(ticks, fmt.LABELS)
-    axes.set_yticks(ticks, fmt.LABELS)
+    ticks = range(len(layout.LABELS))
+    axes.set_xticks(ticks, layout.LABELS)
+    axes.set_yticks(ticks, layout.LABELS)
     axes.set_xlabel("predicted")
     axes.set_ylabel("ground truth")
     accuracy = np.trace(counts) / max(1, counts.sum())
@@ -105,3 +106,39 @@ def _save(path: Path, panels: list[tuple[str, object]], draw) -> None:
     for axes, (key, data) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         draw(axes, key, data)
     atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=100))
+
+
+#: marker of each modality on the joint map (its colours and names are the report's: above)
+MODALITY_MARKERS = {"rgb": "circle", "lidar": "x"}
+
+
+def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> list[dict]:
+    """Plotly traces of the CILP run's joint map: one per class and modality (colour = class,
+    marker = modality, point ids = pair ids), and a line from each ``linked`` pair's RGB point
+    to its LiDAR point."""
+    joint = cilp.joint_map(dataset, run)
+    labels, modalities = np.asarray(joint.labels), np.asarray(joint.modalities)
+    pair_ids = np.asarray(joint.pair_ids)
+    traces = []
+    for modality, marker in MODALITY_MARKERS.items():
+        for label in sorted(set(joint.labels)):
+            chosen = (labels == label) & (modalities == modality)
+            traces.append({
+                "type": "scattergl", "mode": "markers", "name": f"{label}, {SLICE_NAMES[modality]}",
+                "x": joint.points[chosen, 0].tolist(), "y": joint.points[chosen, 1].tolist(),
+                "ids": pair_ids[chosen].tolist(), "text": pair_ids[chosen].tolist(),
+                "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
+                "marker": {"symbol": marker, "size": 6, "color": CLASS_COLOURS.get(label), "opacity": 0.7},
+            })
+    wanted = set(linked)
+    if wanted:
+        where = {(pid, modality): point for pid, modality, point in zip(pair_ids, modalities, joint.points)}
+        x, y = [], []
+        for pid in sorted(wanted & set(joint.pair_ids)):
+            for modality in ("rgb", "lidar", None):
+                point = where.get((pid, modality), (None, None))
+                x.append(None if point[0] is None else float(point[0]))
+                y.append(None if point[1] is None else float(point[1]))
+        traces.append({"type": "scatter", "mode": "lines", "name": "selected pairs", "x": x, "y": y,
+                       "hoverinfo": "skip", "line": {"color": "black", "width": 1}})
+    return traces

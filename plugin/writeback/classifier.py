@@ -1,4 +1,4 @@
-"""Model outputs back into the dataset: predictions and embeddings, an evaluation, a map.
+"""A classifier run's outputs back into the dataset: predictions and embeddings, an evaluation, a map.
 
 Predictions go to a field named after the run on every slice of each pair, as
 ``fo.Classification(label, confidence, logits)`` (logits ``[0, z]``, so their softmax
@@ -12,24 +12,18 @@ embeddings out in 2-D for the App's Embeddings panel (brain key ``<field>_map``)
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import fiftyone as fo
 import numpy as np
 
-from . import arrays
-from . import format as fmt
-from .splits import all_slices, with_tags
+from ..data import layout
+from ..dataset import arrays
+from ..dataset.views import all_slices, with_tags
+from ..runs.registry import check_run_name, loaded_run
+from .maps import check_embedding_map, map_options, quiet_maps
 from .staging import StagedWrite, check_replaceable
-from .training import check_run_name, find_run
-
-
-#: ``compute_visualization`` methods offered for the embedding map
-EMBEDDING_MAPS = ("pca", "tsne", "umap")
 
 
 @dataclass
@@ -54,44 +48,6 @@ class ApplyResult:
         return text
 
 
-def check_embedding_map(method: str | None) -> str | None:
-    """``method`` if ``compute_visualization`` can run it here ('none' and None mean no map)."""
-    if method in (None, "none"):
-        return None
-    if method not in EMBEDDING_MAPS:
-        raise ValueError(f"embedding_map: unknown method {method!r}; expected one of {', '.join(EMBEDDING_MAPS)}, none")
-    if method == "umap" and importlib.util.find_spec("umap") is None:
-        raise ValueError("embedding_map: 'umap' needs the umap-learn package (pip install umap-learn); "
-                         "'pca' and 'tsne' work without it")
-    return method
-
-
-#: the kinds of run that write something back (a projector is only a part of rgb2lidar)
-APPLICABLE_KINDS = ("classifier", "cilp", "rgb2lidar")
-
-
-def apply_run(dataset: fo.Dataset, run: str | Path, **options):
-    """Write back whatever a run of any kind gives: a classifier's (fusion, lidar, rgb2lidar)
-    predictions with :func:`apply_model`, a CILP run's embeddings with
-    :func:`cilp_plugin.crossmodal.apply_cilp`. The options are theirs."""
-    from mm_models.checkpoint import read_manifest
-    from mm_models.stages import spec_of
-
-    run_dir = find_run(dataset, run)
-    kind = spec_of(read_manifest(run_dir), run_dir).kind
-    if kind == "cilp":
-        from .crossmodal import apply_cilp
-
-        unused = sorted(k for k in ("field", "eval_tag") if options.pop(k, None) not in (None, "val"))
-        if unused:
-            raise ValueError(f"{', '.join(unused)}: not used by a cilp run (its names follow the run's)")
-        return apply_cilp(dataset, run, **options)
-    if kind == "projector":
-        raise ValueError(f"run '{run}': a projector run has nothing to write back on its own; "
-                         f"apply the rgb2lidar run built from it")
-    return apply_model(dataset, run, **options)
-
-
 def apply_model(
     dataset: fo.Dataset, run: str | Path, *, field: str | None = None, tags: str | list[str] | None = None,
     eval_tag: str | None = "val", embedding_map: str | None = "pca", batch_size: int = 256,
@@ -99,16 +55,18 @@ def apply_model(
 ) -> ApplyResult:
     """Predict every pair (or those with ``tags``) with a run's best checkpoint and write back.
 
-    Nothing is written unless the checkpoint loads and predicts; everything is
-    written under temporary names and swapped in at the end, so a failure (or an
-    interrupt) keeps the previous results of this run untouched.
+    ``run``: a run name recorded on the dataset, a run folder, or a run loaded already
+    (:func:`cilp_plugin.runs.registry.loaded_run`). Nothing is written unless the
+    checkpoint loads and predicts; everything is written under temporary names and
+    swapped in at the end, so a failure (or an interrupt) keeps the previous results
+    of this run untouched.
     """
-    from mm_models import load_run, predict
+    from mm_models import predict  # torch: only where a model runs
 
     say = progress or (lambda fraction, label: None)
     embedding_map = check_embedding_map(embedding_map)
-    run_dir = find_run(dataset, run)
-    loaded = load_run(run_dir)  # validates the checkpoint before anything is written
+    loaded = loaded_run(dataset, run)  # validates the checkpoint before anything is written
+    run_dir = loaded.path
     field = check_run_name(field or run_dir.name)
     embedding_field, eval_key, brain_key = f"{field}_embedding", f"eval_{field}", f"{field}_map"
     for name in (field, embedding_field):  # only what an earlier apply wrote may be replaced
@@ -120,7 +78,7 @@ def apply_model(
     out = predict(loaded, data.tensors(), batch_size=batch_size, device=device,
                   progress=lambda f, label: say(0.2 + 0.6 * f, label))
     predictions = {
-        pid: fo.Classification(label=fmt.LABELS[index], confidence=float(p if index else 1 - p),
+        pid: fo.Classification(label=layout.LABELS[index], confidence=float(p if index else 1 - p),
                                logits=[0.0, float(z)])
         for pid, index, p, z in zip(data.pair_ids, out.labels, out.probabilities, out.logits)
     }
@@ -168,7 +126,7 @@ def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str,
         return None, ""
     results = evaluated.evaluate_classifications(staged.field(field), gt_field="ground_truth",
                                                  eval_key=staged.evaluation(eval_key, field),
-                                                 classes=list(fmt.LABELS))
+                                                 classes=list(layout.LABELS))
     return results.report(), evaluated_on
 
 
@@ -184,30 +142,3 @@ def _map_embeddings(view, brain_key: str, method: str, embeddings: dict[str, np.
     with quiet_maps():
         fob.compute_visualization(view, embeddings=vectors, method=method, brain_key=brain_key,
                                   seed=0, progress=False, **map_options(method, *vectors.shape))
-
-
-@contextmanager
-def quiet_maps():
-    """``compute_visualization`` logs "Generating visualization..." at INFO for every map: silenced
-    here (an apply reports its own progress)."""
-    logger = logging.getLogger("fiftyone.brain.visualization")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def map_options(method: str, count: int, dim: int) -> dict:
-    """``compute_visualization`` options that suit ``count`` embeddings of size ``dim``.
-
-    FiftyOne's defaults assume large sets: t-SNE first reduces to 50 PCA dimensions
-    (an error below 50) with perplexity 30, UMAP uses 15 neighbours; both fail on
-    fewer points. Here they shrink with the data.
-    """
-    if method == "tsne":
-        return {"pca_dims": 50 if dim > 50 else None, "perplexity": min(30.0, (count - 1) / 3), "verbose": False}
-    if method == "umap":
-        return {"num_neighbors": min(15, count - 1), "verbose": False}
-    return {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from . import format as fmt
-from . import ingest, synth
+from ..data import layout, synth
+from ..data.download import download
+from . import ingest
 
 SOURCES = ("folder", "url", "synthetic")
 
@@ -34,14 +35,12 @@ def resolve_folder(
     if source == "url":
         if not url:
             raise ValueError("url: a download URL is required when source is 'url'")
-        from .download import download
-
         target = Path(dest).expanduser() if dest else default_data_dir() / "download"
         download(url, target, force=overwrite, quiet=True, progress=say)
         return target
     if source == "synthetic":
         target = Path(dest).expanduser() if dest else default_data_dir() / f"synthetic-{n_per_class}-seed{seed}"
-        if target.exists() and not overwrite and fmt.scan(target, validate=False).usable:
+        if target.exists() and not overwrite and layout.scan(target, validate=False).usable:
             say(f"reusing the synthetic data in {target}")
             return target
         say(f"generating {2 * n_per_class} pairs into {target}")

@@ -7,7 +7,7 @@ the operators accept only paths strictly inside one of the allowed roots:
 
 - FiftyOne's dataset dir (``fo.config.default_dataset_dir``), where the operators'
   own downloads, generated data and (by default) runs go;
-- the runs dir (``CILP_RUNS_DIR``, see :func:`cilp_plugin.training.default_runs_dir`);
+- the runs dir (``CILP_RUNS_DIR``, see :func:`cilp_plugin.runs.registry.default_runs_dir`);
 - the ``data/`` folder of this repository, when running from a checkout (``make demo``'s);
 - each folder of ``CILP_ALLOWED_ROOTS`` (separated by ``os.pathsep``, ``:`` on Linux).
 
@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 ALLOWED_ROOTS_ENV = "CILP_ALLOWED_ROOTS"
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 class PathNotAllowed(ValueError):
@@ -32,7 +32,7 @@ def allowed_roots() -> list[Path]:
     """The folders the operators' paths must lie in (resolved; none inside another)."""
     import fiftyone as fo
 
-    from .training import default_runs_dir
+    from ..runs.registry import default_runs_dir  # imports fiftyone: not at the operators' load
 
     roots = [Path(fo.config.default_dataset_dir), default_runs_dir()]
     if (PROJECT / "fiftyone.yml").is_file():  # a checkout, not an installed copy

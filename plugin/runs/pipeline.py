@@ -1,6 +1,6 @@
 """``train-cilp``: the four stages of the cross-modal pipeline as linked runs of one dataset.
 
-    from cilp_plugin.pipeline import train_cilp
+    from cilp_plugin.runs.pipeline import train_cilp
     results = train_cilp(dataset)                            # lidar, cilp, projector, rgb2lidar
     train_cilp(dataset, stages=["projector", "rgb2lidar"])   # reuses the dataset's lidar and cilp runs
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import fiftyone as fo
 
-from .training import check_run_name, import_on_dataset, recorded_runs, train_on_dataset
+from .registry import check_run_name, recorded_runs
+from .training import import_on_dataset, train_on_dataset
 
 
 def parse_stages(stages) -> list[str]:

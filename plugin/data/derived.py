@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
+from . import layout
 
 DEPTH_RANGE = (5.0, 25.0)
 HEIGHT_RANGE = (-3.0, 3.0)
@@ -45,7 +45,7 @@ def depth_picture(depth: np.ndarray) -> np.ndarray:
     upright = depth.T[:, ::-1]
     rgba = np.zeros(upright.shape + (4,), np.uint8)
     rgba[..., 3] = 255
-    hits = upright < fmt.NO_RETURN
+    hits = upright < layout.NO_RETURN
     rgba[hits, :3] = colourise(upright[hits], DEPTH_RANGE)
     return rgba
 
@@ -111,18 +111,18 @@ class DerivedFiles:
     mean_range: float | None
 
 
-def derive(pair: fmt.Pair, azimuth: np.ndarray, zenith: np.ndarray, cache: Path) -> DerivedFiles:
+def derive(pair: layout.Pair, azimuth: np.ndarray, zenith: np.ndarray, cache: Path) -> DerivedFiles:
     """Write the derived files of ``pair`` under ``cache``."""
-    depth = fmt.read_depth(pair.lidar_path)
-    xyza = fmt.depth_to_xyza(depth, azimuth, zenith)
+    depth = layout.read_depth(pair.lidar_path)
+    xyza = layout.depth_to_xyza(depth, azimuth, zenith)
     hits = xyza[3] > 0
     points = xyza[:3, hits].T
     files = {kind: cache / kind / f"{pair.pair_id}.{ext}"
              for kind, ext in (("depth", "png"), ("pcd", "pcd"), ("bev", "png"))}
     thumbnail, projection = birds_eye(points)
-    files["depth"].write_bytes(fmt.encode_png(depth_picture(depth)))
+    files["depth"].write_bytes(layout.encode_png(depth_picture(depth)))
     write_pcd(files["pcd"], points)
-    files["bev"].write_bytes(fmt.encode_png(thumbnail))
+    files["bev"].write_bytes(layout.encode_png(thumbnail))
     ranges = depth[hits]
     return DerivedFiles(
         depth_png=files["depth"], pcd=files["pcd"], thumbnail=files["bev"], projection=projection,

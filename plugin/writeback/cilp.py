@@ -24,7 +24,7 @@ shown, so every slice finds its own modality's neighbours and no choice of index
 The map of both modalities in one space is :func:`joint_map` (the runs panel draws it).
 
 Everything is written under temporary names and swapped in at the end
-(:class:`~cilp_plugin.staging.StagedWrite`): a failed re-apply keeps the previous results.
+(:class:`~cilp_plugin.writeback.staging.StagedWrite`): a failed re-apply keeps the previous results.
 :func:`find_cross_modal_matches` turns selected samples of one modality into the
 other modality's nearest samples.
 """
@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 import fiftyone as fo
 import numpy as np
 
-from . import arrays
-from .splits import all_slices, with_tags
+from ..dataset import arrays
+from ..dataset.views import all_slices, with_tags
+from ..runs.registry import check_run_name, loaded_run
+from .maps import check_embedding_map, map_options, quiet_maps
 from .staging import StagedWrite, check_replaceable
-from .training import check_run_name, find_run
 
 #: the CILP encoder whose embedding each slice carries
 SLICE_MODALITY = {"rgb": "rgb", "depth": "lidar", "lidar": "lidar"}
@@ -82,18 +83,19 @@ def apply_cilp(
     dataset: fo.Dataset, run: str = "cilp", *, tags: str | list[str] | None = None,
     embedding_map: str | None = "pca", batch_size: int = 256, device: str = "auto", progress=None,
 ) -> CILPApplyResult:
-    """Embed every pair (or those with ``tags``) with a CILP run and write the results back."""
-    import torch
+    """Embed every pair (or those with ``tags``) with a CILP run and write the results back.
 
-    from mm_models import load_run, outputs_of
+    ``run``: a run name recorded on the dataset, a run folder, or a run loaded already
+    (:func:`cilp_plugin.runs.registry.loaded_run`)."""
+    import torch  # torch: only where a model runs
+
+    from mm_models import outputs_of
     from mm_models.losses import true_pair_ranks
-
-    from .writeback import check_embedding_map, map_options, quiet_maps
 
     say = progress or (lambda fraction, label: None)
     embedding_map = check_embedding_map(embedding_map) or "pca"
-    run_dir = find_run(dataset, run)
-    loaded = load_run(run_dir)
+    loaded = loaded_run(dataset, run)
+    run_dir = loaded.path
     if loaded.spec.kind != "cilp":
         raise ValueError(f"run '{run}': a {loaded.spec.kind} run, not a cilp run")
     base = check_run_name(run_dir.name)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from . import format as fmt
+from ..data import layout
+from .views import all_slices
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -90,7 +91,7 @@ def _reference_order(pair_ids: list[str]) -> list[str]:
     """Cubes then spheres, each by stem: the order the reference shuffled."""
     def key(pid):
         label, _, stem = pid.partition("_")
-        return (fmt.LABELS.index(label) if label in fmt.LABELS else len(fmt.LABELS), label, stem)
+        return (layout.LABELS.index(label) if label in layout.LABELS else len(layout.LABELS), label, stem)
     return sorted(pair_ids, key=key)
 
 
@@ -151,16 +152,6 @@ class SplitResult:
 
 def _some(pair_ids: list[str], shown: int = 10) -> str:
     return ", ".join(pair_ids[:shown]) + (" ..." if len(pair_ids) > shown else "")
-
-
-def all_slices(dataset: fo.Dataset):
-    """A flat view of every sample of every slice."""
-    return dataset.select_group_slices(_allow_mixed=True)
-
-
-def with_tags(view, tags: str | list[str] | None):
-    """The samples of ``view`` with any of ``tags``; all of them when no tag is given."""
-    return view.match_tags(tags) if tags else view
 
 
 def pair_ids(dataset: fo.Dataset) -> list[str]:

@@ -6,7 +6,7 @@ Slices: ``rgb`` (the PNG), ``depth`` (a colour-mapped range picture) and ``lidar
 read), ``source_key`` (size and modification time of the pair's files),
 ``content_hash`` (a digest of each file) and the LiDAR statistics. Every slice of a
 pair with an all-black RGB image is tagged ``blank_rgb``, of a pair byte-identical to
-an earlier one ``duplicate`` (:mod:`.format`'s quirks; ingest sets and clears these
+an earlier one ``duplicate`` (:mod:`cilp_plugin.data.layout`'s quirks; ingest sets and clears these
 two tags). Derived files live in a cache folder beside the data; the raw data is
 never modified.
 
@@ -30,10 +30,10 @@ from typing import Callable, Iterator
 import fiftyone as fo
 import fiftyone.utils.utils3d as fou3d
 
-from . import derived
-from . import format as fmt
+from ..data import derived, layout
+from ..data.workers import process_pool
 from .owners import describe_owner, owner, owner_state
-from .workers import process_pool
+from .views import default_cache_dir
 
 DEFAULT_NAME = "cilp-assessment"
 SLICES = ("rgb", "depth", "lidar")
@@ -55,7 +55,7 @@ class IngestResult:
     unkeyed: int = 0  # of ``changed``: pairs an older version ingested without a source key
     quirks: dict[str, list[str]] = field(default_factory=dict)  # quirk tag -> the pairs tagged with it
     leftovers: list[str] = field(default_factory=list)  # datasets removed: rebuilds of this name that were killed
-    scan: fmt.ScanReport | None = None
+    scan: layout.ScanReport | None = None
     replaced: str | None = None  # what a rebuild replaced: "<data root> (<n> groups)"
 
     def summary(self) -> str:
@@ -88,11 +88,7 @@ def _some(pair_ids: list[str], shown: int = 10) -> str:
     return ", ".join(pair_ids[:shown]) + (" ..." if len(pair_ids) > shown else "")
 
 
-def default_cache_dir(root: Path) -> Path:
-    return root.parent / f"{root.name}.cache"
-
-
-def source_key(pair: fmt.Pair) -> str:
+def source_key(pair: layout.Pair) -> str:
     """Size and modification time of the pair's two files: a change to either changes the key."""
     parts = []
     for path in (pair.rgb_path, pair.lidar_path):
@@ -177,7 +173,7 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     root = Path(root).resolve()
     say = progress or (lambda fraction, label: None)
     say(0.0, f"scanning {root}")
-    report = fmt.scan(root, validate=False).require_usable()
+    report = layout.scan(root, validate=False).require_usable()
     cache = Path(cache_dir).resolve() if cache_dir else default_cache_dir(root)
 
     created = not fo.dataset_exists(name)
@@ -192,8 +188,8 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     unchanged = {pid for pid in complete if held[pid]["key"] is not None and held[pid]["key"] == keys.get(pid)
                  and held[pid]["content"] is not None}
     say(0.0, f"checking the files of {len(keys) - len(unchanged)} new or changed pairs")
-    fmt.validate_pairs(report, skip=unchanged).require_usable()  # before a new dataset exists
-    report.contents.update({pid: fmt.Contents(held[pid]["content"], blank_rgb=fmt.BLANK_RGB in held[pid]["rgb_quirks"])
+    layout.validate_pairs(report, skip=unchanged).require_usable()  # before a new dataset exists
+    report.contents.update({pid: layout.Contents(held[pid]["content"], blank_rgb=layout.BLANK_RGB in held[pid]["rgb_quirks"])
                             for pid in unchanged})
     dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
     result = IngestResult(dataset=dataset, scan=report, quirks=report.quirks())
@@ -254,7 +250,7 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
     return result
 
 
-def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, str], report, cache: Path,
+def _update_changed(dataset: fo.Dataset, pairs: list[layout.Pair], keys: dict[str, str], report, cache: Path,
                     workers: int | None) -> None:
     """Make the derived files of changed pairs again (same paths) and update their fields, one bulk
     write per field. The key goes last: a run cut short leaves the old key, so the next ingest redoes them.
@@ -277,7 +273,7 @@ def _update_changed(dataset: fo.Dataset, pairs: list[fmt.Pair], keys: dict[str, 
     view.set_values("source_key", {sid: keys[pid] for sid, pid, _ in rows}, key_field="id")
 
 
-def _record_content_hashes(dataset: fo.Dataset, pair_ids: list[str], report: fmt.ScanReport) -> None:
+def _record_content_hashes(dataset: fo.Dataset, pair_ids: list[str], report: layout.ScanReport) -> None:
     """Write the digests the scan found for ``pair_ids`` on every slice of theirs, in one bulk write."""
     view = dataset.select_group_slices(_allow_mixed=True).match(fo.ViewField("pair_id").is_in(pair_ids))
     view.set_values("content_hash", {sid: report.contents[pid].digest for sid, pid in zip(*view.values(
@@ -319,9 +315,9 @@ def _pairs_held(dataset: fo.Dataset) -> dict[str, dict]:
             entry["paths"].add(path)
     for pid, content in zip(*dataset.select_group_slices("rgb").values(["pair_id", "content_hash"])):
         held[pid]["content"] = content
-    tagged = samples.match(fo.ViewField("tags").contains(list(fmt.QUIRK_TAGS), all=False))
+    tagged = samples.match(fo.ViewField("tags").contains(list(layout.QUIRK_TAGS), all=False))
     for sid, pid, slice_name, tags in zip(*tagged.values(["id", "pair_id", "group.name", "tags"])):
-        quirks = held[pid]["quirks"][sid] = set(tags) & set(fmt.QUIRK_TAGS)
+        quirks = held[pid]["quirks"][sid] = set(tags) & set(layout.QUIRK_TAGS)
         if slice_name == "rgb":
             held[pid]["rgb_quirks"] = quirks
     return held
@@ -349,9 +345,9 @@ def _open_dataset(name: str, root: Path, *, building: bool = False) -> fo.Datase
 def _create_schema(dataset: fo.Dataset, root: Path, *, building: bool = False) -> None:
     if dataset.media_type is None:
         dataset.add_group_field("group", default="rgb")
-    dataset.info = {**dataset.info, "data_root": str(root), "classes": list(fmt.LABELS),
+    dataset.info = {**dataset.info, "data_root": str(root), "classes": list(layout.LABELS),
                     "created_by": "cilp-multimodal", **({"building": owner()} if building else {})}
-    dataset.default_classes = list(fmt.LABELS)
+    dataset.default_classes = list(layout.LABELS)
     dataset.save()
 
 
@@ -423,7 +419,7 @@ def _projection_metadata(made: derived.DerivedFiles) -> fou3d.OrthographicProjec
     )
 
 
-def _group_samples(pair: fmt.Pair, made: derived.DerivedFiles, key: str, contents: fmt.Contents,
+def _group_samples(pair: layout.Pair, made: derived.DerivedFiles, key: str, contents: layout.Contents,
                    tags: list[str]) -> list[fo.Sample]:
     group = fo.Group()
     common = dict(

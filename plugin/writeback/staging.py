@@ -45,8 +45,8 @@ from contextlib import ExitStack
 
 import fiftyone as fo
 
-from .executor import dataset_lease
-from .owners import describe_owner, owner, owner_state
+from ..dataset.leases import dataset_lease
+from ..dataset.owners import describe_owner, owner, owner_state
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,29 @@
+"""Views of a grouped dataset that every layer reads through, and where a data folder's caches live.
+
+A pair is one group with three slices (rgb, depth, lidar); the split and quirk tags sit on
+every slice. No FiftyOne import here: these take a dataset or view and call its methods,
+so the arrays of a raw folder (:mod:`cilp_plugin.dataset.arrays`) load without FiftyOne.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+
+def all_slices(dataset: fo.Dataset):
+    """A flat view of every sample of every slice."""
+    return dataset.select_group_slices(_allow_mixed=True)
+
+
+def with_tags(view, tags: str | list[str] | None):
+    """The samples of ``view`` with any of ``tags``; all of them when no tag is given."""
+    return view.match_tags(tags) if tags else view
+
+
+def default_cache_dir(root: Path) -> Path:
+    """The folder of the caches (decoded arrays, derived files) of the data folder ``root``, beside it."""
+    return root.parent / f"{root.name}.cache"
