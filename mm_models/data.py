@@ -33,7 +33,6 @@ from torch import Tensor
 
 from . import distributed, reading
 from .arrays import open_arrays
-from .arrays import INDEX, ArraysWriter  # noqa: F401  (moved: mm_models.arrays; plugin/arrays.py imports them from here)
 
 #: memory-mapped data gives back the pages of its files after about this many bytes read (a read maps
 #: up to ~3x its bytes: the kernel maps the neighbours of a page that faults in)
@@ -94,7 +93,7 @@ class PairTensors:
 
     @classmethod
     def open(cls, folder: Path | str) -> "PairTensors":
-        """The pairs of an arrays folder (:class:`ArraysWriter`), memory-mapped: nothing is read yet."""
+        """The pairs of an arrays folder (:class:`mm_models.arrays.ArraysWriter`), memory-mapped: nothing is read yet."""
         arrays, _ = open_arrays(folder)
         return cls.from_numpy(arrays["rgb"], arrays["lidar"], arrays.get("labels"), name=str(folder))
 

@@ -13,7 +13,6 @@ from torch import nn
 
 from .choices import (DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES, LIDAR_INPUTS, MODALITIES, RGB_INPUTS, check_choice,
                       config_from_dict)
-from .choices import DEFAULT_FUSION  # noqa: F401  (moved: mm_models.choices.DEFAULT_FUSION; plugin/cli.py, operators/train_fusion.py)
 from .encoders import DEFAULT_WIDTHS, Embedder
 from .fusion import Fusion, FusionClassifier, mlp_head
 from .inputs import input_step, lidar_step

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from cilp_plugin.runs.request import TRAINING_OPTIONS
+
 
 def params_with_defaults(ctx, defaults: dict[str, Any]) -> dict[str, Any]:
     """``ctx.params`` over ``defaults``: SDK calls do not get the form's defaults."""
@@ -32,19 +34,27 @@ def progress_reporter(ctx, min_interval: float = 0.5) -> Callable[[float, str], 
     return report
 
 
-def training_hardware_fields(inputs, defaults: dict[str, Any]) -> None:
-    """Device, precision and where the pairs live: the same three choices on every training form."""
+def option_field(inputs, option, **about):
+    """The form field of a training option (:class:`cilp_plugin.runs.Option`): its label, help,
+    default and choices; ``about`` overrides the label or description."""
     import fiftyone.operators.types as types
 
-    inputs.enum("device", ["auto", "cpu", "cuda"], default=defaults["device"], label="Device",
-                description="auto: CUDA when present", view=types.RadioGroup())
-    inputs.enum("precision", ["auto", "fp32", "bf16"], default=defaults["precision"], label="Precision",
-                description="auto: bf16 where it is faster (CUDA; a CPU where a short check measures it)",
-                view=types.RadioGroup())
-    inputs.enum("data", ["auto", "resident", "streamed"], default=defaults["data"], label="Data",
-                description="resident on the device, or streamed to it a batch at a time from the memory-mapped "
-                            "cache; auto: resident while the pairs fit half the memory available",
-                view=types.RadioGroup())
+    about = {"label": option.label, "description": option.help, **about}
+    if option.choices:
+        return inputs.enum(option.name, list(option.choices), default=option.default, view=types.RadioGroup(),
+                           **about)
+    if option.kind is bool:
+        return inputs.bool(option.name, default=option.default, **about)
+    if option.kind is int:
+        return inputs.int(option.name, default=option.default, min=option.minimum, **about)
+    return inputs.str(option.name, default=option.default, **about)
+
+
+def training_hardware_fields(inputs) -> None:
+    """Device, precision and where the pairs live: the same three choices on every training form."""
+    for option in TRAINING_OPTIONS:
+        if option.name in ("device", "precision", "data"):
+            option_field(inputs, option)
 
 
 def summary_output():
@@ -91,15 +101,14 @@ def flag_outside_roots(prop, field: str, value) -> bool:
     return problem is not None
 
 
-def split_tag_fields(ctx, inputs, defaults: dict) -> None:
+def split_tag_fields(ctx, inputs) -> None:
     """The "train on" / "select on" tag fields, shown invalid when no pair carries the tag."""
-    fields = {
-        "train_tag": inputs.str("train_tag", default=defaults["train_tag"], label="Train on pairs tagged"),
-        "val_tag": inputs.str("val_tag", default=defaults["val_tag"], label="Select the checkpoint on pairs tagged"),
-    }
+    fields = {option.name: option_field(inputs, option, description=None) for option in TRAINING_OPTIONS
+              if option.name in ("train_tag", "val_tag")}
     if ctx.dataset is None or ctx.dataset.media_type != "group":
         return
     tags = ctx.dataset.select_group_slices("rgb").count_sample_tags()
+    defaults = {option.name: option.default for option in TRAINING_OPTIONS}
     for key, prop in fields.items():
         tag = ctx.params.get(key) or defaults[key]
         if not tags.get(tag):

@@ -1,10 +1,11 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import (flag_outside_roots, params_with_defaults, progress_reporter, server_path, split_tag_fields,
-                      training_hardware_fields)
+from cilp_plugin.runs.request import CILPRequest, options
+from mm_models.choices import PIPELINE
 
-STAGES = ("lidar", "cilp", "projector", "rgb2lidar")
+from ._common import flag_outside_roots, option_field, progress_reporter, server_path, split_tag_fields
+
 #: the form's checkbox of each stage (a list field with choices crashes the App's form)
 STAGE_LABELS = {
     "lidar": "lidar: the LiDAR classifier",
@@ -12,9 +13,9 @@ STAGE_LABELS = {
     "projector": "projector: RGB embedding -> LiDAR embedding",
     "rgb2lidar": "rgb2lidar: the RGB -> LiDAR classifier",
 }
-DEFAULTS = dict(epochs=None, batch_size=None, preset="auto", device="auto", precision="auto",
-                data="auto", wandb=False, lidar_tower="locked", run_prefix="", train_tag="train", val_tag="val", overwrite=False,
-                resume=False, lidar_from=None)
+#: the options whose fields the form draws itself: the stages' check boxes, a path confined to the
+#: allowed folders, the tags checked against the dataset
+OWN_FIELDS = ("stages", "lidar_from", "train_tag", "val_tag")
 
 
 class TrainCILP(foo.Operator):
@@ -38,13 +39,10 @@ class TrainCILP(foo.Operator):
     def execute(self, ctx):
         from cilp_plugin.runs import train_cilp
 
-        p = params_with_defaults(ctx, DEFAULTS)
-        results = train_cilp(ctx.dataset, stages=chosen_stages(ctx.params), epochs=p["epochs"], batch_size=p["batch_size"],
-                             preset=p["preset"], device=p["device"], precision=p["precision"], data=p["data"],
-                             wandb=p["wandb"], lidar_tower=p["lidar_tower"],
-                             run_prefix=p["run_prefix"], train_tag=p["train_tag"], val_tag=p["val_tag"],
-                             overwrite=p["overwrite"], resume=p["resume"], lidar_from=server_path("lidar_from", p["lidar_from"]),
-                             progress=progress_reporter(ctx))
+        request = CILPRequest.from_values({**ctx.params, "stages": chosen_stages(ctx.params),
+                                           "lidar_from": server_path("lidar_from", ctx.params.get("lidar_from")),
+                                           "runs_dir": None})  # runs go where the App's runs go
+        results = train_cilp(ctx.dataset, request, progress=progress_reporter(ctx))
         return {
             "runs": {stage: result.run_dir.name for stage, result in results.items()},
             "best": {stage: result.best for stage, result in results.items()},
@@ -68,34 +66,24 @@ def chosen_stages(params: dict) -> list[str]:
     ticked ``stage_<name>`` boxes (each ticked unless sent unticked)."""
     if params.get("stages") is not None:
         return params["stages"]
-    return [stage for stage in STAGES if params.get(stage_param(stage), True)]
+    return [stage for stage in PIPELINE if params.get(stage_param(stage), True)]
 
 
 def train_cilp_form(ctx) -> types.Object:
     inputs = types.Object()
     inputs.view("stages_header", types.Header(label="Stages", description="a later stage alone reuses this "
                                                       "dataset's runs of the earlier ones"))
-    for stage in STAGES:
+    for stage in PIPELINE:
         inputs.bool(stage_param(stage), default=True, label=STAGE_LABELS[stage], view=types.CheckboxView())
     if not chosen_stages(ctx.params):
         nothing = inputs.view("no_stage", types.Error(label="Tick at least one stage"))
         nothing.invalid, nothing.error_message = True, "stages: tick at least one stage"
-    inputs.int("epochs", min=1, label="Epochs of every stage", description="default: the preset's")
-    inputs.int("batch_size", min=1, label="Batch size of every stage", description="default: the preset's")
-    inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
-                description="auto: the GPU protocol on CUDA, the CPU preset otherwise", view=types.RadioGroup())
-    training_hardware_fields(inputs, DEFAULTS)
-    inputs.enum("lidar_tower", ["locked", "trained"], default=DEFAULTS["lidar_tower"], label="CILP's LiDAR encoder",
-                description="locked: the LiDAR classifier, frozen (the RGB side learns the classes); trained: "
-                            "learned with the RGB encoder, as the reference", view=types.RadioGroup())
-    lidar_from = inputs.str("lidar_from", label="Import the assessment's lidar_cnn.pt as the lidar stage",
-                            description="a path on the server (optional): NVIDIA's pretrained LiDAR classifier "
-                                        "instead of training one")
-    flag_outside_roots(lidar_from, "lidar_from", ctx.params.get("lidar_from"))
-    inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
-    inputs.str("run_prefix", default="", label="Run name prefix", description="runs are named PREFIX + stage")
-    split_tag_fields(ctx, inputs, DEFAULTS)
-    inputs.bool("overwrite", default=False, label="Replace runs of the same names")
-    inputs.bool("resume", default=False, label="Train runs of the same names further",
-                description="continue an interrupted run, or train a finished one up to the epochs given")
+    for option in options(CILPRequest):
+        if option.name == "lidar_from":
+            field = option_field(inputs, option, description=f"a path on the server (optional): {option.help}")
+            flag_outside_roots(field, "lidar_from", ctx.params.get("lidar_from"))
+        elif option.name == "train_tag":
+            split_tag_fields(ctx, inputs)
+        elif option.form and option.name not in OWN_FIELDS:
+            option_field(inputs, option)
     return inputs

@@ -1,13 +1,14 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
+from cilp_plugin.runs.request import TRAINING_OPTIONS
+from mm_models.choices import DEFAULT_FUSION, DOWNSAMPLE_MODES, FAMILIES, FUSED_FAMILIES, FUSION_MODES
 
-FAMILIES = ("late", "intermediate", "early", "rgb", "lidar")
-FUSED = ("late", "intermediate", "early")  # the families with a fusion to choose
+from ._common import option_field, params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
+
+TRAINING = {option.name: option for option in TRAINING_OPTIONS}
 DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=None, lr=None, batch_size=None,
-                preset="auto", device="auto", precision="auto", data="auto", wandb=False, train_tag="train", val_tag="val", name=None,
-                overwrite=False, resume=False)
+                name=None, **{name: option.default for name, option in TRAINING.items() if name != "runs_dir"})
 
 
 class TrainFusion(foo.Operator):
@@ -29,7 +30,6 @@ class TrainFusion(foo.Operator):
 
     def execute(self, ctx):
         from mm_models import ModelConfig
-        from mm_models.factory import DEFAULT_FUSION
         from mm_models.presets import train_config
         from cilp_plugin.runs import train_on_dataset
 
@@ -37,7 +37,8 @@ class TrainFusion(foo.Operator):
         model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),
                             downsample=p["downsample"])
         train = train_config("fusion", p["preset"], epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
-                             device=p["device"], precision=p["precision"], data=p["data"], wandb=p["wandb"])
+                             device=p["device"], precision=p["precision"], data=p["data"], seed=p["seed"],
+                             wandb=p["wandb"])
         result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
                                   name=p["name"], overwrite=p["overwrite"], resume=p["resume"], progress=progress_reporter(ctx))
         best = result.best
@@ -65,22 +66,19 @@ def train_form(ctx) -> types.Object:
                 description="late / intermediate / early fusion, or one modality alone",
                 view=types.DropdownView())
     family = ctx.params.get("family", DEFAULTS["family"])
-    if family in FUSED:
-        from mm_models.factory import DEFAULT_FUSION  # torch: once the form is opened, not at plugin load
-
-        inputs.enum("fusion", ["concat", "add", "mul"], default=DEFAULT_FUSION[family], label="Fusion",
+    if family in FUSED_FAMILIES:
+        inputs.enum("fusion", list(FUSION_MODES), default=DEFAULT_FUSION[family], label="Fusion",
                     view=types.RadioGroup())
-    inputs.enum("downsample", ["maxpool", "strided"], default=DEFAULTS["downsample"], label="Downsampling",
+    inputs.enum("downsample", list(DOWNSAMPLE_MODES), default=DEFAULTS["downsample"], label="Downsampling",
                 view=types.RadioGroup())
-    inputs.enum("preset", ["auto", "cpu", "gpu"], default=DEFAULTS["preset"], label="Preset",
-                description="epochs, learning rate and batch size: the GPU protocol on CUDA (auto), the CPU "
-                            "preset otherwise", view=types.RadioGroup())
+    option_field(inputs, TRAINING["preset"])
     inputs.int("epochs", min=1, label="Epochs", description="default: the preset's")
     inputs.float("lr", min=0, label="Learning rate", description="default: the preset's")
     inputs.int("batch_size", min=1, label="Batch size", description="default: the preset's")
-    training_hardware_fields(inputs, DEFAULTS)
-    inputs.bool("wandb", default=False, label="Track with wandb (offline unless WANDB_API_KEY is set)")
-    split_tag_fields(ctx, inputs, DEFAULTS)
+    training_hardware_fields(inputs)
+    option_field(inputs, TRAINING["seed"])
+    option_field(inputs, TRAINING["wandb"])
+    split_tag_fields(ctx, inputs)
     inputs.str("name", label="Run name", description="default: from the model, e.g. intermediate_add")
     inputs.bool("overwrite", default=False, label="Replace a run of the same name")
     inputs.bool("resume", default=False, label="Train a run of the same name further",

@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+from mm_models.choices import DEVICES, DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES
 
 from .data import layout
+from .runs.request import TRAINING_OPTIONS, CILPRequest, Option, options
 
 
 def _progress_bar(total: int, unit: str, desc: str):
@@ -154,7 +156,7 @@ def cmd_train(args) -> int:
 
     from mm_models import ModelConfig
     from mm_models.distributed import is_main
-    from mm_models.factory import DEFAULT_FUSION
+    from mm_models.choices import DEFAULT_FUSION
     from mm_models.presets import train_config as preset_config
 
     from .runs.training import train_on_dataset
@@ -186,18 +188,13 @@ def cmd_train_cilp(args) -> int:
 
     from mm_models.distributed import is_main
 
-    from .runs.pipeline import parse_stages, train_cilp
+    from .runs.pipeline import train_cilp
 
-    stages = parse_stages(args.stages)  # before the dataset is looked up
+    request = CILPRequest.from_values(vars(args))  # checked before the dataset is looked up
     dataset = _load(args.name)
     main = is_main()  # under torchrun rank 0 alone reports
     with _Bar("train-cilp") if main else nullcontext() as bar:
-        results = train_cilp(dataset, stages=stages, epochs=args.epochs, batch_size=args.batch_size,
-                             preset=args.preset, device=args.device, precision=args.precision, seed=args.seed,
-                             wandb=args.wandb, data=args.data, lidar_tower=args.lidar_tower,
-                             run_prefix=args.run_prefix, train_tag=args.train_tag, val_tag=args.val_tag,
-                             runs_dir=args.runs_dir, overwrite=args.overwrite, resume=args.resume,
-                             lidar_from=args.lidar_from, progress=bar)
+        results = train_cilp(dataset, request, progress=bar)
     if main:
         for result in results.values():
             speed = f", {result.best['samples_per_s']:,.0f} samples/s" if "samples_per_s" in result.best else ""
@@ -347,10 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a model (or a suite) on the dataset's split tags")
     p.add_argument("name", help="dataset name")
-    p.add_argument("--family", default="intermediate", help="early | late | intermediate | rgb | lidar")
-    p.add_argument("--fusion", help="concat | add | mul (default: the reference's: add for intermediate, "
-                                    "concat for late and early)")
-    p.add_argument("--downsample", default="maxpool", help="maxpool | strided")
+    p.add_argument("--family", default="intermediate", choices=FAMILIES,
+                   help="three fusions and the two single-modality baselines")
+    p.add_argument("--fusion", choices=FUSION_MODES, help="default: the reference's: add for intermediate, "
+                                                          "concat for late and early")
+    p.add_argument("--downsample", default="maxpool", choices=DOWNSAMPLE_MODES)
     p.add_argument("--suite", choices=sorted(SUITES), help="train a set of models instead: "
                    "fusion = late, intermediate concat/add/mul, add with strided conv; single = rgb, lidar")
     p.add_argument("--epochs", type=int, help="default: the preset's")
@@ -359,22 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--patience", type=int, default=0, help="early stopping after N epochs without progress")
     p.add_argument("--run-name", help="default: from the model, e.g. intermediate_add")
-    _training_flags(p)
+    for option in TRAINING_OPTIONS:
+        _add_flag(p, option)
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("train-cilp", help="train the CILP stages (lidar, cilp, projector, rgb2lidar) as linked runs")
     p.add_argument("name", help="dataset name")
-    p.add_argument("--stages", default="lidar,cilp,projector,rgb2lidar",
-                   help="comma-separated stages; a later stage alone reuses the dataset's earlier runs")
-    p.add_argument("--epochs", type=_positive_int, help="epochs of every stage (default: the preset's)")
-    p.add_argument("--batch-size", type=_positive_int, help="batch size of every stage (default: the preset's)")
-    p.add_argument("--lidar-tower", default="locked", choices=["locked", "trained"],
-                   help="CILP's LiDAR encoder: locked (the lidar stage's classifier, frozen; default) or "
-                        "trained with the RGB encoder (the reference's)")
-    p.add_argument("--run-prefix", default="", help="run names become PREFIX + stage (e.g. exp1_cilp)")
-    p.add_argument("--lidar-from", type=Path, metavar="PATH",
-                   help="the assessment's pretrained lidar_cnn.pt: the lidar stage imports it instead of training")
-    _training_flags(p)
+    for option in options(CILPRequest):
+        _add_flag(p, option)
     p.set_defaults(handler=cmd_train_cilp)
 
     p = commands.add_parser("apply", help="write a run's predictions, embeddings, evaluation and map into the dataset")
@@ -387,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-tag", default="val", help="evaluate on pairs with this tag (val)")
     p.add_argument("--embedding-map", default="pca", metavar="METHOD",
                    help="2-D map of the embeddings for the App: pca (default) | tsne | umap | none")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(handler=cmd_apply)
 
     p = commands.add_parser("search", help="cross-modal search: a pair's RGB (or LiDAR) -> the nearest LiDAR (or RGB)")
@@ -426,23 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _training_flags(p: argparse.ArgumentParser) -> None:
-    """The flags ``train`` and ``train-cilp`` share: where and how runs train, where they go."""
-    p.add_argument("--preset", default="auto",
-                   help="epochs, lr and batch size (mm_models.presets): auto (gpu on CUDA, else cpu) | cpu | gpu")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
-    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16")
-    p.add_argument("--data", default="auto", choices=["auto", "resident", "streamed"],
-                   help="where the pairs live while training: resident on the device, or streamed to it a batch "
-                        "at a time from their memory-mapped cache; auto: resident while they fit half the memory "
-                        "available (RAM, or the GPU's), else streamed")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--wandb", action="store_true", help="track with wandb (offline unless WANDB_API_KEY is set)")
-    p.add_argument("--train-tag", default="train")
-    p.add_argument("--val-tag", default="val")
-    p.add_argument("--runs-dir", type=Path, help="default: $CILP_RUNS_DIR or ~/fiftyone/cilp/runs")
-    p.add_argument("--overwrite", action="store_true", help="replace runs of the same names")
-    p.add_argument("--resume", action="store_true", help="continue interrupted runs")
+def _add_flag(p: argparse.ArgumentParser, option: Option) -> None:
+    """The flag of a training option (``mm_models``' choices, positive numbers checked by argparse)."""
+    if option.kind is bool:
+        p.add_argument(option.flag, action="store_true", help=option.help)
+    elif option.many:
+        p.add_argument(option.flag, default=",".join(option.default), metavar=",".join(option.choices),
+                       help=f"{option.help} (comma-separated)")
+    else:
+        kind = _positive_int if option.minimum == 1 else option.kind
+        p.add_argument(option.flag, type=kind, default=option.default, choices=option.choices,
+                       metavar="PATH" if option.kind is Path else None, help=option.help)
 
 
 def _positive_int(text: str) -> int:

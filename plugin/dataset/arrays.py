@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from mm_models.arrays import INDEX, ArraysWriter, open_arrays
 
 from ..data import layout
 from .views import default_cache_dir, with_tags
@@ -95,8 +96,6 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
         _decode(rgb_paths, range_paths, rgb, lidar)
         return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint)
 
-    from mm_models.data import INDEX, open_arrays  # torch: not at plugin load
-
     folder = Path(cache_dir) / "tensors" / fingerprint
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.with_name(f"{fingerprint}.lock"), "w") as lock:
@@ -135,8 +134,6 @@ def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: 
 
 def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray) -> None:
     """Decode the pairs into the arrays folder ``folder``, ``CHUNK`` pairs at a time."""
-    from mm_models.data import ArraysWriter
-
     count = len(labels)
     rgb, lidar = _empty(min(CHUNK, count))
     angles: dict = {}

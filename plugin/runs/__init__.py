@@ -13,7 +13,8 @@ _EXPORTS = {
                  "check_own_run_name", "record_run", "recorded_runs", "find_run", "loaded_run",
                  "shipped_checkpoints_dir", "shipped_checkpoints", "shipped_checkpoint"),
     "training": ("PARTIAL", "train_on_dataset", "import_on_dataset"),
-    "pipeline": ("parse_stages", "train_cilp"),
+    "request": ("CILPRequest", "Option", "options", "parse_stages", "TRAINING_OPTIONS"),
+    "pipeline": ("train_cilp",),
     "table": ("training_runs", "scheduled_operations", "run_curves", "run_config", "train_further"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -18,61 +18,43 @@ from pathlib import Path
 
 import fiftyone as fo
 
+from mm_models.choices import PIPELINE
+
 from .registry import check_run_name, recorded_runs
+from .request import CILPRequest
 from .training import import_on_dataset, train_on_dataset
 
 
-def parse_stages(stages) -> list[str]:
-    """Stages from a list or a comma-separated string, in pipeline order."""
-    from mm_models.stages import PIPELINE
+def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progress=None, **options) -> dict:
+    """Train the request's stages (in pipeline order); returns stage -> the engine's ``TrainResult``.
 
-    if isinstance(stages, str):
-        stages = [s.strip() for s in stages.split(",") if s.strip()]
-    stages = list(stages or [])
-    unknown = [s for s in stages if s not in PIPELINE]
-    if unknown or not stages:
-        raise ValueError(f"stages: expected some of {', '.join(PIPELINE)}, got {', '.join(map(str, stages)) or 'none'}")
-    return [s for s in PIPELINE if s in stages]
-
-
-def train_cilp(
-    dataset: fo.Dataset, *, stages=("lidar", "cilp", "projector", "rgb2lidar"), epochs: int | dict | None = None,
-    batch_size: int | None = None, preset: str = "auto", device: str = "auto", precision: str = "auto",
-    seed: int = 42, wandb: bool = False, data: str = "auto", lidar_tower: str = "locked", run_prefix: str = "",
-    train_tag: str = "train", val_tag: str = "val", runs_dir: Path | str | None = None, overwrite: bool = False,
-    resume: bool = False, lidar_from: Path | str | None = None, progress=None,
-) -> dict:
-    """Train ``stages`` (in pipeline order); returns stage -> the engine's ``TrainResult``.
-
-    ``epochs`` overrides the preset's (one number for every stage, or stage ->
-    epochs), ``batch_size`` its batch size (every stage); ``data`` where the pairs live
-    (``TrainConfig.data``: auto, resident, streamed). ``lidar_tower`` is CILP's
-    LiDAR encoder: ``locked`` (the lidar stage's classifier, frozen; CILP is then built
-    from it) or ``trained`` (the reference's). Progress is labelled
-    ``stage 2/4: cilp: epoch 3/10: ...``. ``lidar_from`` (a ``lidar_cnn.pt``) makes the ``lidar``
-    stage an import of the assessment's pretrained classifier.
+    ``request`` (a :class:`~cilp_plugin.runs.request.CILPRequest`) or its options as keywords
+    (``stages=["projector", "rgb2lidar"], epochs=4``): ``epochs`` overrides the preset's (one
+    number for every stage, or stage -> epochs), ``batch_size`` its batch size; ``lidar_tower`` is
+    CILP's LiDAR encoder, ``locked`` (the lidar stage's classifier, frozen; CILP is then built from
+    it) or ``trained`` (the reference's); ``lidar_from`` (a ``lidar_cnn.pt``) makes the ``lidar``
+    stage an import of the assessment's pretrained classifier. Progress is labelled
+    ``stage 2/4: cilp: epoch 3/10: ...``.
     """
     from mm_models.presets import train_config
-    from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
+    from mm_models.stages import pipeline_parents, pipeline_spec
 
+    if request is None:
+        request = CILPRequest(**options)
+    elif options:
+        raise ValueError(f"train_cilp: give a request or options, not both ({', '.join(sorted(options))})")
+    lidar_tower, stages = request.lidar_tower, request.stages
     parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
-    stages = parse_stages(stages)
-    if lidar_from is not None:
-        if "lidar" not in stages:
-            raise ValueError("lidar_from: it replaces the lidar stage; include lidar in the stages")
+    if request.lidar_from is not None:
         from mm_models.assessment import load_lidar_cnn
 
-        load_lidar_cnn(lidar_from)  # a wrong file is refused before any stage trains
-    names = {stage: check_run_name(f"{run_prefix}{stage}") for stage in PIPELINE}
-    if isinstance(epochs, dict):
-        unknown = sorted(map(str, set(epochs) - set(PIPELINE)))
-        if unknown:
-            raise ValueError(f"epochs: unknown stages {', '.join(unknown)}; expected some of {', '.join(PIPELINE)}")
-    else:
-        epochs = {stage: epochs for stage in stages} if epochs is not None else {}
-    trained = [s for s in stages if not (s == "lidar" and lidar_from is not None)]
-    configs = {stage: train_config(stage, preset, epochs=epochs.get(stage), batch_size=batch_size, device=device,
-                                   precision=precision, seed=seed, wandb=wandb, data=data)
+        load_lidar_cnn(request.lidar_from)  # a wrong file is refused before any stage trains
+    names = {stage: check_run_name(f"{request.run_prefix}{stage}") for stage in PIPELINE}
+    epochs = request.stage_epochs()
+    trained = [s for s in stages if not (s == "lidar" and request.lidar_from is not None)]
+    configs = {stage: train_config(stage, request.preset, epochs=epochs.get(stage), batch_size=request.batch_size,
+                                   device=request.device, precision=request.precision, seed=request.seed,
+                                   wandb=request.wandb, data=request.data)
                for stage in trained}  # validates every number before anything trains
     recorded: dict[str, Path] = {}  # parents not trained now: finished runs of the right kind, checked up front
     for stage in stages:
@@ -97,13 +79,14 @@ def train_cilp(
             say((i + fraction) / len(stages), f"{label}: {text}")
 
         if stage not in configs:
-            result = import_on_dataset(dataset, lidar_from, val_tag=val_tag, runs_dir=runs_dir, name=names[stage],
-                                       overwrite=overwrite, progress=report)
+            result = import_on_dataset(dataset, request.lidar_from, val_tag=request.val_tag,
+                                       runs_dir=request.runs_dir, name=names[stage], overwrite=request.overwrite,
+                                       progress=report)
         else:
             result = train_on_dataset(
-                dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=train_tag,
-                val_tag=val_tag, runs_dir=runs_dir, name=names[stage], overwrite=overwrite, resume=resume,
-                progress=report)
+                dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=request.train_tag,
+                val_tag=request.val_tag, runs_dir=request.runs_dir, name=names[stage], overwrite=request.overwrite,
+                resume=request.resume, progress=report)
         runs[stage] = result.run_dir
         results[stage] = result
     return results
