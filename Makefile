@@ -16,7 +16,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export FIFTYONE_PLUGINS_DIR := $(CURDIR)
 export WANDB_MODE ?= offline
 
-.PHONY: setup setup-test demo test app bench clean
+.PHONY: setup setup-test demo test test-quick lint app bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -33,8 +33,16 @@ demo: setup
 app: setup
 	$(CILP) app $(DATASET) --port $(PORT)
 
-test: setup-test
+# The whole suite (what CI runs); test-quick: the unit tier for the inner loop (no browser, no
+# process-level faults, no training to a target, no whole benchmarks), a few minutes on 2 cores.
+test: setup-test lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-quick: setup-test lint
+	$(VENV)/bin/pytest -q -m "not browser and not slow and not faults and not cuda" $(PYTEST_ARGS)
+
+lint: setup-test
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py

@@ -33,13 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_robustness import generate_split  # noqa: E402
+from results_csv import Results  # noqa: E402
+
 from mm_models import ModelConfig, outputs_of, train  # noqa: E402
 from mm_models.assessment import import_run  # noqa: E402
 from mm_models.data import PairTensors  # noqa: E402
 from mm_models.losses import true_pair_ranks  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import load_run, pipeline_spec  # noqa: E402
-from results_csv import Results  # noqa: E402
 
 DEFAULT_LIDAR_CNN = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lidar_cnn.pt"
 DESIGNS = {"locked": ("ours", "locked"), "trained": ("ours", "trained"),
@@ -101,10 +102,10 @@ def main():
         train_data, val_data = generate_split("default", args.n_per_class, Path(tmp))
         runs, done = Path(tmp) / "runs", {}  # stage key -> (TrainResult, seconds), each stage trained once
 
-        def stage(key, make):
+        def stage(key, make, *args):
             if key not in done:
                 began = time.perf_counter()
-                done[key] = (make(), time.perf_counter() - began)
+                done[key] = (make(*args), time.perf_counter() - began)
             return done[key]
 
         def fit(spec, entry, run):
@@ -113,15 +114,17 @@ def main():
 
         for design in designs:
             source, tower = DESIGNS[design]
-            lidar, lidar_s = stage(source, lambda: fit(ModelConfig(family="lidar"), "lidar", "lidar") if source == "ours"
-                                   else import_run(args.lidar_from, val_data, runs / "nv_lidar"))
+            if source == "ours":
+                lidar, lidar_s = stage(source, fit, ModelConfig(family="lidar"), "lidar", "lidar")
+            else:
+                lidar, lidar_s = stage(source, import_run, args.lidar_from, val_data, runs / "nv_lidar")
             cilp_key = f"{source}-locked" if tower == "locked" else "trained"
-            cilp, cilp_s = stage(cilp_key, lambda: fit(pipeline_spec(
-                "cilp", {"lidar": lidar.run_dir} if tower == "locked" else {}, tower), "cilp", f"{cilp_key}_cilp"))
-            projector, projector_s = stage(design + "-projector", lambda: fit(pipeline_spec(
-                "projector", {"cilp": cilp.run_dir, "lidar": lidar.run_dir}), "projector", f"{design}_projector"))
-            chain, chain_s = stage(design + "-rgb2lidar", lambda: fit(pipeline_spec(
-                "rgb2lidar", {"projector": projector.run_dir}), "rgb2lidar", f"{design}_rgb2lidar"))
+            cilp, cilp_s = stage(cilp_key, fit, pipeline_spec(
+                "cilp", {"lidar": lidar.run_dir} if tower == "locked" else {}, tower), "cilp", f"{cilp_key}_cilp")
+            projector, projector_s = stage(design + "-projector", fit, pipeline_spec(
+                "projector", {"cilp": cilp.run_dir, "lidar": lidar.run_dir}), "projector", f"{design}_projector")
+            chain, chain_s = stage(design + "-rgb2lidar", fit, pipeline_spec(
+                "rgb2lidar", {"projector": projector.run_dir}), "rgb2lidar", f"{design}_rgb2lidar")
 
             loaded = load_run(cilp.run_dir)
             train_out, val_out = (outputs_of(loaded, data, device="cpu") for data in (train_data, val_data))
@@ -141,7 +144,8 @@ def main():
                   f"{probes[0]:.2f} % / {probes[1]:.2f} % | {100 * chain.manifest['initial']['val/accuracy']:.2f} % / "
                   f"{100 * chain.best['val/accuracy']:.2f} % | {median:.1f} % ({lowest} of {swapped}) | "
                   f"{lidar_s:.0f} + {cilp_s:.0f} + {projector_s:.0f} + {chain_s:.0f} s |", flush=True)
-    print(f"\n{len(val_data)} val pairs; a design sharing a stage with an earlier row reuses its run (same time shown)\n{results}")
+    print(f"\n{len(val_data)} val pairs; a design sharing a stage with an earlier row reuses its run "
+          f"(same time shown)\n{results}")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cilp_plugin.data import synth
 from results_csv import Results
+
+from cilp_plugin.data import synth
 
 
 def main():

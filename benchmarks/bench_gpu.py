@@ -23,10 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mm_models import ModelConfig, TrainConfig, train  # noqa: E402
+from results_csv import Results  # noqa: E402
+
 from cilp_plugin.data import synth  # noqa: E402
 from cilp_plugin.dataset import arrays  # noqa: E402
-from results_csv import Results  # noqa: E402
+from mm_models import ModelConfig, TrainConfig, train  # noqa: E402
 
 TARGET = 50_000
 ADD = ModelConfig(family="intermediate", fusion="add")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fiftyone_isolation
 from results_csv import Results  # noqa: E402
+
 from tests import fiftyone_isolation  # noqa: E402
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_robustness import SETS, generate_split  # noqa: E402
+from results_csv import Results  # noqa: E402
+
 from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.choices import LIDAR_INPUTS, PRECISIONS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
-from results_csv import Results  # noqa: E402
 
 
 def main():

@@ -22,10 +22,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fiftyone_isolation
-from tests import fiftyone_isolation  # noqa: E402
+from results_csv import Results  # noqa: E402
 
 from cilp_plugin.data import layout, synth  # noqa: E402
-from results_csv import Results  # noqa: E402
+from tests import fiftyone_isolation  # noqa: E402
 
 
 def decode_only(pair: layout.Pair, size: int):

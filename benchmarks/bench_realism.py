@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from results_csv import Results
 
 from cilp_plugin.data import layout, synth
 from mm_models.assessment import load_lidar_cnn
-from results_csv import Results
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "lidar_cnn.pt"
 DEFAULT_SEEDS = (7, 1234)
@@ -120,7 +120,8 @@ def table(name: str, stats: dict[str, ClassStats]) -> str:
     weights = np.array([s.pairs for s in stats.values()]) / sum(s.pairs for s in stats.values())
     overall = sum(w * s.accuracy for w, s in zip(weights, stats.values()))
     rgb_mean = sum(w * s.rgb_mean for w, s in zip(weights, stats.values()))
-    rgb_std = np.sqrt(sum(w * (s.rgb_std ** 2 + s.rgb_mean ** 2) for w, s in zip(weights, stats.values())) - rgb_mean ** 2)
+    second_moment = sum(w * (s.rgb_std ** 2 + s.rgb_mean ** 2) for w, s in zip(weights, stats.values()))
+    rgb_std = np.sqrt(second_moment - rgb_mean ** 2)
     lines += ["", f"all pairs: reference classifier {100 * overall:.1f} %, RGB mean "
                   f"{', '.join(f'{v:.4f}' for v in rgb_mean)}, std {', '.join(f'{v:.4f}' for v in rgb_std)}"]
     return "\n".join(lines)
@@ -134,7 +135,8 @@ def draw_looks(path: Path, pairs: int = 3, seed: int = 7) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [(look, class_index, shape) for look in synth.LOOKS for class_index, shape in enumerate(synth.SHAPES.values())]
+    rows = [(look, class_index, shape) for look in synth.LOOKS
+            for class_index, shape in enumerate(synth.SHAPES.values())]
     fig, axes = plt.subplots(len(rows), 2 * pairs, figsize=(4 * pairs, 2.1 * len(rows)))
     for row, (look, class_index, shape) in zip(axes, rows):
         rngs = [np.random.default_rng([seed, class_index, i]) for i in range(pairs)]
@@ -173,8 +175,9 @@ def main():
         folders = args.data or [synth.generate(Path(tmp) / f"seed{seed}", args.n_per_class, seed=seed,
                                                config=synth.LOOKS[args.look]) for seed in args.seeds]
         for folder in folders:
-            name = folder if args.data else f"cilp generate --n-per-class {args.n_per_class} --seed " \
-                                            f"{folder.name[4:]}" + (f" ({args.look} look)" if args.look != "default" else "")
+            look = f" ({args.look} look)" if args.look != "default" else ""
+            name = folder if args.data else \
+                f"cilp generate --n-per-class {args.n_per_class} --seed {folder.name[4:]}{look}"
             stats = folder_stats(folder, classifier)
             for label, c in stats.items():
                 results.add(data=name, label=label, pairs=c.pairs, reference_accuracy=c.accuracy,

@@ -24,15 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_csv import Results  # noqa: E402
+
+from cilp_plugin.data import layout, synth  # noqa: E402
+from cilp_plugin.dataset import arrays  # noqa: E402
+from cilp_plugin.dataset.splits import make_split  # noqa: E402
 from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.assessment import import_run  # noqa: E402
 from mm_models.choices import LIDAR_TOWERS, PRECISIONS  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import pipeline_spec  # noqa: E402
-from cilp_plugin.data import layout, synth  # noqa: E402
-from cilp_plugin.dataset import arrays  # noqa: E402
-from cilp_plugin.dataset.splits import make_split  # noqa: E402
-from results_csv import Results  # noqa: E402
 
 DEFAULT = synth.SceneConfig()
 #: data sets far from the defaults, each one physical change

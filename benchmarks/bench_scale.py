@@ -36,8 +36,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -416,20 +416,21 @@ def table(rows) -> str:
              "| train streamed samples/s | streamed peak RSS (PSS) "
              "| streamed cold samples/s | streamed / resident |",
              "| " + " | ".join(["---"] * 13) + " |"]
+    def cell(r: dict, key: str, digits: int = 0) -> str:
+        value = rate(r, key)
+        return "-" if value is None else f"{value:,.{digits}f}"
+
+    def rss(r: dict, phase: str) -> str:
+        if phase not in r:
+            return "-"
+        return f"{r[phase]['peak_rss_mb']:,.0f} MB ({r[phase].get('peak_pss_mb', float('nan')):,.0f} MB)"
+
     for size, r in rows:
-        def cell(key: str, digits: int = 0) -> str:
-            value = rate(r, key)
-            return "-" if value is None else f"{value:,.{digits}f}"
-
-        def rss(phase: str) -> str:
-            if phase not in r:
-                return "-"
-            return f"{r[phase]['peak_rss_mb']:,.0f} MB ({r[phase].get('peak_pss_mb', float('nan')):,.0f} MB)"
-
         lines.append("| " + " | ".join([
             f"{size:,}", f"{r['arrays']['bytes'] / 1e9:.2f} GB" if "arrays" in r else "-", f"{r['disk_gb']:.1f} GB",
-            cell("ingest"), rss("ingest"), cell("arrays"), rss("arrays"), cell("resident", 1), rss("resident"),
-            cell("streamed", 1), rss("streamed"), cell("cold", 1), ratio(r) if "paired" in r else "-"]) + " |")
+            cell(r, "ingest"), rss(r, "ingest"), cell(r, "arrays"), rss(r, "arrays"),
+            cell(r, "resident", 1), rss(r, "resident"),
+            cell(r, "streamed", 1), rss(r, "streamed"), cell(r, "cold", 1), ratio(r) if "paired" in r else "-"]) + " |")
     return "\n".join(lines)
 
 

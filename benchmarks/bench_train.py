@@ -36,13 +36,14 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results_csv import Results  # noqa: E402
+
+from cilp_plugin.data import layout, synth  # noqa: E402
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
 from mm_models.choices import DEVICES, PRECISIONS  # noqa: E402
 from mm_models.inference import autocast, resolve_device, resolve_precision  # noqa: E402
-from results_csv import Results  # noqa: E402
 from mm_models.metrics import peak_memory_mb, reset_peak_memory  # noqa: E402
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec  # noqa: E402
-from cilp_plugin.data import layout, synth  # noqa: E402
 
 MODELS = {
     "late": ModelConfig(family="late"),

@@ -30,8 +30,8 @@ import argparse
 from dataclasses import replace
 
 import numpy as np
-
 from bench_realism import DEFAULT_REFERENCE, reference_logits
+
 from cilp_plugin.data import layout, synth
 from mm_models.assessment import load_lidar_cnn
 
@@ -45,7 +45,8 @@ def render(config: synth.SceneConfig, n: int) -> dict[str, tuple[np.ndarray, np.
     out = {}
     for class_index, (folder, shape) in enumerate(synth.SHAPES.items()):
         rngs = [np.random.default_rng([FIT_SEED, class_index, i]) for i in range(n)]
-        out[layout.CLASS_FOLDERS[folder]] = synth.render_batch(rngs, shape, config, synth.BEAM_ANGLES, synth.BEAM_ANGLES)
+        out[layout.CLASS_FOLDERS[folder]] = synth.render_batch(rngs, shape, config, synth.BEAM_ANGLES,
+                                                               synth.BEAM_ANGLES)
     return out
 
 

@@ -100,7 +100,7 @@ class ArraysWriter:
     def abort(self) -> None:
         shutil.rmtree(self.temp, ignore_errors=True)
 
-    def __enter__(self) -> "ArraysWriter":
+    def __enter__(self) -> ArraysWriter:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:

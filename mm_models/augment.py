@@ -12,7 +12,7 @@ from spheres no better than chance allows (see the README's measurements).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

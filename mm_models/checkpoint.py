@@ -23,14 +23,13 @@ import json
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-
 
 MANIFEST = "manifest.json"
 WEIGHTS = "model.safetensors"

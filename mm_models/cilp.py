@@ -30,8 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .choices import (DOWNSAMPLE_MODES, LIDAR_INPUTS, LIDAR_TOWERS, RGB2LIDAR_PARTS, RGB_INPUTS, check_choice,
-                      config_from_dict)
+from .choices import (
+    DOWNSAMPLE_MODES,
+    LIDAR_INPUTS,
+    LIDAR_TOWERS,
+    RGB2LIDAR_PARTS,
+    RGB_INPUTS,
+    check_choice,
+    config_from_dict,
+)
 from .encoders import DEFAULT_WIDTHS, Embedder
 from .fusion import FusionClassifier
 from .inputs import input_step, lidar_step
@@ -79,7 +86,7 @@ class CILPConfig:
         return {**asdict(self), "widths": list(self.widths)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CILPConfig":
+    def from_dict(cls, data: dict) -> CILPConfig:
         # a config saved before lidar_input existed fed the LiDAR in metres
         return config_from_dict(cls, {"lidar_input": "metres", **data}, "cilp config")
 
@@ -146,7 +153,7 @@ class ProjectorConfig:
         return {"hidden": list(self.hidden)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ProjectorConfig":
+    def from_dict(cls, data: dict) -> ProjectorConfig:
         return config_from_dict(cls, data, "projector config")
 
 
@@ -233,7 +240,7 @@ class RGBToLiDARConfig:
         return {"freeze": list(self.freeze)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RGBToLiDARConfig":
+    def from_dict(cls, data: dict) -> RGBToLiDARConfig:
         return config_from_dict(cls, data, "rgb2lidar config")
 
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ class PairTensors:
     @classmethod
     def from_numpy(
         cls, rgb: np.ndarray, lidar: np.ndarray, labels: np.ndarray | None = None, *, name: str = "data"
-    ) -> "PairTensors":
+    ) -> PairTensors:
         """Validate and wrap numpy arrays (no copy where the dtypes already match; memory-mapped
         arrays stay mapped)."""
         mapped = tuple({id(m): m for m in map(reading.mapping, (rgb, lidar)) if m is not None}.values())
@@ -92,8 +92,9 @@ class PairTensors:
         )
 
     @classmethod
-    def open(cls, folder: Path | str) -> "PairTensors":
-        """The pairs of an arrays folder (:class:`mm_models.arrays.ArraysWriter`), memory-mapped: nothing is read yet."""
+    def open(cls, folder: Path | str) -> PairTensors:
+        """The pairs of an arrays folder (:class:`mm_models.arrays.ArraysWriter`), memory-mapped:
+        nothing is read yet."""
         arrays, _ = open_arrays(folder)
         return cls.from_numpy(arrays["rgb"], arrays["lidar"], arrays.get("labels"), name=str(folder))
 
@@ -109,7 +110,7 @@ class PairTensors:
         """Bytes of the pairs (and labels): what resident data takes on the device."""
         return sum(t.nbytes for t in (self.rgb, self.lidar, self.labels) if t is not None)
 
-    def to(self, device: torch.device | str) -> "PairTensors":
+    def to(self, device: torch.device | str) -> PairTensors:
         """Move everything to ``device`` once (LiDAR stored channels_last there); memory-mapped
         data is copied in chunks, the pages of its files given back as it goes."""
         if self.mapped:
@@ -123,18 +124,18 @@ class PairTensors:
             None if self.labels is None else self.labels.to(**move),
         )
 
-    def resident(self, device: torch.device | str) -> "PairTensors":
+    def resident(self, device: torch.device | str) -> PairTensors:
         """Every pair on ``device`` for the whole run (:meth:`to`)."""
         return self.to(device)
 
-    def streamed(self, device: torch.device | str, *, prefetch: bool = True) -> "StreamedPairs":
+    def streamed(self, device: torch.device | str, *, prefetch: bool = True) -> StreamedPairs:
         """The pairs left in host memory (or their memory-mapped files), read to ``device`` a
         batch at a time (:class:`StreamedPairs`); data already on a GPU stays resident."""
         if self.rgb.device.type != "cpu":
             return self.to(device)  # type: ignore[return-value]
         return StreamedPairs(self.rgb, self.lidar, self.labels, self.mapped, self.files, prefetch=prefetch).to(device)
 
-    def subset(self, index: Tensor | slice) -> "PairTensors":
+    def subset(self, index: Tensor | slice) -> PairTensors:
         whole = isinstance(index, slice)
         return PairTensors(self.rgb[index], self.lidar[index], None if self.labels is None else self.labels[index],
                            self.mapped if whole else (), self.files if whole else ())
@@ -189,7 +190,7 @@ class StreamedPairs(PairTensors):
     def device(self) -> torch.device:
         return self.target
 
-    def to(self, device: torch.device | str) -> "StreamedPairs":
+    def to(self, device: torch.device | str) -> StreamedPairs:
         """Only the labels (small) move; the pairs stay where they are."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
@@ -200,13 +201,13 @@ class StreamedPairs(PairTensors):
     def resident(self, device: torch.device | str) -> PairTensors:
         return PairTensors(self.rgb, self.lidar, self.labels, self.mapped, self.files).to(device)
 
-    def streamed(self, device: torch.device | str, *, prefetch: bool | None = None) -> "StreamedPairs":
+    def streamed(self, device: torch.device | str, *, prefetch: bool | None = None) -> StreamedPairs:
         moved = self.to(device)
         if prefetch is not None:
             moved.prefetch = prefetch
         return moved
 
-    def subset(self, index: Tensor | slice) -> "StreamedPairs":
+    def subset(self, index: Tensor | slice) -> StreamedPairs:
         whole = isinstance(index, slice)
         host = index if whole else index.cpu()
         return StreamedPairs(self.rgb[host], self.lidar[host], None if self.labels is None else self.labels[index],

@@ -18,7 +18,8 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist

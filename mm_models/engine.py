@@ -41,9 +41,9 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -117,7 +117,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         return config_from_dict(cls, data, "train config")
 
 
@@ -428,11 +428,11 @@ class LoopState:
     bad_epochs: int = 0  # epochs since the best one
 
     @classmethod
-    def fresh(cls, objective: Objective) -> "LoopState":
+    def fresh(cls, objective: Objective) -> LoopState:
         return cls({"epoch": 0, objective.select: objective.worst})
 
     @classmethod
-    def restore(cls, saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> "LoopState":
+    def restore(cls, saved: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
         """The state of an interrupted run (:func:`_resume_state`), its weights and optimizer loaded."""
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

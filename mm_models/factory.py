@@ -11,8 +11,16 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from .choices import (DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES, LIDAR_INPUTS, MODALITIES, RGB_INPUTS, check_choice,
-                      config_from_dict)
+from .choices import (
+    DOWNSAMPLE_MODES,
+    FAMILIES,
+    FUSION_MODES,
+    LIDAR_INPUTS,
+    MODALITIES,
+    RGB_INPUTS,
+    check_choice,
+    config_from_dict,
+)
 from .encoders import DEFAULT_WIDTHS, Embedder
 from .fusion import Fusion, FusionClassifier, mlp_head
 from .inputs import input_step, lidar_step
@@ -80,7 +88,7 @@ class ModelConfig:
         return {**asdict(self), "widths": list(self.widths), "head_hidden": list(self.head_hidden)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         # a config saved before lidar_input existed fed the LiDAR in metres
         return config_from_dict(cls, {"lidar_input": "metres", **data}, "model config")
 

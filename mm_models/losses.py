@@ -179,7 +179,7 @@ class Contrastive(Objective):
         true_cosine = cosine.diagonal()
         other_cosine = (cosine.sum() - true_cosine.sum()) / max(1, n * n - n)
         return {
-            "loss": sum(l * w for l, w in zip(losses, weights)) / sum(weights) if weights else math.nan,
+            "loss": sum(loss * w for loss, w in zip(losses, weights)) / sum(weights) if weights else math.nan,
             "rgb2lidar_top1": (rgb_ranks <= 1).float().mean().item(),
             "rgb2lidar_top5": (rgb_ranks <= 5).float().mean().item(),
             "lidar2rgb_top1": (lidar_ranks <= 1).float().mean().item(),

@@ -31,18 +31,18 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import checkpoint as ckpt
 from .checkpoint import CheckpointError
-from .cilp import (CILP, CILPConfig, EmbeddingProjection, Projector, ProjectorConfig, RGBToLiDAR,
-                   RGBToLiDARConfig)
 from .choices import FUSED_FAMILIES, KIND_NAMES, PIPELINE, check_choice
+from .cilp import CILP, CILPConfig, EmbeddingProjection, Projector, ProjectorConfig, RGBToLiDAR, RGBToLiDARConfig
 from .factory import ModelConfig, build_model
 from .losses import Classification, Contrastive, Objective, Regression
 
@@ -53,7 +53,7 @@ class Parent:
 
     run: str
     sha256: str
-    spec: "ModelSpec"
+    spec: ModelSpec
 
     def to_dict(self) -> dict:
         return {"run": self.run, "sha256": self.sha256, "spec": self.spec.to_dict()}
@@ -95,7 +95,7 @@ class ModelSpec:
                 "parents": {role: parent.to_dict() for role, parent in self.parents.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
+    def from_dict(cls, data: dict) -> ModelSpec:
         if not isinstance(data, dict) or "kind" not in data or "config" not in data:
             raise ValueError("spec: expected an object with 'kind' and 'config'")
         check_choice("kind", data["kind"], KIND_NAMES)
@@ -104,7 +104,7 @@ class ModelSpec:
         return cls(data["kind"], KINDS[data["kind"]].config.from_dict(data["config"]), parents)
 
     @classmethod
-    def of(cls, config) -> "ModelSpec":
+    def of(cls, config) -> ModelSpec:
         """The spec of a parent-less model from its config (``ModelConfig`` -> classifier, ...)."""
         for name, kind in KINDS.items():
             if isinstance(config, kind.config) and not kind.parents(config):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .checkpoint import atomic_write
 
+
 def metric_columns(history: list[dict]) -> list[str]:
     """Every key of every row, in order of first appearance: whatever the objective reported."""
     return list(dict.fromkeys(key for row in history for key in row))

@@ -1,8 +1,15 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ._common import (file_path, flag_outside_roots, outside_roots, params_with_defaults, progress_reporter,
-                      server_path, summary_output)
+from ._common import (
+    file_path,
+    flag_outside_roots,
+    outside_roots,
+    params_with_defaults,
+    progress_reporter,
+    server_path,
+    summary_output,
+)
 
 DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
                 n_per_class=1000, seed=42, overwrite=False)

@@ -29,9 +29,9 @@ class TrainFusion(foo.Operator):
         return types.Property(train_form(ctx), view=types.View(label="Train a fusion model"))
 
     def execute(self, ctx):
+        from cilp_plugin.runs import train_on_dataset
         from mm_models import ModelConfig
         from mm_models.presets import train_config
-        from cilp_plugin.runs import train_on_dataset
 
         p = params_with_defaults(ctx, DEFAULTS)
         model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),
@@ -40,7 +40,8 @@ class TrainFusion(foo.Operator):
                              device=p["device"], precision=p["precision"], data=p["data"], seed=p["seed"],
                              wandb=p["wandb"])
         result = train_on_dataset(ctx.dataset, model, train, train_tag=p["train_tag"], val_tag=p["val_tag"],
-                                  name=p["name"], overwrite=p["overwrite"], resume=p["resume"], progress=progress_reporter(ctx))
+                                  name=p["name"], overwrite=p["overwrite"], resume=p["resume"],
+                                  progress=progress_reporter(ctx))
         best = result.best
         return {
             "run": result.run_dir.name,

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from tqdm import tqdm
+
 from mm_models.choices import DEVICES, DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES
 
 from .data import layout
@@ -48,8 +49,8 @@ def cmd_generate(args) -> int:
     knobs = {"distance": args.distance, "size": args.size, "brightness": args.brightness,
              "camera_fov": args.camera_fov, "no_return": args.no_return, "rgb_noise": args.rgb_noise,
              "depth_noise": args.depth_noise, "distractors": args.distractors}
-    config = dataclasses.replace(synth.LOOKS[args.look], ground_plane=args.ground_plane,
-                                 **{k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items() if v is not None})
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items() if v is not None}
+    config = dataclasses.replace(synth.LOOKS[args.look], ground_plane=args.ground_plane, **given)
     start = time.perf_counter()
     with _progress_bar(2 * args.n_per_class, "pair", "generating") as bar:
         dest = synth.generate(args.dest, args.n_per_class, args.seed, config,
@@ -155,8 +156,8 @@ def cmd_train(args) -> int:
     from contextlib import nullcontext
 
     from mm_models import ModelConfig
-    from mm_models.distributed import is_main
     from mm_models.choices import DEFAULT_FUSION
+    from mm_models.distributed import is_main
     from mm_models.presets import train_config as preset_config
 
     from .runs.training import train_on_dataset
@@ -361,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_flag(p, option)
     p.set_defaults(handler=cmd_train)
 
-    p = commands.add_parser("train-cilp", help="train the CILP stages (lidar, cilp, projector, rgb2lidar) as linked runs")
+    p = commands.add_parser("train-cilp",
+                            help="train the CILP stages (lidar, cilp, projector, rgb2lidar) as linked runs")
     p.add_argument("name", help="dataset name")
     for option in options(CILPRequest):
         _add_flag(p, option)

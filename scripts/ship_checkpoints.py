@@ -25,6 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cilp_plugin.cli import SUITES  # noqa: E402
+from cilp_plugin.data import layout, synth  # noqa: E402
+from cilp_plugin.dataset import arrays  # noqa: E402
+from cilp_plugin.dataset.splits import make_split  # noqa: E402
 from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.choices import DEVICES, PRECISIONS, PRESET_CHOICES  # noqa: E402
 from mm_models.engine import describe_metrics  # noqa: E402
@@ -32,10 +36,6 @@ from mm_models.inference import resolve_device, resolve_precision  # noqa: E402
 from mm_models.presets import resolve_preset, train_config  # noqa: E402
 from mm_models.shipping import export_run  # noqa: E402
 from mm_models.stages import KINDS, PIPELINE, default_run_name, pipeline_parents, pipeline_spec  # noqa: E402
-from cilp_plugin.cli import SUITES  # noqa: E402
-from cilp_plugin.data import layout, synth  # noqa: E402
-from cilp_plugin.dataset import arrays  # noqa: E402
-from cilp_plugin.dataset.splits import make_split  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -100,7 +100,8 @@ def main(argv=None) -> None:
             size = sum(p.stat().st_size for p in (args.out / name).iterdir()) / 1e6
             objective = KINDS[result.spec.kind].objective
             print(f"| {name} | {describe_metrics(result.best, objective)} | "
-                  f"{describe_metrics(manifest['shipped']['val'], objective)} | {size:.1f} | {seconds:.0f} |", flush=True)
+                  f"{describe_metrics(manifest['shipped']['val'], objective)} | {size:.1f} | {seconds:.0f} |",
+                  flush=True)
     total = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file()) / 1e6
     print(f"\n{len(jobs)} checkpoints, {total:.1f} MB in {args.out}; {time.perf_counter() - started:.0f} s in all")
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.fiftyone_isolation import REPO
 
+pytestmark = pytest.mark.slow  # whole benchmark scripts, each in a process of its own
+
 NUMBER = r"[\d,]+(?:\.\d+)?"
 
 
@@ -37,7 +39,8 @@ def results_rows(folder, benchmark: str, precision: str | None = None) -> list[d
     files = sorted(folder.glob(f"{benchmark}-*.csv"))
     assert len(files) == 1, f"{benchmark}: CSV files {files}"
     name = files[0].name
-    assert re.fullmatch(rf"{benchmark}-[a-z0-9-]+{'-' + precision if precision else ''}-\d{{4}}-\d\d-\d\d\.csv", name), name
+    with_precision = f"-{precision}" if precision else ""
+    assert re.fullmatch(rf"{benchmark}-[a-z0-9-]+{with_precision}-\d{{4}}-\d\d-\d\d\.csv", name), name
     with files[0].open() as f:
         return list(csv.DictReader(f))
 
@@ -97,7 +100,8 @@ def test_bench_lidar_input_prints_a_row_per_input_and_length(results_dir):
     out = run_benchmark("bench_lidar_input.py", "--n-per-class", "10", "--inputs", "isotropic", "metres",
                         "--epochs", "1", "2")
     for lidar_input, epochs in (("isotropic", 1), ("isotropic", 2), ("metres", 1), ("metres", 2)):
-        assert re.search(rf"^\| {lidar_input} \| {epochs} \| .* \| {NUMBER} % \| {NUMBER} % \|$", out, re.MULTILINE), out
+        row = rf"^\| {lidar_input} \| {epochs} \| .* \| {NUMBER} % \| {NUMBER} % \|$"
+        assert re.search(row, out, re.MULTILINE), out
     rows = results_rows(results_dir, "bench_lidar_input-near", "fp32")
     assert [(r["lidar_input"], r["epochs"]) for r in rows] == [("isotropic", "1"), ("isotropic", "2"),
                                                                 ("metres", "1"), ("metres", "2")]

@@ -121,10 +121,9 @@ def whole_groups(dataset) -> dict[str, list]:
 
 
 def test_kill_9_mid_epoch_then_resume_finishes_the_run(split_dataset, tmp_path):
+    from cilp_plugin.runs.registry import find_run
     from mm_models import load_run
     from mm_models.checkpoint import read_manifest
-
-    from cilp_plugin.runs.registry import find_run
 
     train = ["train", split_dataset.name, "--family", "intermediate", "--epochs", "3", "--batch-size", "16",
              "--precision", "fp32", "--runs-dir", tmp_path / "runs", "--run-name", "killed"]
@@ -163,8 +162,8 @@ def snapshot(dataset) -> dict:
         "logits": dict(zip(ids, [None if v is None else np.asarray(v) for v in logits])),
         "embeddings": dict(zip(ids, [None if v is None else np.asarray(v) for v in embeddings])),
         "label_ids": dict(zip(ids, labels)),
-        "map": dataset.load_brain_results(f"{FIELD}_map", cache=False).points if f"{FIELD}_map" in dataset.list_brain_runs()
-        else None,
+        "map": (dataset.load_brain_results(f"{FIELD}_map", cache=False).points
+                if f"{FIELD}_map" in dataset.list_brain_runs() else None),
     }
 
 

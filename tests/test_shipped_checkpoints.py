@@ -6,14 +6,16 @@ import fiftyone.operators as foo
 import pytest
 import torch
 
-from mm_models import load_run
-from mm_models.engine import evaluate
-from mm_models.stages import objective_for
 from cilp_plugin import cli
 from cilp_plugin.data import layout, synth
 from cilp_plugin.dataset import arrays
 from cilp_plugin.dataset.splits import make_split
 from cilp_plugin.runs.registry import SHIPPED_DIR, shipped_checkpoints
+from mm_models import load_run
+from mm_models.engine import evaluate
+from mm_models.stages import objective_for
+
+pytestmark = pytest.mark.slow  # regenerates 2 x 1,000 pairs and measures every checkpoint
 
 DEMO_MODELS = ["cilp", "intermediate_add", "intermediate_add_strided", "intermediate_concat", "intermediate_mul",
                "late", "lidar", "projector", "rgb2lidar"]

@@ -19,8 +19,10 @@ FEATURES = [
     ("torch", "2.4", "mm_models/engine.py", "fused=True", "torch.optim.AdamW(fused=True) on the CPU"),
     ("torchvision", "0.19", "mm_models/engine.py", "fused=True", "the torchvision release built for torch 2.4"),
     ("wandb", "0.19.10", "mm_models/tracking.py", 'reinit="create_new"', 'wandb.init(reinit="create_new")'),
-    ("fiftyone", "1.22", "plugin/writeback/staging.py", "compare_and_set", "ExecutionStore.compare_and_set (the staging journal)"),
-    ("fiftyone", "1.0", "plugin/runs/registry.py", "register_run", "the run registry (dataset.init_run / register_run)"),
+    ("fiftyone", "1.22", "plugin/writeback/staging.py", "compare_and_set",
+     "ExecutionStore.compare_and_set (the staging journal)"),
+    ("fiftyone", "1.0", "plugin/runs/registry.py", "register_run",
+     "the run registry (dataset.init_run / register_run)"),
 ]
 
 

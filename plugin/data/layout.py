@@ -22,11 +22,11 @@ import os
 import re
 import struct
 import zlib
+from collections.abc import Callable, Container
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Container
 
 import numpy as np
 from PIL import Image
@@ -143,7 +143,7 @@ class ScanReport:
         report = next(c for c in self.classes.values() if c.label == label)
         return report.azimuth, report.zenith
 
-    def require_usable(self) -> "ScanReport":
+    def require_usable(self) -> ScanReport:
         """Raise :class:`FormatError` describing every unusable class."""
         problems = [
             c.error or f"{c.folder}: no usable RGB/LiDAR pair"
@@ -363,7 +363,8 @@ def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
         report.error = str(exc)
 
     rgb, lidar = _stems(rgb_dir, ".png"), _stems(lidar_dir, ".npy")
-    report.unpaired = sorted([rgb_dir / f"{s}.png" for s in rgb - lidar] + [lidar_dir / f"{s}.npy" for s in lidar - rgb])
+    report.unpaired = sorted([rgb_dir / f"{s}.png" for s in rgb - lidar]
+                             + [lidar_dir / f"{s}.npy" for s in lidar - rgb])
     report.pairs = [Pair(report.label, stem, class_dir) for stem in sorted(rgb & lidar)]
     report.copies = [copy for path in report.unpaired if (copy := _copy_of(path)) is not None]
     return report

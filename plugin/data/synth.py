@@ -24,9 +24,9 @@ import colorsys
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,7 +54,8 @@ class SceneConfig:
     camera_fov: float | None = 47.0  # the camera's field of view, degrees; None: the LiDAR's
     palette: str = "pastel"  # object colours: light pastel hues, or one dominant primary channel
     light: str = "any"  # the light's direction: from anywhere up to back_light, or from the sensor's side ("front")
-    back_light: float = 0.25  # with light "any": how far behind the object the light may be (-1 to 1: up to right behind)
+    #: with light "any": how far behind the object the light may be (-1 to 1: up to right behind)
+    back_light: float = 0.25
     brightness: float = 0.7  # light strength times peak reflectance
     ambient: tuple[float, float] = (0.0, 0.0)  # share of light reaching faces turned from the light
     rgb_noise: float = 0.0  # std of camera noise, in [0, 1] intensity units (the original has none: black is 0)

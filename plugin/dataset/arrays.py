@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from mm_models.arrays import INDEX, ArraysWriter, open_arrays
 
 from ..data import layout

@@ -21,11 +21,11 @@ import os
 import re
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
 
 import fiftyone as fo
 import fiftyone.utils.utils3d as fou3d
@@ -189,8 +189,9 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
                  and held[pid]["content"] is not None}
     say(0.0, f"checking the files of {len(keys) - len(unchanged)} new or changed pairs")
     layout.validate_pairs(report, skip=unchanged).require_usable()  # before a new dataset exists
-    report.contents.update({pid: layout.Contents(held[pid]["content"], blank_rgb=layout.BLANK_RGB in held[pid]["rgb_quirks"])
-                            for pid in unchanged})
+    report.contents.update({
+        pid: layout.Contents(held[pid]["content"], blank_rgb=layout.BLANK_RGB in held[pid]["rgb_quirks"])
+        for pid in unchanged})
     dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
     result = IngestResult(dataset=dataset, scan=report, quirks=report.quirks())
     tags_of: dict[str, list[str]] = {}

@@ -6,8 +6,8 @@ function behind the ``load_rgb_lidar_dataset`` operator and ``cilp ingest``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..data import layout, synth
 from ..data.download import download

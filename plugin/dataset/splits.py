@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from ..data import layout
 from .views import all_slices
@@ -43,7 +44,7 @@ class Split:
     def counts(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in SPLITS}
 
-    def without(self, pair_ids: Iterable[str]) -> "Split":
+    def without(self, pair_ids: Iterable[str]) -> Split:
         """This split less ``pair_ids``."""
         left_out = set(pair_ids)
         kept = {name: [pid for pid in getattr(self, name) if pid not in left_out] for name in SPLITS}
@@ -60,7 +61,7 @@ class Split:
         return path
 
     @classmethod
-    def from_json(cls, path: Path | str) -> "Split":
+    def from_json(cls, path: Path | str) -> Split:
         path = Path(path)
         try:
             data = json.loads(path.read_text())

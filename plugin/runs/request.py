@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mm_models.choices import (DATA_MODES, DEVICES, LIDAR_TOWERS, PIPELINE, PRECISIONS, PRESET_CHOICES,
-                               check_choice)
+from mm_models.choices import DATA_MODES, DEVICES, LIDAR_TOWERS, PIPELINE, PRECISIONS, PRESET_CHOICES, check_choice
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def run_config(run_dir: Path | str) -> str:
     train = manifest.get("train") or {}
     rows = [("kind", spec.get("kind", "?"))]
     rows += [(key, value) for key, value in (spec.get("config") or {}).items()]
-    rows += [(f"parent {role}", Path(parent.get("run", "?")).name) for role, parent in (spec.get("parents") or {}).items()]
+    rows += [(f"parent {role}", Path(parent.get("run", "?")).name)
+             for role, parent in (spec.get("parents") or {}).items()]
     rows += [(key, train[key]) for key in SHOWN_TRAIN if key in train]
     return " · ".join(f"{key} `{value}`" for key, value in rows)
 

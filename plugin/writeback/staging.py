@@ -190,8 +190,9 @@ def recover(dataset: fo.Dataset, *, other_hosts: bool = False) -> list[str]:
         else:
             dropped = _drop(dataset, token)
             if dropped or entry:
-                report.append(f"removed what a killed write left ({who}): {', '.join(dropped) or 'nothing staged yet'}; "
-                              f"the previous results are unchanged")
+                removed = ", ".join(dropped) or "nothing staged yet"
+                report.append(f"removed what a killed write left ({who}): {removed}; "
+                              "the previous results are unchanged")
         journal.delete(token)
     for line in report:
         logger.warning("dataset '%s': %s", dataset.name, line)
@@ -257,7 +258,7 @@ class StagedWrite:
         if self._journal is not None:
             self._journal.delete(self.token)
 
-    def __enter__(self) -> "StagedWrite":
+    def __enter__(self) -> StagedWrite:
         with ExitStack() as held:
             held.enter_context(dataset_lease(self.dataset))  # one writer of the dataset's fields at a time
             self.recovered = recover(self.dataset)

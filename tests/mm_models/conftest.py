@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from mm_testdata import read_arrays, seed_all, split
+
 from cilp_plugin.data import synth
 
 

@@ -21,10 +21,11 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from mm_testdata import TINY, load_tensors  # noqa: E402
+
 from mm_models import CILPConfig, ModelSpec, TrainConfig, build, distributed, train  # noqa: E402
 from mm_models.engine import share_of_loss  # noqa: E402
 from mm_models.stages import objective_for  # noqa: E402
-from mm_testdata import TINY, load_tensors  # noqa: E402
 
 # the CILP's LiDAR standardised per channel: with the isotropic default, float rounding in this tiny
 # model grew to weight differences of up to 7e-4 relative after 3 epochs (6 of the 144 weights of a

@@ -9,8 +9,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mm_models import ModelConfig, PairTensors
 from cilp_plugin.data import layout
+from mm_models import ModelConfig, PairTensors
 from mm_models.checkpoint import atomic_write
 
 #: a tiny intermediate-fusion model: same wiring as the reference, ~100x cheaper

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from cilp_plugin.data import layout, synth
 from mm_models import count_parameters
 from mm_models.assessment import ASSESSMENT_LIDAR, load_lidar_cnn
 from mm_models.factory import build_model
-from cilp_plugin.data import layout, synth
 
 
 def assessment_classifier() -> nn.Module:

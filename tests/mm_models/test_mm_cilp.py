@@ -8,8 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from mm_models import (CILP, CheckpointError, CILPConfig, ModelConfig, ModelSpec, PairTensors, ProjectorConfig,
-                       RGBToLiDARConfig, TrainConfig, build, load_run, outputs_of, parent, predict, train)
+from mm_models import (
+    CILP,
+    CheckpointError,
+    CILPConfig,
+    ModelConfig,
+    ModelSpec,
+    PairTensors,
+    ProjectorConfig,
+    RGBToLiDARConfig,
+    TrainConfig,
+    build,
+    load_run,
+    outputs_of,
+    parent,
+    predict,
+    train,
+)
 from mm_models import checkpoint as ckpt
 from mm_models.engine import param_groups
 from mm_models.inputs import MaskNoReturn, ScaleXYZ, Standardize
@@ -271,8 +286,8 @@ def test_a_locked_lidar_tower_is_the_lidar_classifier_frozen(stages, tmp_path):
 
 def test_mismatched_input_sizes_between_parents_are_refused(stages, tmp_path):
     small = CILPConfig(widths=(4, 8), image_size=32, embed_dim=8, vector_hidden=8)
-    data = PairTensors(stages["train"].rgb[:, :32, :32].contiguous(), stages["train"].lidar[:, :, :32, :32].contiguous(),
-                       stages["train"].labels)
+    train = stages["train"]
+    data = PairTensors(train.rgb[:, :32, :32].contiguous(), train.lidar[:, :, :32, :32].contiguous(), train.labels)
     train(small, TrainConfig(**{**FAST, "epochs": 1}), data, data, tmp_path / "cilp32")
     with pytest.raises(ValueError, match=r"cilp reads LiDAR grids of shape \(4, 32, 32\), the lidar classifier "
                                          r"\(4, 64, 64\)"):

@@ -5,14 +5,15 @@ with the GPU benchmark.
 """
 
 import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from mm_testdata import TINY, read_arrays, split
 
+from cilp_plugin.data import synth
 from mm_models import ModelConfig, TrainConfig, load_run, predict, train
 from mm_models.stages import PIPELINE, pipeline_parents, pipeline_spec
-from mm_testdata import TINY, read_arrays, split
-from cilp_plugin.data import synth
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

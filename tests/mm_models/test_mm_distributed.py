@@ -6,13 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed_worker as worker
 import pytest
 import torch
+from mm_testdata import save_tensors, split
 from safetensors.torch import load_file
 
-import distributed_worker as worker
 from mm_models import distributed
-from mm_testdata import save_tensors, split
 
 WORKER = Path(worker.__file__)
 pytestmark = [pytest.mark.slow,
@@ -44,7 +44,8 @@ def names_in(folder: Path) -> list[str]:
 def assert_close(got: dict, expected: dict, rtol: float, atol: float, what: str) -> None:
     assert got.keys() == expected.keys(), what
     for key in expected:
-        torch.testing.assert_close(got[key], expected[key], rtol=rtol, atol=atol, msg=lambda m: f"{what} {key}: {m}")
+        torch.testing.assert_close(got[key], expected[key], rtol=rtol, atol=atol,
+                                   msg=lambda m, key=key: f"{what} {key}: {m}")
 
 
 def relative_difference(a: float, b: float) -> float:

@@ -8,14 +8,23 @@ import stat
 import numpy as np
 import pytest
 import torch
+from mm_testdata import TINY
 from safetensors.torch import load_file
 
-from mm_models import (CheckpointError, ModelConfig, PairTensors, TrainConfig, build_model, load_run,
-                       load_weights, predict, train)
+from mm_models import (
+    CheckpointError,
+    ModelConfig,
+    PairTensors,
+    TrainConfig,
+    build_model,
+    engine,
+    load_run,
+    load_weights,
+    predict,
+    train,
+)
 from mm_models import checkpoint as ckpt
-from mm_models import engine
 from mm_models.engine import lr_at
-from mm_testdata import TINY
 
 FAST = dict(batch_size=8, precision="fp32", device="cpu")
 

@@ -6,12 +6,13 @@ suffice; the default scenes need several thousand distinct pairs.
 """
 
 import dataclasses
-import pytest
 
+import pytest
+from mm_testdata import read_arrays, split
+
+from cilp_plugin.data import synth
 from mm_models import ModelConfig, TrainConfig, build_model, count_parameters, predict, train
 from mm_models.inference import cpu_has_bf16
-from mm_testdata import read_arrays, split
-from cilp_plugin.data import synth
 
 EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
 

@@ -115,8 +115,8 @@ def test_mm_models_imports_torch_only():
     import subprocess
     import sys
 
-    code = ("import sys, mm_models; bad = [m for m in ('fiftyone', 'cilp_plugin', 'cilp_operators', 'wandb', 'matplotlib')"
-            " if m in sys.modules]; print(bad); sys.exit(bool(bad))")
+    code = ("import sys, mm_models; bad = [m for m in ('fiftyone', 'cilp_plugin', 'cilp_operators', 'wandb', "
+            "'matplotlib') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

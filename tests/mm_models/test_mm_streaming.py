@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mm_testdata import TINY
 from safetensors.torch import load_file
 
-from mm_models import TrainConfig, arrays as mm_arrays, data as mm_data, inference, train
-from mm_models import placement as mm_placement, reading
+from mm_models import TrainConfig, inference, reading, train
+from mm_models import arrays as mm_arrays
+from mm_models import data as mm_data
+from mm_models import placement as mm_placement
 from mm_models.arrays import ArraysWriter, open_arrays
 from mm_models.data import PairTensors, StreamedPairs
 from mm_models.placement import place, placement
-from mm_testdata import TINY
 
 FAST = dict(batch_size=8, lr=3e-3, warmup_epochs=0.0, device="cpu", precision="fp32")
 

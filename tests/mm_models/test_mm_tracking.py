@@ -5,9 +5,9 @@ import json
 import struct
 
 import pytest
+from mm_testdata import TINY
 
 from mm_models import CLASS_NAMES, TrainConfig, train
-from mm_testdata import TINY
 
 pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
 

@@ -178,7 +178,8 @@ def test_the_app_server_route_is_confined_and_its_form_says_why(roots, dataset):
 def test_apply_model_opens_run_folders_only_inside_the_allowed_folders(roots, dataset):
     _, outside = roots
     with pytest.raises(ExecutionError, match="not a run folder, nor a run of dataset .* only inside"):
-        foo.execute_operator(f"{URI}/apply_model", ctx={"dataset": dataset, "params": {"source": "run", "run": str(outside)}})
+        foo.execute_operator(f"{URI}/apply_model",
+                             ctx={"dataset": dataset, "params": {"source": "run", "run": str(outside)}})
 
 
 def test_find_cross_modal_matches_takes_a_run_name_not_a_path(dataset):

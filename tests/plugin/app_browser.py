@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -111,3 +112,54 @@ def dismiss_popups(page) -> None:
     if dismiss.is_visible():
         dismiss.click()
         dismiss.wait_for(state="hidden")
+
+
+# --------------------------------------------------------------------------- fixtures (tests/plugin/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        pw.selectors.set_test_id_attribute("data-cy")  # the App's test ids
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A page in a fresh browser context; records ``/media`` answers, the operator requests the
+    App sends (to check what a form sent) and the page's errors."""
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.media = []  # (status, filepath) of each /media answer, in order
+        page.operator_calls = []  # (route, JSON body) of each request to the operator routes
+        page.errors = []  # uncaught exceptions and console errors, for failure messages
+
+        def on_response(response):
+            url = urlparse(response.url)
+            if url.path == "/media":
+                page.media.append((response.status, parse_qs(url.query).get("filepath", [""])[0]))
+
+        def on_request(request):
+            if "/operators/" in request.url and request.method == "POST":
+                try:
+                    body = request.post_data_json
+                except Exception:  # noqa: BLE001 - not JSON: not a form's call
+                    body = None
+                page.operator_calls.append((request.url.rsplit("/operators/", 1)[1], body))
+
+        context.on("response", on_response)  # the context also sees requests made by workers
+        page.on("request", on_request)
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on("console", lambda m: page.errors.append(m.text[:500]) if m.type == "error"
+                and "ERR_NAME_NOT_RESOLVED" not in m.text else None)  # offline: no fonts, no telemetry
+        yield page
+    finally:
+        context.close()

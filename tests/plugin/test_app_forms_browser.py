@@ -37,17 +37,15 @@ from .app_browser import REPO, artifacts_dir, clear_screenshots, needs_chromium,
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     PLUGIN,
     SHOW_TIMEOUT,
-    browser,  # noqa: F401 - a fixture
     executed,
     field_input,
     open_dataset,
     open_operator,
-    page,  # noqa: F401 - a fixture
     problem_report,
     run_operator,
+    show_field_on_tiles,
     wait_for_form_params,
     wait_for_tiles,
-    show_field_on_tiles,
 )
 
 N_PER_CLASS = 4
@@ -362,7 +360,6 @@ def apply_model(page, server, make_dataset, runs_dir):
 
 
 def find_cross_modal_matches(page, server, make_dataset, runs_dir):
-    from cilp_plugin import writeback
 
     dataset = make_dataset("matches")
     writeback.apply_run(dataset, registry.shipped_checkpoint("cilp"), embedding_map="pca")

@@ -29,19 +29,15 @@ import json
 import re
 import time
 import uuid
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from cilp_plugin import writeback
 from cilp_plugin.data import synth
 from cilp_plugin.dataset import ingest, splits, views
-from cilp_plugin.runs import registry, training
+from cilp_plugin.runs import registry
 
 from .app_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    VIEWPORT,
     AppServer,
     artifacts_dir,
     clear_screenshots,
@@ -100,54 +96,6 @@ def make_dataset(base_dataset):
 def app_server(tmp_path_factory):
     with running_app(tmp_path_factory.mktemp("app-server") / "app_server.log") as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        pw.selectors.set_test_id_attribute("data-cy")  # the App's test ids
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A page in a fresh browser context; records ``/media`` answers, the operator requests the
-    App sends (to check what a form sent) and the page's errors."""
-    context = browser.new_context(viewport=VIEWPORT)
-    try:
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.media = []  # (status, filepath) of each /media answer, in order
-        page.operator_calls = []  # (route, JSON body) of each request to the operator routes
-        page.errors = []  # uncaught exceptions and console errors, for failure messages
-
-        def on_response(response):
-            url = urlparse(response.url)
-            if url.path == "/media":
-                page.media.append((response.status, parse_qs(url.query).get("filepath", [""])[0]))
-
-        def on_request(request):
-            if "/operators/" in request.url and request.method == "POST":
-                try:
-                    body = request.post_data_json
-                except Exception:  # noqa: BLE001 - not JSON: not a form's call
-                    body = None
-                page.operator_calls.append((request.url.rsplit("/operators/", 1)[1], body))
-
-        context.on("response", on_response)  # the context also sees requests made by workers
-        page.on("request", on_request)
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        page.on("console", lambda m: page.errors.append(m.text[:500]) if m.type == "error"
-                and "ERR_NAME_NOT_RESOLVED" not in m.text else None)  # offline: no fonts, no telemetry
-        yield page
-    finally:
-        context.close()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -325,8 +273,9 @@ def test_operator_browser_create_splits(make_dataset, app_server, page, tmp_path
 
         wait_until(page, app_server, listed, sorted(PLUGIN_OPERATORS), "the plugin's operators, labelled 'CILP:'")
         icons = listing.locator("img")  # the plugin's icon, beside each of its operators
-        wait_until(page, app_server, lambda: icons.evaluate_all("imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"),
-                   [True] * len(PLUGIN_OPERATORS), "the plugin's icons, loaded")
+        loaded = "imgs => imgs.map(i => i.complete && i.naturalWidth > 0)"
+        wait_until(page, app_server, lambda: icons.evaluate_all(loaded), [True] * len(PLUGIN_OPERATORS),
+                   "the plugin's icons, loaded")
         listing.get_by_text("CILP: create train/val/test splits", exact=True).click()
         form = page.get_by_test_id("operators-prompt-modal")
         form.wait_for()

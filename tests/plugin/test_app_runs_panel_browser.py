@@ -15,23 +15,20 @@ from concurrent.futures import ThreadPoolExecutor
 import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionProgress, ExecutionResult
-
-from fiftyone.operators.executor import ExecutionRunState
+from fiftyone.operators.executor import ExecutionProgress, ExecutionResult, ExecutionRunState
 
 from cilp_plugin import cli
 from cilp_plugin.data import synth
 from cilp_plugin.dataset import ingest, splits
-from cilp_plugin.runs import registry, table as run_table, training
+from cilp_plugin.runs import registry, training
+from cilp_plugin.runs import table as run_table
 
 from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     PLUGIN,
     SHOW_TIMEOUT,
-    browser,  # noqa: F401 - a fixture
     field_input,
     open_dataset,
-    page,  # noqa: F401 - a fixture
     problem_report,
     run_operator,
     show_field_on_tiles,

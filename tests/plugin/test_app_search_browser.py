@@ -27,11 +27,9 @@ from cilp_plugin.dataset import ingest, splits
 from .app_browser import artifacts_dir, clear_screenshots, needs_chromium, running_app
 from .test_app_operators_browser import (  # the helpers of the other operator tests
     SHOW_TIMEOUT,
-    browser,  # noqa: F401 - a fixture
     field_input,
     open_dataset,
     open_operator,
-    page,  # noqa: F401 - a fixture
     problem_report,
     run_operator,
     show_field_on_tiles,
@@ -195,7 +193,8 @@ def colour_column(body: bytes) -> tuple[list[int], dict]:
 @pytest.mark.parametrize("slice_name", ["rgb", "depth"])
 @pytest.mark.parametrize("brain_key", ["cilp_rgb_map", "cilp_lidar_map"])
 def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, page, slice_name, brain_key):
-    offered = sorted(key for key in dataset.list_brain_runs() if dataset.get_brain_info(key).config.type == "visualization")
+    offered = sorted(key for key in dataset.list_brain_runs()
+                     if dataset.get_brain_info(key).config.type == "visualization")
     assert offered == ["cilp_lidar_map", "cilp_rgb_map"]  # the maps the panel offers: each is tested
     answers = []
     page.on("response", lambda r: answers.append(r) if r.url.endswith("/embeddings/v2/color") else None)

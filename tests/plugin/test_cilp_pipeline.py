@@ -5,9 +5,9 @@ The four stages train once (module fixture) on 2 x 100 easy generated pairs,
 reads what they wrote. The last test retrains rgb2lidar through the operator.
 """
 
-import dataclasses
 import contextlib
 import csv
+import dataclasses
 import io
 import shutil
 import uuid
@@ -19,7 +19,6 @@ import pytest
 from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 
-from mm_models import load_run, outputs_of
 from cilp_plugin import cli
 from cilp_plugin.data import layout, synth
 from cilp_plugin.dataset import arrays
@@ -30,6 +29,9 @@ from cilp_plugin.runs.pipeline import train_cilp
 from cilp_plugin.runs.registry import record_run, recorded_runs
 from cilp_plugin.writeback import apply_run
 from cilp_plugin.writeback.cilp import apply_cilp, find_cross_modal_matches
+from mm_models import load_run, outputs_of
+
+pytestmark = pytest.mark.slow  # its module fixture trains the four CILP stages
 
 URI = "@cilp/multimodal"
 EASY = dataclasses.replace(synth.LEGACY, distance=(6.0, 8.0), size=(1.0, 1.4), brightness=0.8, offset=0.2)
@@ -310,7 +312,6 @@ def test_apply_indexes_the_pair_scores_and_replaces_former_per_slice_indexes(spl
     search on another slice, are deleted by a re-apply."""
     import fiftyone.brain as fob
 
-    from cilp_plugin.runs.registry import shipped_checkpoint
 
     dataset = split_dataset.clone(f"{split_dataset.name}-indexes")
     try:
@@ -482,7 +483,8 @@ def test_train_cilp_operator_retrains_a_later_stage_from_the_recorded_runs(pipel
     finally:
         flat.untag_samples(list(few))
     assert run.error is None, run.error
-    assert run.result["runs"] == {"rgb2lidar": "rgb2lidar"} and "rgb2lidar: best epoch 1, val loss" in run.result["summary"]
+    assert run.result["runs"] == {"rgb2lidar": "rgb2lidar"}
+    assert "rgb2lidar: best epoch 1, val loss" in run.result["summary"]
     dataset.reload()
     assert recorded_runs(dataset) == recorded
     loaded = load_run(recorded["rgb2lidar"])

@@ -4,6 +4,7 @@ import csv
 import uuid
 
 import fiftyone as fo
+import pytest
 from PIL import Image
 
 from cilp_plugin import cli
@@ -45,6 +46,7 @@ def test_errors_name_the_problem(tiny_data, capsys):
     assert "embedding_map: unknown method 'mds'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # waits out FiftyOne's database start timeout
 def test_a_database_that_cannot_start_gets_advice(tmp_path):
     """Another MongoDB holding FiftyOne's database folder (as another installation's does): FiftyOne's
     own error, after its minute of waiting, becomes one that says what to do."""

@@ -4,8 +4,8 @@ The server speaks plain http, so every download here opts in with ``allow_http``
 """
 
 import functools
-import os
 import http.server
+import os
 import shutil
 import stat
 import threading

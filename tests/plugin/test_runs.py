@@ -6,11 +6,11 @@ import uuid
 
 import pytest
 
-from mm_models import ModelConfig, TrainConfig, load_run
-from mm_models.engine import is_batch_update
 from cilp_plugin.dataset import ingest, splits
 from cilp_plugin.runs.registry import find_run, recorded_runs
 from cilp_plugin.runs.training import train_on_dataset
+from mm_models import ModelConfig, TrainConfig, load_run
+from mm_models.engine import is_batch_update
 
 LIDAR = ModelConfig(family="lidar")
 FAST = dict(batch_size=8, precision="fp32", device="cpu")

@@ -106,6 +106,7 @@ def held_out_accuracy(x, y, train, test, epochs=20):
         return (model(x[test]).argmax(1) == y[test]).float().mean().item()
 
 
+@pytest.mark.slow  # trains a classifier per modality
 def test_each_modality_alone_carries_the_class(tmp_path):
     torch.manual_seed(0)
     rgb, lidar, labels = load_arrays(synth.generate(tmp_path / "d", n_per_class=250, seed=11))
@@ -192,6 +193,7 @@ def test_quirks_knob_refuses_what_does_not_fit_before_rendering(tmp_path, n_per_
 def test_the_legacy_look_renders_the_earlier_generators_files_byte_for_byte(tmp_path):
     # hashes of files written by the generator before its fit (commit cbc9863), same arguments
     root = synth.generate(tmp_path / "legacy", 3, seed=5, config=synth.LEGACY)
-    for name, sha256 in (("cubes/rgb/0001.png", "5f2a6d45db7ceff0daed034503bd9c6464d9ebba5aefac89659314aac99adb79"),
-                         ("spheres/lidar/0002.npy", "842d39a5f7f58d7ec804bb72743d6711ee61f79a845c2c98b7522664f70d049e")):
+    for name, sha256 in (
+            ("cubes/rgb/0001.png", "5f2a6d45db7ceff0daed034503bd9c6464d9ebba5aefac89659314aac99adb79"),
+            ("spheres/lidar/0002.npy", "842d39a5f7f58d7ec804bb72743d6711ee61f79a845c2c98b7522664f70d049e")):
         assert hashlib.sha256((root / name).read_bytes()).hexdigest() == sha256, name
