@@ -1,13 +1,8 @@
 """``cilp app`` and ``cilp worker``: the FiftyOne App and executors for its background runs.
 
-FiftyOne (open source) runs an operator from the App in one of two ways:
-
-- "Execute": synchronously, inside one request to the App server, which FiftyOne cuts
-  off after ``FIFTYONE_OPERATOR_TIMEOUT`` (600 s): fine for short operations only;
-- "Schedule": queued in the database as a delegated operation and run by an executor
-  (what ``fiftyone delegated launch`` runs). The App offers it only when its server runs
-  with ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``; "Schedule" is otherwise shown as
-  NOT AVAILABLE.
+The App offers "Schedule" (an operation queued in the database, run by an executor, with no time
+limit) only when its server runs with ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``; the user's
+side of this is in docs/background-runs.md.
 
 ``run_app`` starts two child processes with the same environment, that setting included:
 
