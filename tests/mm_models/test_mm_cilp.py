@@ -286,8 +286,8 @@ def test_a_locked_lidar_tower_is_the_lidar_classifier_frozen(stages, tmp_path):
 
 def test_mismatched_input_sizes_between_parents_are_refused(stages, tmp_path):
     small = CILPConfig(widths=(4, 8), image_size=32, embed_dim=8, vector_hidden=8)
-    train = stages["train"]
-    data = PairTensors(train.rgb[:, :32, :32].contiguous(), train.lidar[:, :, :32, :32].contiguous(), train.labels)
+    pairs = stages["train"]
+    data = PairTensors(pairs.rgb[:, :32, :32].contiguous(), pairs.lidar[:, :, :32, :32].contiguous(), pairs.labels)
     train(small, TrainConfig(**{**FAST, "epochs": 1}), data, data, tmp_path / "cilp32")
     with pytest.raises(ValueError, match=r"cilp reads LiDAR grids of shape \(4, 32, 32\), the lidar classifier "
                                          r"\(4, 64, 64\)"):
