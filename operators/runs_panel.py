@@ -30,9 +30,12 @@ class RunsPanel(foo.Panel):
         self.refresh(ctx)
 
     def refresh(self, ctx):
+        from cilp_plugin.dataset import being_written
         from cilp_plugin.runs import run_config, run_curves, scheduled_operations, training_runs
         from cilp_plugin.writeback import applied_runs
 
+        if being_written(ctx.dataset_name):  # ctx.dataset would reload it under that write: next tick
+            return
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
         operations = scheduled_operations(ctx.dataset)

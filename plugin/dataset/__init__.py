@@ -20,7 +20,7 @@ _EXPORTS = {
     "arrays": ("PairArrays", "MissingFilesError", "load_pairs", "from_folder", "from_dataset"),
     "sources": ("SOURCES", "load_dataset", "resolve_folder"),
     "views": ("all_slices", "with_tags", "default_cache_dir"),
-    "leases": ("dataset_lease",),
+    "leases": ("dataset_lease", "being_written"),
     "owners": ("owner", "owner_state", "describe_owner"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

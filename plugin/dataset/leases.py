@@ -32,6 +32,30 @@ MIN_HEARTBEATS = 3
 #: the collection of dataset leases, in FiftyOne's database
 LEASES = "cilp_worker_leases"
 
+#: dataset name -> how many threads of this process write it now (under its lease). FiftyOne keeps
+#: one dataset object per process, and ``ctx.dataset`` reloads it from the database on each
+#: operator or panel call: a reload in another thread, between a write adding a field to the
+#: in-memory schema and saving it, loses the field. Polling callers skip a dataset written here.
+_writing: dict[str, int] = {}
+_writing_guard = threading.Lock()
+
+
+def being_written(name: str | None) -> bool:
+    """Whether a thread of this process writes the dataset ``name`` now (holds its lease)."""
+    with _writing_guard:
+        return bool(_writing.get(name))
+
+
+@contextmanager
+def _writing_here(name: str):
+    with _writing_guard:
+        _writing[name] = _writing.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        with _writing_guard:
+            _writing[name] -= 1
+
 
 def _leases():
     import fiftyone.core.odm as foo
@@ -89,7 +113,8 @@ def dataset_lease(dataset, *, poll_s: float = 1.0):
     key = f"dataset:{dataset._doc.id}"
     held = getattr(_held, "keys", frozenset())
     if os.environ.get(HELD_LEASE_ENV) == key or key in held:
-        yield
+        with _writing_here(dataset.name):
+            yield
         return
     stale_after_s = float(os.environ.get(STALE_ENV, DEFAULT_STALE_S))
     holder = f"{os.path.basename(sys.argv[0]) or 'python'} (host {socket.gethostname()}, pid {os.getpid()}) " \
@@ -115,7 +140,8 @@ def dataset_lease(dataset, *, poll_s: float = 1.0):
     renewer.start()
     _held.keys = held | {key}
     try:
-        yield
+        with _writing_here(dataset.name):
+            yield
     finally:
         _held.keys = held
         stop.set()

@@ -236,6 +236,37 @@ def test_writes_outside_the_queue_wait_for_the_dataset_lease_a_worker_holds(data
         writer.join(10)
 
 
+def test_a_dataset_written_in_this_process_is_known_to_its_pollers(dataset):
+    """The runs panel polls in the App server's process; FiftyOne's ``ctx.dataset`` reloads the one
+    dataset object of the process, which loses the fields that an apply running there ("Execute")
+    is adding. So the panel asks ``being_written`` first: true from a staged write's start to its
+    end, nested leases included, in any thread of the process."""
+    import threading
+
+    from cilp_plugin.dataset.leases import being_written, dataset_lease
+    from cilp_plugin.writeback.staging import StagedWrite
+
+    inside, finish = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with StagedWrite(dataset):
+            with dataset_lease(dataset):  # nested: held already
+                pass
+            inside.set()
+            finish.wait(10)
+
+    assert not being_written(dataset.name)
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert inside.wait(10)
+        assert being_written(dataset.name) and not being_written(f"{dataset.name}-other")
+    finally:
+        finish.set()
+        writer.join(10)
+    assert not being_written(dataset.name)
+
+
 def test_a_lease_left_by_a_killed_process_of_this_host_is_taken_at_once(dataset):
     """A ``cilp apply`` killed with ``kill -9`` holds its lease until it lapses (5 min by default):
     the next writer on the same host sees its process gone and takes the lease over."""
