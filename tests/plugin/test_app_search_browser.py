@@ -190,6 +190,24 @@ def colour_column(body: bytes) -> tuple[list[int], dict]:
     return list(struct.unpack(f"<{n}H", body[16:16 + 2 * n])), json.loads(body[16 + 2 * n:])
 
 
+def choose_colour_field(page, panel, field: str, tries: int = 3) -> None:
+    """Colour the Embeddings panel's points by ``field``, as a person does: the "Color by" button, then
+    the field typed and picked. On a busy machine the first click may land before the menu is ready."""
+    for attempt in range(tries):
+        panel.get_by_role("button", name="Color by").click()
+        combobox = panel.get_by_role("combobox", name="Color by")
+        try:
+            combobox.wait_for(timeout=10_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: the menu did not open
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        combobox.fill(field)
+        page.get_by_role("option", name=field).first.click()
+        return
+
+
 @pytest.mark.parametrize("slice_name", ["rgb", "depth"])
 @pytest.mark.parametrize("brain_key", ["cilp_rgb_map", "cilp_lidar_map"])
 def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, page, slice_name, brain_key):
@@ -207,13 +225,14 @@ def test_embeddings_panel_colours_every_cilp_map_by_class(dataset, app_server, p
         panel = page.get_by_test_id("panel-content-Embeddings")
         panel.get_by_text(brain_key, exact=True).click(timeout=2 * SHOW_TIMEOUT * 1000)  # a busy machine lists slowly
         panel.get_by_text(f"{2 * N_PER_CLASS} points").wait_for(timeout=2 * SHOW_TIMEOUT * 1000)
-        panel.get_by_role("button", name="Color by").click()
-        panel.get_by_role("combobox", name="Color by").fill("ground_truth.label")
-        page.get_by_role("option", name="ground_truth.label").first.click()
+        choose_colour_field(page, panel, "ground_truth.label")
         deadline = time.monotonic() + 2 * SHOW_TIMEOUT
         while not answers:
             assert time.monotonic() < deadline, f"{brain_key}: the panel never asked for colours\n" \
                                                 f"{problem_report(page, app_server)}"
+            page.wait_for_timeout(250)
+        deadline = time.monotonic() + SHOW_TIMEOUT  # a first answer may come before the field was applied
+        while 0xFFFF in colour_column(answers[-1].body())[0] and time.monotonic() < deadline:
             page.wait_for_timeout(250)
     finally:
         screenshot(page, f"embeddings_{slice_name}_{brain_key}")
