@@ -186,17 +186,22 @@ def check_port_free(address: str, port: int) -> None:
                              f"choose another port with --port (make app PORT=...)") from None
 
 
+def app_answers(url: str) -> bool:
+    """Whether the App server at ``url`` answers ``GET /fiftyone``."""
+    try:
+        with urllib.request.urlopen(f"{url}/fiftyone", timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def _wait_for_server(server: _Child, url: str, timeout: float = SERVER_START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.exited() is not None:
             raise RuntimeError(f"the App server exited with status {server.exited()} (see its output above)")
-        try:
-            with urllib.request.urlopen(f"{url}/fiftyone", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if app_answers(url):
+            return
         time.sleep(0.25)
     raise RuntimeError(f"the App server did not answer {url}/fiftyone within {timeout:.0f} s")
 

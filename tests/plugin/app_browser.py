@@ -13,13 +13,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+
+from cilp_plugin.service.app import app_answers
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium")
@@ -86,12 +86,8 @@ class AppServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 pytest.fail(f"the App server exited with status {process.returncode}:\n{log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{url}/fiftyone", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if app_answers(url):
+                return
             time.sleep(0.25)
         pytest.fail(f"the App server did not answer GET /fiftyone within {timeout:.0f} s:\n{log_tail()}")
 
