@@ -104,14 +104,13 @@ def flag_outside_roots(prop, field: str, value) -> bool:
 
 def split_tag_fields(ctx, inputs) -> None:
     """The "train on" / "select on" tag fields, shown invalid when no pair carries the tag."""
-    fields = {option.name: option_field(inputs, option, description=None) for option in TRAINING_OPTIONS
+    fields = {option: option_field(inputs, option, description=None) for option in TRAINING_OPTIONS
               if option.name in ("train_tag", "val_tag")}
     if ctx.dataset is None or ctx.dataset.media_type != "group":
         return
     tags = ctx.dataset.select_group_slices("rgb").count_sample_tags()
-    defaults = {option.name: option.default for option in TRAINING_OPTIONS}
-    for key, prop in fields.items():
-        tag = ctx.params.get(key) or defaults[key]
+    for option, prop in fields.items():
+        tag = ctx.params.get(option.name) or option.default
         if not tags.get(tag):
             prop.invalid = True
             prop.error_message = f"No pairs are tagged '{tag}': run 'create splits' first"
