@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from mm_models.choices import DEVICES, DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES
 
-from .data import layout
+from .data import layout, synth
 from .runs.request import TRAINING_OPTIONS, CILPRequest, Option, options
 
 
@@ -44,20 +44,20 @@ def _progress_bar(total: int, unit: str, desc: str):
 
 
 def cmd_generate(args) -> int:
-    from .data import synth
-
     knobs = {"distance": args.distance, "size": args.size, "brightness": args.brightness,
              "camera_fov": args.camera_fov, "no_return": args.no_return, "rgb_noise": args.rgb_noise,
              "depth_noise": args.depth_noise, "distractors": args.distractors}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in knobs.items() if v is not None}
     config = dataclasses.replace(synth.LOOKS[args.look], ground_plane=args.ground_plane, **given)
+    classes = synth.check_classes(args.classes.split(",") if args.classes else [])
+    pairs = len(classes) * args.n_per_class
     start = time.perf_counter()
-    with _progress_bar(2 * args.n_per_class, "pair", "generating") as bar:
+    with _progress_bar(pairs, "pair", "generating") as bar:
         dest = synth.generate(args.dest, args.n_per_class, args.seed, config,
-                              force=args.force, progress=bar.update, quirks=args.quirks)
+                              force=args.force, progress=bar.update, quirks=args.quirks, classes=classes,
+                              image_size=tuple(args.image_size), beams=tuple(args.beams))
     seconds = time.perf_counter() - start
-    print(f"wrote {2 * args.n_per_class} pairs to {dest} in {seconds:.1f} s "
-          f"({2 * args.n_per_class / seconds:,.0f} pairs/s)")
+    print(f"wrote {pairs} pairs to {dest} in {seconds:.1f} s ({pairs / seconds:,.0f} pairs/s)")
     return 0
 
 
@@ -289,6 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", type=Path, help="folder to create")
     p.add_argument("--n-per-class", type=_positive_int, default=1000, help="pairs per class (1000)")
     p.add_argument("--seed", type=int, default=42, help="random seed (42)")
+    p.add_argument("--classes", default=",".join(synth.DEFAULT_CLASSES), metavar="SHAPE,...",
+                   help=f"the shapes, one class folder each, comma-separated: {','.join(synth.FOLDERS)} "
+                        f"(default {','.join(synth.DEFAULT_CLASSES)}); only cubes and spheres of 64x64 "
+                        "are read by validate and ingest today")
+    p.add_argument("--image-size", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("H", "W"),
+                   help="RGB height and width in pixels (64 64); the camera's field of view spans the width")
+    p.add_argument("--beams", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("N_AZ", "N_ZE"),
+                   help="azimuth and zenith beams (64 64), over the same -16 to +16 degrees")
     p.add_argument("--look", choices=["default", "legacy"], default="default",
                    help="the scenes: fitted to the original renders (default), or the generator's before that fit")
     p.add_argument("--distance", type=float, nargs=2, metavar=("MIN", "MAX"),
