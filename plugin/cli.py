@@ -3,6 +3,7 @@
     cilp generate data/synthetic --n-per-class 1000 --seed 42
     cilp validate data/synthetic --json
     cilp download URL --dest data
+    cilp import-pointclouds scans/ data/scans --beams -16 15.5 64 -16 15.5 64
     cilp ingest data/synthetic --name cilp-assessment
     cilp split cilp-assessment --val 0.2 --seed 42 --to-json split.json --exclude-tags blank_rgb duplicate
     cilp train cilp-assessment --family intermediate --fusion add --epochs 10
@@ -66,6 +67,21 @@ def cmd_validate(args) -> int:
         report = layout.scan(args.root, progress=bar.update)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return 0 if report.usable else 2
+
+
+def cmd_import_pointclouds(args) -> int:
+    from .data import pointclouds
+
+    if args.beams_file:
+        beams = pointclouds.Beams.from_preset(args.beams_file)
+    else:
+        beams = pointclouds.Beams.from_values(args.beams[:3], args.beams[3:])
+    classes = args.classes.split(",") if args.classes else None
+    with _progress_bar(None, "pair", "importing") as bar:
+        report = pointclouds.import_pointclouds(args.src, args.dest, beams, labels=args.labels, classes=classes,
+                                                overwrite=args.overwrite, progress=bar.update, workers=args.workers)
+    print(report.format_text())
+    return 0 if report.pairs else 2
 
 
 def cmd_download(args) -> int:
@@ -320,6 +336,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", type=Path, help="folder holding cubes/ and spheres/")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser("import-pointclouds",
+                            help="import RGB images and point clouds (.pcd, .ply, KITTI .bin) paired by stem")
+    p.add_argument("src", type=Path, help="folder of class folders (SRC/<class>/...), or of files with --labels")
+    p.add_argument("dest", type=Path, help="folder to create in the DLI layout")
+    beams = p.add_mutually_exclusive_group(required=True)
+    beams.add_argument("--beams", nargs=6, metavar=("AZ_MIN", "AZ_MAX", "N_AZ", "ZE_MIN", "ZE_MAX", "N_ZE"),
+                       help="the beams in degrees, first and last centres included: the course's are "
+                            "-16 15.5 64 -16 15.5 64")
+    beams.add_argument("--beams-file", type=Path, metavar="PRESET.json",
+                       help='a sensor preset {"azimuth": [min, max, n], "zenith": [min, max, n]}')
+    p.add_argument("--labels", type=Path, metavar="FILE.csv", help="stem,label rows, for files not in class folders")
+    p.add_argument("--classes", metavar="LABEL,...", help="import only these labels (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST once the import is complete")
+    p.add_argument("--workers", type=_positive_int, help="processes (default: 2 from 200 pairs on)")
+    p.set_defaults(handler=cmd_import_pointclouds)
 
     p = commands.add_parser("download", help="download, validate and install the original data")
     p.add_argument("url", help="Google Drive file/folder link or https URL of a zip")
