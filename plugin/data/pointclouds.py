@@ -229,7 +229,8 @@ def find_sources(src: Path | str, labels: Path | str | None = None, classes: Seq
 
     Without ``labels`` each folder of ``src`` is a class (its name the label, files at any depth in
     it); with them, the files at any depth under ``src`` pair by stem across folders and the
-    ``stem,label`` file labels them. ``classes``: the labels to import (default: all)."""
+    ``stem,label`` file labels them. ``classes``: the labels to import (default: all; ``cube`` and
+    ``cubes`` are one)."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder does not exist")
@@ -280,9 +281,9 @@ def _pair_problem(found: dict[str, list[Path]], label: str | None, labels, class
         return "one of several files of one kind with this stem: " + ", ".join(str(p) for p in images + clouds)
     if label is None:
         return f"no label in {labels}"
-    if not _LABEL.match(label):
+    if labels is not None and not _LABEL.match(label):
         return f"label {label!r} cannot name a class folder (letters, digits, '_', '.', '-')"
-    if classes is not None and label not in classes:
+    if classes is not None and class_folder(label) not in {class_folder(c) for c in classes}:
         return f"unknown label {label!r} (expected one of {', '.join(classes)})"
     return None
 

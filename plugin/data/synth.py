@@ -215,7 +215,7 @@ def _ahead(t, keep):
 
 
 def _quadratic(a, half_b, c):
-    """The roots of ``a t^2 + 2 half_b t + c`` (near, far); nan where there is none."""
+    """The two roots of ``a t^2 + 2 half_b t + c``; nan where there is none."""
     with np.errstate(divide="ignore", invalid="ignore"):
         root = np.sqrt(half_b * half_b - a * c)
         return (-half_b - root) / a, (-half_b + root) / a

@@ -150,6 +150,12 @@ def test_labels_file_problems_are_named(tmp_path):
     reasons = {str(bad.path): bad.reason for bad in refused}
     assert reasons[str(src / "b.png")] == reasons[str(src / "b.bin")] == f"no label in {labels}"
     assert "'ghost' (label 'sphere'): no image or point cloud of that stem" in reasons[str(labels)]
+    assert find_sources(src, labels, classes=["cubes"])[0] == sources  # a label or its folder: one class
+    labels.write_text("a,../up\nb,torus\n")
+    sources, refused = find_sources(src, labels, classes=["cube", "sphere"])
+    assert sources == [] and {bad.reason for bad in refused} == {
+        "label '../up' cannot name a class folder (letters, digits, '_', '.', '-')",
+        "unknown label 'torus' (expected one of cube, sphere)"}
     labels.write_text("a,cube\na,sphere\n")
     with pytest.raises(ValueError, match="line 2: 'a' is labelled 'cube' and 'sphere'"):
         find_sources(src, labels)
