@@ -9,6 +9,7 @@ DATASET ?= cilp-assessment
 PORT   ?= 5151
 RUNS   ?= runs
 EPOCHS ?=
+PRESET ?=
 PRECISION ?= auto
 
 export FIFTYONE_DO_NOT_TRACK := true
@@ -25,7 +26,7 @@ setup-test:
 	@bash scripts/setup.sh --test
 
 demo: setup
-	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) SUBSET=$(SUBSET) DATASET=$(DATASET) RUNS=$(RUNS) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
+	@DATA=$(DATA) N_PER_CLASS=$(N_PER_CLASS) SUBSET=$(SUBSET) DATASET=$(DATASET) RUNS=$(RUNS) PRESET=$(PRESET) EPOCHS=$(EPOCHS) PRECISION=$(PRECISION) \
 		CILP=$(CILP) PY=$(PY) bash scripts/demo.sh
 
 # The App on PORT and an executor for what its forms schedule (training runs longer than the

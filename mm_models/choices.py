@@ -57,8 +57,8 @@ KIND_NAMES = ("classifier", "cilp", "projector", "rgb2lidar")
 #: the stages of the cross-modal pipeline, in training order; a parent role is named after its stage
 PIPELINE = ("lidar", "cilp", "projector", "rgb2lidar")
 #: the presets of epochs, learning rate and batch size (mm_models.presets); ``auto`` picks by device
-PRESETS_NAMES = ("cpu", "gpu")
-#: what a ``--preset`` option accepts: a preset's name, or auto (gpu on CUDA, else cpu)
+PRESETS_NAMES = ("cpu", "gpu", "demo")
+#: what a ``--preset`` option accepts: a preset's name, or auto (gpu on CUDA, else cpu; never demo)
 PRESET_CHOICES = ("auto", *PRESETS_NAMES)
 #: what a preset has settings for: every fusion classifier, and each CILP stage
 PRESET_MODELS = ("fusion", *PIPELINE)

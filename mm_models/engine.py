@@ -88,7 +88,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (worth it on CUDA)
     patience: int = 0  # stop after this many epochs without a better selection metric; 0 = never
     augment: str = "none"  # none | rgb-affine: training-time augmentation (mm_models.augment)
-    eval_batch_size: int = 256
+    eval_batch_size: int | None = None  # None: the device's (mm_models.inference.inference_batch_size)
     wandb: bool = False  # track the run with wandb (offline unless WANDB_API_KEY is set)
     wandb_project: str = "cilp-multimodal"
     logged_predictions: int = 32  # val samples in the wandb predictions table
@@ -103,6 +103,8 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
                           ("logged_predictions", 0), ("seed", 0)):
             value = getattr(self, name)
+            if value is None and name == "eval_batch_size":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
         for name, low, high in (("lr", 0.0, math.inf), ("weight_decay", 0.0, math.inf),

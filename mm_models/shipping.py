@@ -45,7 +45,7 @@ def export_run(run_dir: Path | str, out_dir: Path | str, val_data: PairTensors, 
 
     shipped = load_run(out_dir)  # as a user will load it
     objective = objective_for(shipped.spec, run.manifest["train"]["batch_size"])
-    metrics = evaluate(shipped.model, objective, val_data.to("cpu"), batch_size=256, device=torch.device("cpu"),
+    metrics = evaluate(shipped.model, objective, val_data.to("cpu"), batch_size=None, device=torch.device("cpu"),
                        precision="fp32")
     manifest["shipped"] = {**about, "from_run": run_dir.name, "val": {f"val/{k}": v for k, v in metrics.items()}}
     ckpt.write_json(out_dir / ckpt.MANIFEST, manifest)

@@ -81,7 +81,7 @@ SORTABLE = ("pair_similarity", "pair_rank")
 
 def apply_cilp(
     dataset: fo.Dataset, run: str = "cilp", *, tags: str | list[str] | None = None,
-    embedding_map: str | None = "pca", batch_size: int = 256, device: str = "auto", progress=None,
+    embedding_map: str | None = "pca", batch_size: int | None = None, device: str = "auto", progress=None,
 ) -> CILPApplyResult:
     """Embed every pair (or those with ``tags``) with a CILP run and write the results back.
 

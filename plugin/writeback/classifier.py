@@ -50,7 +50,7 @@ class ApplyResult:
 
 def apply_model(
     dataset: fo.Dataset, run: str | Path, *, field: str | None = None, tags: str | list[str] | None = None,
-    eval_tag: str | None = "val", embedding_map: str | None = "pca", batch_size: int = 256,
+    eval_tag: str | None = "val", embedding_map: str | None = "pca", batch_size: int | None = None,
     device: str = "auto", progress=None,
 ) -> ApplyResult:
     """Predict every pair (or those with ``tags``) with a run's best checkpoint and write back.

@@ -24,7 +24,10 @@ from mm_models import (
     train,
 )
 from mm_models import checkpoint as ckpt
+from mm_models.choices import PRESET_MODELS
 from mm_models.engine import lr_at
+from mm_models.inference import inference_batch_size
+from mm_models.presets import resolve_preset, train_config
 
 FAST = dict(batch_size=8, precision="fp32", device="cpu")
 
@@ -37,6 +40,23 @@ def files_of(folder):
 def read_csv(path):
     with open(path) as file:
         return list(csv.DictReader(file))
+
+
+def test_auto_picks_the_devices_preset_and_never_the_demos():
+    assert resolve_preset("auto", "cpu") == "cpu" and resolve_preset("auto", "cuda") == "gpu"
+    assert train_config("fusion", "demo").preset == "demo"
+    for model in PRESET_MODELS:  # the demo's preset is a shorter cpu one, never a longer one
+        assert train_config(model, "demo").epochs <= train_config(model, "cpu").epochs
+
+
+def test_predictions_are_the_same_at_any_batch_size(small_split):
+    model = build_model(TINY)
+    data = small_split[1]
+    assert inference_batch_size(torch.device("cpu")) == 32 and inference_batch_size(torch.device("cuda")) == 256
+    by_device = predict(model, data, device="cpu")
+    in_small_batches = predict(model, data, device="cpu", batch_size=5)
+    assert len(data) > 5
+    np.testing.assert_allclose(by_device.logits, in_small_batches.logits, rtol=1e-5, atol=1e-6)
 
 
 def test_lr_warms_up_then_decays_to_the_floor():
@@ -234,6 +254,7 @@ def test_early_stopping_stops_after_patience_epochs(small_split, tmp_path, monke
     (dict(epochs=-1), "epochs"), (dict(epochs=0), "epochs"), (dict(lr=-0.1), "lr"),
     (dict(batch_size=0), "batch_size"), (dict(device="tpu"), "device"), (dict(precision="fp8"), "precision"),
     (dict(patience=-2), "patience"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
+    (dict(eval_batch_size=0), "eval_batch_size"),
 ])
 def test_bad_train_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}: "):
