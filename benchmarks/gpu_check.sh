@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA path on one GPU, in a few minutes: the test suite's CUDA tests (bf16 and compiled
-# training, resume across devices, CPU/GPU agreement, the CILP stages), then the GPU benchmark;
+# training, resume across devices, CPU/GPU agreement, the CILP stages, torchrun on NCCL), then the GPU benchmark;
 # one table at the end. Needs torch with CUDA; FiftyOne is not needed.
 #
 #     bash benchmarks/gpu_check.sh            # PYTHON=... to choose the interpreter
@@ -15,7 +15,8 @@ if ! "$PYTHON" -c "import cilp_plugin" 2>/dev/null; then  # not installed (a GPU
     export PYTHONPATH="$shim:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-"$PYTHON" -m pytest -q -m cuda tests/mm_models/test_mm_cuda.py tests/mm_models/test_mm_streaming.py -p no:cacheprovider --junitxml "$junit"
+"$PYTHON" -m pytest -q -m cuda tests/mm_models/test_mm_cuda.py tests/mm_models/test_mm_streaming.py \
+    tests/mm_models/test_mm_distributed.py -p no:cacheprovider --junitxml "$junit"
 tests=$?
 "$PYTHON" benchmarks/bench_gpu.py --junit "$junit"
 bench=$?

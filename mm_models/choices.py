@@ -56,6 +56,8 @@ RGB2LIDAR_PARTS = ("rgb_encoder", "projector", "head")
 KIND_NAMES = ("classifier", "cilp", "projector", "rgb2lidar")
 #: the stages of the cross-modal pipeline, in training order; a parent role is named after its stage
 PIPELINE = ("lidar", "cilp", "projector", "rgb2lidar")
+#: ``torch.compile`` modes a training can ask for (``TrainConfig.compile``; True means default)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 #: the presets of epochs, learning rate and batch size (mm_models.presets); ``auto`` picks by device
 PRESETS_NAMES = ("cpu", "gpu", "demo")
 #: what a ``--preset`` option accepts: a preset's name, or auto (gpu on CUDA, else cpu; never demo)

@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import make_augmentation
-from .choices import AUGMENTATIONS, DATA_MODES, DEVICES, PRECISIONS, check_choice, config_from_dict
+from .choices import AUGMENTATIONS, COMPILE_MODES, DATA_MODES, DEVICES, PRECISIONS, check_choice, config_from_dict
 from .data import PairTensors
 from .factory import count_parameters
 from .inference import Progress, autocast, concat_outputs, infer, resolve_device, resolve_precision
@@ -85,7 +85,7 @@ class TrainConfig:
     seed: int = 42  # model initialisation and batch order
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 autocast
-    compile: bool = False  # torch.compile the model (worth it on CUDA)
+    compile: bool | str = False  # torch.compile the model (worth it on CUDA): True or a mode (COMPILE_MODES)
     patience: int = 0  # stop after this many epochs without a better selection metric; 0 = never
     augment: str = "none"  # none | rgb-affine: training-time augmentation (mm_models.augment)
     eval_batch_size: int | None = None  # None: the device's (mm_models.inference.inference_batch_size)
@@ -100,6 +100,8 @@ class TrainConfig:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("augment", self.augment, AUGMENTATIONS)
         check_choice("data", self.data, DATA_MODES)
+        if not isinstance(self.compile, bool):
+            check_choice("compile", self.compile, COMPILE_MODES)
         for name, low in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("patience", 0),
                           ("logged_predictions", 0), ("seed", 0)):
             value = getattr(self, name)
@@ -217,7 +219,7 @@ def train(
             progress(0.0, data_note)
         train_data, val_data = ((d.streamed(device) if data_mode == "streamed" else d.resident(device))
                                 for d in (train_data, val_data))
-        compiled = torch.compile if config.compile else (lambda module: module)
+        compiled = compiler(config.compile)
         forward = compiled(distributed.wrap(model, device))
         evaluator = forward if distributed.world_size() == 1 else compiled(model)  # no DDP collectives while evaluating
         augment = make_augmentation(config.augment)
@@ -360,6 +362,15 @@ def prepare_model(spec: ModelSpec, objective: Objective, train_config: TrainConf
     if distributed.rank():  # augmentation draws of its own; the model was built alike on every process
         seed_everything(train_config.seed + 7919 * distributed.rank())
     return model.to(device, memory_format=torch.channels_last), saved, fitted, drop_last
+
+
+def compiler(compile: bool | str) -> Callable[[nn.Module], nn.Module]:
+    """``torch.compile`` in the mode asked for (True: its default), or nothing for False. Inductor
+    caches what it compiled and autotuned on disk, so a later run starts faster."""
+    if not compile:
+        return lambda module: module
+    mode = None if compile in (True, "default") else compile
+    return lambda module: torch.compile(module, mode=mode)
 
 
 def seed_everything(seed: int) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from mm_models.choices import DEVICES, DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES
+from mm_models.choices import COMPILE_MODES, DEVICES, DOWNSAMPLE_MODES, FAMILIES, FUSION_MODES
 
 from .data import layout, synth
 from .runs.request import TRAINING_OPTIONS, CILPRequest, Option, options
@@ -395,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="default: the preset's")
     p.add_argument("--lr", type=float, help="default: the preset's")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", nargs="?", const=True, default=False, choices=COMPILE_MODES, metavar="MODE",
+                   help="torch.compile the model (worth it on a GPU); MODE: " + ", ".join(COMPILE_MODES))
     p.add_argument("--patience", type=int, default=0, help="early stopping after N epochs without progress")
     p.add_argument("--run-name", help="default: from the model, e.g. intermediate_add")
     for option in TRAINING_OPTIONS:

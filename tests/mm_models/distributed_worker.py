@@ -2,6 +2,8 @@
 
     torchrun --standalone --nproc-per-node 2 distributed_worker.py DATA_DIR RUN_DIR OUT_DIR MODEL BATCH EPOCHS
 
+The runs train on ``$CILP_WORKER_DEVICE`` (default ``cpu``; ``cuda``: each process on its own GPU, NCCL).
+
 With ``MODEL`` (a name in ``MODELS``), the pairs ``DATA_DIR/{train,val}.safetensors``
 and a global batch of ``BATCH`` pairs, each rank writes to ``OUT_DIR``:
 ``rank<R>-gradients.safetensors``, the gradients after one step on the first batch;
@@ -13,6 +15,7 @@ functions in their own process for the one-process reference.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,8 +59,10 @@ def one_step_gradients(data_dir: Path, model: str, batch_size: int) -> dict[str,
     return {name: p.grad.detach().clone().contiguous() for name, p in module.named_parameters() if p.grad is not None}
 
 
-def train_run(data_dir: Path, run_dir: Path, model: str, batch_size: int, epochs: int, resume: bool = False):
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, precision="fp32", device="cpu")
+def train_run(data_dir: Path, run_dir: Path, model: str, batch_size: int, epochs: int, resume: bool = False,
+              device: str | None = None):
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, precision="fp32",
+                         device=device or os.environ.get("CILP_WORKER_DEVICE", "cpu"))
     return train(MODELS[model], config, split(data_dir, "train"), split(data_dir, "val"), run_dir, resume=resume)
 
 

@@ -19,10 +19,12 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch has no torch.distributed")]
 
 
-def torchrun(*args, timeout: float = 240) -> None:
-    """``torchrun --standalone --nproc-per-node 2 distributed_worker.py ARGS`` (a free port, one thread each)."""
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(WORKER), *map(str, args)], env={**os.environ, "OMP_NUM_THREADS": "1"},
+def torchrun(*args, processes: int = 2, device: str = "cpu", timeout: float = 240) -> None:
+    """``torchrun --standalone --nproc-per-node PROCESSES distributed_worker.py ARGS`` (a free port, one
+    thread each), training on ``device``."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(processes), str(WORKER), *map(str, args)],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "CILP_WORKER_DEVICE": device},
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
@@ -104,3 +106,21 @@ def test_outside_torchrun_there_is_one_process_and_no_process_group():
     module = torch.nn.Linear(2, 2)
     assert distributed.wrap(module, torch.device("cpu")) is module
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model, batch_size", [("tiny", 7), ("cilp", 9)])
+def test_torchrun_on_nccl_trains_as_a_plain_cuda_run(model, batch_size, data_dir, tmp_path):
+    """One process per GPU (here every GPU of the machine, NCCL, DDP, batch norms synchronised) against
+    one plain process on one GPU with the same global batch."""
+    processes = min(torch.cuda.device_count(), 2)
+    torchrun(data_dir, tmp_path / "run", tmp_path / "out", model, batch_size, 2, processes=processes, device="cuda")
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in range(processes)]
+    assert ranks[0]["manifest"]["processes"] == processes and ranks[0]["manifest"]["device"].startswith("cuda")
+    worker.train_run(data_dir, tmp_path / "plain", model, batch_size, 2, device="cuda")  # as each rank: 2, then 3
+    plain = worker.train_run(data_dir, tmp_path / "plain", model, batch_size, 3, resume=True, device="cuda")
+    # cuDNN picks its kernels anew in each process: within 1e-3, as the streamed-vs-resident CUDA test
+    for got, expected in zip(ranks[0]["resumed"], plain.history, strict=True):
+        for key in ("train/loss", "val/loss"):
+            assert relative_difference(got[key], expected[key]) < 1e-3, (key, got[key], expected[key])

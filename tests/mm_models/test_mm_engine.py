@@ -254,7 +254,7 @@ def test_early_stopping_stops_after_patience_epochs(small_split, tmp_path, monke
     (dict(epochs=-1), "epochs"), (dict(epochs=0), "epochs"), (dict(lr=-0.1), "lr"),
     (dict(batch_size=0), "batch_size"), (dict(device="tpu"), "device"), (dict(precision="fp8"), "precision"),
     (dict(patience=-2), "patience"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
-    (dict(eval_batch_size=0), "eval_batch_size"),
+    (dict(eval_batch_size=0), "eval_batch_size"), (dict(compile="fast"), "compile"),
 ])
 def test_bad_train_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}: "):
