@@ -194,8 +194,9 @@ def cmd_train(args) -> int:
                 overwrite=args.overwrite, resume=args.resume, progress=bar)
         best = result.best
         if main:
+            macro_f1 = f", macro F1 {100 * best['val/macro_f1']:.2f}%" if "val/macro_f1" in best else ""
             print(f"{result.run_dir.name}: best epoch {best['epoch']}, val loss {best['val/loss']:.5f}, "
-                  f"accuracy {100 * best['val/accuracy']:.2f}%, {best['samples_per_s']:,.0f} samples/s "
+                  f"accuracy {100 * best['val/accuracy']:.2f}%{macro_f1}, {best['samples_per_s']:,.0f} samples/s "
                   f"-> {result.run_dir}")
     return 0
 
@@ -307,8 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (42)")
     p.add_argument("--classes", default=",".join(synth.DEFAULT_CLASSES), metavar="SHAPE,...",
                    help=f"the shapes, one class folder each, comma-separated: {','.join(synth.FOLDERS)} "
-                        f"(default {','.join(synth.DEFAULT_CLASSES)}); only cubes and spheres of 64x64 "
-                        "are read by validate and ingest today")
+                        f"(default {','.join(synth.DEFAULT_CLASSES)}); validate and ingest read 64x64 only")
     p.add_argument("--image-size", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("H", "W"),
                    help="RGB height and width in pixels (64 64); the camera's field of view spans the width")
     p.add_argument("--beams", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("N_AZ", "N_ZE"),
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_generate)
 
     p = commands.add_parser("validate", help="check a data folder and report bad or unpaired files")
-    p.add_argument("root", type=Path, help="folder holding cubes/ and spheres/")
+    p.add_argument("root", type=Path, help="folder holding the class folders (cubes/, spheres/, ...)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=cmd_validate)
 
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_download)
 
     p = commands.add_parser("ingest", help="build the grouped rgb/depth/lidar FiftyOne dataset")
-    p.add_argument("root", type=Path, help="data folder holding cubes/ and spheres/")
+    p.add_argument("root", type=Path, help="data folder holding the class folders (cubes/, spheres/, ...)")
     p.add_argument("--name", default="cilp-assessment", help="dataset name (cilp-assessment)")
     p.add_argument("--cache-dir", type=Path, help="where derived files go (default: ROOT.cache beside ROOT)")
     p.add_argument("--rebuild", action="store_true",

@@ -5,12 +5,16 @@
     ROOT/
       cubes/    rgb/0000.png ...   lidar/0000.npy ...   azimuth.npy   zenith.npy
       spheres/  (same)
+      ...       any other class folder (cylinders/, tori/, mugs/, ...)
 
 A pair is an RGB PNG and a LiDAR ``.npy`` with the same stem in the same class
-folder. The depth array's rows follow azimuth and its columns zenith; a value
-``>= NO_RETURN`` means the beam hit nothing. This module is the only place that
-reads or writes that layout: everything else goes through :func:`scan`,
-:func:`read_rgb`, :func:`read_depth` and :func:`write_pair`.
+folder. A class's label is its shape for the generator's folders (``cubes`` ->
+``cube``, :data:`SHAPES`), else the folder's name; classes go in :data:`SHAPES`
+order, then the others by name (:func:`class_folders`). The depth array's rows
+follow azimuth and its columns zenith; a value ``>= NO_RETURN`` means the beam hit
+nothing. This module is the only place that reads or writes that layout: everything
+else goes through :func:`scan`, :func:`read_rgb`, :func:`read_depth` and
+:func:`write_pair`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,12 @@ from PIL import Image
 
 from .workers import process_pool
 
-#: class folder -> label, in the reference order (cubes first)
+#: class folder -> label of the generator's shapes, in its order (cubes and spheres first, as ever);
+#: any other class folder's label is its name
+SHAPES = {"cubes": "cube", "spheres": "sphere", "cylinders": "cylinder", "cones": "cone", "tori": "torus",
+          "pyramids": "pyramid"}
+#: the original data's class folders and labels, in the reference order (cubes first): what a data folder
+#: with fewer than two class folders is expected to hold
 CLASS_FOLDERS = {"cubes": "cube", "spheres": "sphere"}
 LABELS = tuple(CLASS_FOLDERS.values())
 #: depth at or beyond this many metres means "no return"
@@ -136,6 +145,11 @@ class ScanReport:
         return all(c.usable for c in self.classes.values())
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """The class labels, in class order (label index -> label)."""
+        return tuple(c.label for c in self.classes.values())
+
+    @property
     def pairs(self) -> list[Pair]:
         return [p for c in self.classes.values() for p in c.pairs]
 
@@ -157,13 +171,13 @@ class ScanReport:
     # the quirks of published copies, judged on the pairs whose files were read
 
     def blank_rgb(self) -> list[str]:
-        """The pairs (ids, cubes then spheres by stem) whose RGB image is all black."""
+        """The pairs (ids, class by class, each by stem) whose RGB image is all black."""
         return [p.pair_id for p in self.pairs if p.pair_id in self.contents and self.contents[p.pair_id].blank_rgb]
 
     def duplicates(self) -> dict[str, str]:
         """Each pair whose RGB and LiDAR files are both byte-identical to an earlier pair's -> that pair.
 
-        Pairs go cubes then spheres, each by stem: the first of identical pairs is the original and is
+        Pairs go class by class (cubes, spheres, ...), each by stem: the first of identical pairs is the original and is
         not listed, so ``0123 (1)`` is the duplicate of ``0123``. Pairs that share one file only (such as
         the all-black images, byte-identical to each other) are not duplicates."""
         first: dict[str, str] = {}
@@ -351,7 +365,7 @@ def _read_bytes(path: Path) -> bytes:
 def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
     """Pair the files of one class folder by stem (reading its angles, no pair's files)."""
     class_dir = root / folder
-    report = ClassReport(folder=class_dir, label=CLASS_FOLDERS[folder])
+    report = ClassReport(folder=class_dir, label=label_of(folder))
     rgb_dir, lidar_dir = class_dir / "rgb", class_dir / "lidar"
     missing = [d for d in (class_dir, rgb_dir, lidar_dir) if not d.is_dir()]
     if missing:
@@ -389,11 +403,45 @@ def _stems(folder: Path, suffix: str) -> set[str]:
         return {e.name[:-len(suffix)] for e in entries if e.name.endswith(suffix) and e.is_file()}
 
 
+def label_of(folder: str) -> str:
+    """A class folder's label: the shape of a generator's folder (``cubes`` -> ``cube``), else its name."""
+    return SHAPES.get(folder, folder)
+
+
+def class_order(label: str) -> tuple[int, str]:
+    """Sort key of the labels: the generator's shapes in :data:`SHAPES` order, then the others by name."""
+    shapes = list(SHAPES.values())
+    return (shapes.index(label), "") if label in shapes else (len(shapes), label)
+
+
+def _holds_class(folder: Path) -> bool:
+    return (folder / "rgb").is_dir() or (folder / "lidar").is_dir()
+
+
+def class_folders(root: Path | str) -> dict[str, str]:
+    """Class folder -> label of the data folder ``root``, in :func:`class_order`: its sub-folders that
+    hold ``rgb/`` or ``lidar/``. With fewer than two, the original's ``cubes/`` and ``spheres/`` are
+    added, so that a scan names what is missing."""
+    root = Path(root)
+    with os.scandir(root) as entries:
+        found = [e.name for e in entries if e.is_dir() and _holds_class(Path(e.path))]
+    if len(found) < 2:
+        found += [folder for folder in CLASS_FOLDERS if folder not in found]
+    by_label: dict[str, str] = {}
+    for folder in sorted(found):
+        label = label_of(folder)
+        if label in by_label:
+            raise FormatError(f"{root}: class folders {by_label[label]}/ and {folder}/ both hold label {label!r}; "
+                              f"expected one folder a class")
+        by_label[label] = folder
+    return {by_label[label]: label for label in sorted(by_label, key=class_order)}
+
+
 def count_candidate_pairs(root: Path | str) -> int:
     """A cheap upper bound on the pairs under ``root`` (for progress bars)."""
     root = Path(root)
     return sum(
-        len(os.listdir(root / f / "rgb")) for f in CLASS_FOLDERS if (root / f / "rgb").is_dir()
+        len(os.listdir(root / f / "rgb")) for f in class_folders(root) if (root / f / "rgb").is_dir()
     )
 
 
@@ -438,16 +486,18 @@ def scan(
     root = Path(root)
     if not root.is_dir():
         raise FormatError(f"{root}: data folder does not exist")
-    report = ScanReport(root=root, classes={folder: scan_class(root, folder, size=size) for folder in CLASS_FOLDERS})
+    report = ScanReport(root=root, classes={folder: scan_class(root, folder, size=size)
+                                            for folder in class_folders(root)})
     return validate_pairs(report, size=size, progress=progress, workers=workers) if validate else report
 
 
 def find_data_roots(top: Path | str) -> list[Path]:
-    """Folders at any depth under ``top`` that hold every class folder."""
+    """Folders at any depth under ``top`` that hold two class folders or more (each with ``rgb/``
+    or ``lidar/``)."""
     top = Path(top)
     roots = []
     for dirpath, dirnames, _ in os.walk(top):
-        if all(f in dirnames for f in CLASS_FOLDERS):
+        if sum(_holds_class(Path(dirpath) / d) for d in dirnames) >= 2:
             roots.append(Path(dirpath))
             dirnames.clear()
     return roots

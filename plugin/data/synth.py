@@ -46,8 +46,7 @@ def beam_angles(n: int) -> np.ndarray:
 #: the course's beam layout: -16 to +15.5 degrees in 0.5 degree steps
 BEAM_ANGLES = beam_angles(layout.SIZE)
 #: class folder -> shape, in the order that seeds each shape's scenes (cubes and spheres first, as ever)
-SHAPES = {"cubes": "cube", "spheres": "sphere", "cylinders": "cylinder", "cones": "cone", "tori": "torus",
-          "pyramids": "pyramid"}
+SHAPES = layout.SHAPES
 FOLDERS = {shape: folder for folder, shape in SHAPES.items()}
 DEFAULT_CLASSES = ("cube", "sphere")
 #: the smallest and largest side of an image or a beam grid

@@ -1,7 +1,8 @@
 """Pairs -> the arrays ``mm_models`` trains on, from a dataset view or a raw folder.
 
 RGB stays RGBA uint8 ``(N, 64, 64, 4)``; LiDAR becomes the course's XYZA float32
-``(N, 4, 64, 64)``; labels are 0 (cube) / 1 (sphere). Decoded arrays are cached on
+``(N, 4, 64, 64)``; labels are class indices into the classes (a dataset's, or a
+folder's: 0 cube, 1 sphere, 2 cylinder, ...). Decoded arrays are cached on
 disk under a key made of every file's path, size and modification time, so a
 re-run skips the decoding and any change to the data makes a new entry.
 
@@ -26,7 +27,7 @@ import numpy as np
 from mm_models.arrays import INDEX, ArraysWriter, open_arrays
 
 from ..data import layout
-from .views import default_cache_dir, with_tags
+from .views import dataset_classes, default_cache_dir, with_tags
 
 CACHE_VERSION = 1  # part of the fingerprint (runs record it: resume checks it)
 CHUNK = 1024  # pairs decoded, then written, at a time (~80 MB)
@@ -45,9 +46,10 @@ class PairArrays:
     pair_ids: list[str]
     rgb: np.ndarray  # (N, H, W, 4) uint8; memory-mapped from ``source`` when cached
     lidar: np.ndarray  # (N, 4, H, W) float32; memory-mapped from ``source`` when cached
-    labels: np.ndarray  # (N,) int64, index into layout.LABELS
+    labels: np.ndarray  # (N,) int64, index into classes
     fingerprint: str  # identifies the data: pair ids and file contents' keys
     source: Path | None = None  # the arrays folder (cache) rgb and lidar are mapped from
+    classes: tuple[str, ...] = layout.LABELS  # label index -> class label
 
     def __len__(self) -> int:
         return len(self.pair_ids)
@@ -79,23 +81,26 @@ def _fingerprint(pair_ids: list[str], paths: list[tuple[str, str]]) -> str:
 
 
 def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], range_paths: list[str],
-               cache_dir: Path | str | None = None) -> PairArrays:
-    """Decode (or reuse from ``cache_dir``) the arrays of the given pairs, in order.
+               cache_dir: Path | str | None = None, classes: tuple[str, ...] | list[str] = layout.LABELS) -> PairArrays:
+    """Decode (or reuse from ``cache_dir``) the arrays of the given pairs, in order; ``labels``
+    become their indices in ``classes``.
 
     With ``cache_dir`` the arrays are decoded into the cache a chunk at a time and come
     back memory-mapped from it; without, they are decoded into memory.
     """
     if not pair_ids:
         raise ValueError("no pairs to load: the selection is empty")
-    unknown = sorted(set(labels) - set(layout.LABELS))
+    classes = tuple(classes)
+    unknown = sorted(set(labels) - set(classes))
     if unknown:
-        raise ValueError(f"unknown labels {unknown}: expected {' / '.join(layout.LABELS)}")
+        raise ValueError(f"unknown labels {unknown}: expected {' / '.join(classes)}")
     fingerprint = _fingerprint(pair_ids, list(zip(rgb_paths, range_paths)))
-    label_index = np.array([layout.LABELS.index(label) for label in labels], np.int64)
+    index_of = {label: i for i, label in enumerate(classes)}
+    label_index = np.array([index_of[label] for label in labels], np.int64)
     if not cache_dir:
         rgb, lidar = _empty(len(pair_ids))
         _decode(rgb_paths, range_paths, rgb, lidar)
-        return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint)
+        return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint, classes=classes)
 
     folder = Path(cache_dir) / "tensors" / fingerprint
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -111,10 +116,10 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
                 arrays = None
                 shutil.rmtree(folder, ignore_errors=True)
         if arrays is None:
-            _decode_to_cache(folder, fingerprint, rgb_paths, range_paths, label_index)
+            _decode_to_cache(folder, fingerprint, rgb_paths, range_paths, label_index, classes)
             Path(cache_dir, "tensors", f"{fingerprint}.npz").unlink(missing_ok=True)  # this version's predecessor
             arrays, _ = open_arrays(folder)
-    return PairArrays(list(pair_ids), arrays["rgb"], arrays["lidar"], label_index, fingerprint, folder)
+    return PairArrays(list(pair_ids), arrays["rgb"], arrays["lidar"], label_index, fingerprint, folder, classes)
 
 
 def _empty(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,7 +138,8 @@ def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: 
         lidar[i] = layout.depth_to_xyza(layout.read_depth(range_path), *angles[class_dir])
 
 
-def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray) -> None:
+def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray,
+                     classes: tuple[str, ...]) -> None:
     """Decode the pairs into the arrays folder ``folder``, ``CHUNK`` pairs at a time."""
     count = len(labels)
     rgb, lidar = _empty(min(CHUNK, count))
@@ -141,7 +147,7 @@ def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, lab
     with ArraysWriter(folder, {"rgb": ((count, *rgb.shape[1:]), np.uint8),
                                "lidar": ((count, *lidar.shape[1:]), np.float32),
                                "labels": ((count,), np.int64)},
-                      {"fingerprint": fingerprint, "labels": list(layout.LABELS)}) as out:
+                      {"fingerprint": fingerprint, "labels": list(classes)}) as out:
         for start in range(0, count, CHUNK):
             stop = min(start + CHUNK, count)
             _decode(rgb_paths[start:stop], range_paths[start:stop], rgb, lidar, angles)
@@ -150,13 +156,16 @@ def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, lab
 
 def from_folder(root: Path | str, pair_ids: list[str] | None = None,
                 cache_dir: Path | str | None = None) -> PairArrays:
-    """Arrays of the valid pairs under a raw data folder (optionally only ``pair_ids``)."""
-    pairs = layout.scan(root).require_usable().pairs
+    """Arrays of the valid pairs under a raw data folder (optionally only ``pair_ids``); its classes
+    are its class folders'."""
+    report = layout.scan(root).require_usable()
+    pairs = report.pairs
     if pair_ids is not None:
         wanted = set(pair_ids)
         pairs = [p for p in pairs if p.pair_id in wanted]
     return load_pairs([p.pair_id for p in pairs], [p.label for p in pairs],
-                      [str(p.rgb_path) for p in pairs], [str(p.lidar_path) for p in pairs], cache_dir)
+                      [str(p.rgb_path) for p in pairs], [str(p.lidar_path) for p in pairs], cache_dir,
+                      report.labels)
 
 
 def from_dataset(dataset, tags: str | list[str] | None = None, cache_dir: Path | str | None = None) -> PairArrays:
@@ -169,7 +178,7 @@ def from_dataset(dataset, tags: str | list[str] | None = None, cache_dir: Path |
     if cache_dir is None and root:
         cache_dir = default_cache_dir(Path(root))
     try:
-        return load_pairs(ids, labels, rgb, ranges, cache_dir)
+        return load_pairs(ids, labels, rgb, ranges, cache_dir, dataset_classes(dataset))
     except MissingFilesError as exc:
         raise MissingFilesError(
             f"dataset '{dataset.name}': {exc}. The data folder changed since it was ingested: restore the files, "

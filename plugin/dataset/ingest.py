@@ -193,6 +193,7 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
         pid: layout.Contents(held[pid]["content"], blank_rgb=layout.BLANK_RGB in held[pid]["rgb_quirks"])
         for pid in unchanged})
     dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
+    _record_classes(dataset, report.labels)
     result = IngestResult(dataset=dataset, scan=report, quirks=report.quirks())
     tags_of: dict[str, list[str]] = {}
     for tag, pair_ids in result.quirks.items():
@@ -346,9 +347,16 @@ def _open_dataset(name: str, root: Path, *, building: bool = False) -> fo.Datase
 def _create_schema(dataset: fo.Dataset, root: Path, *, building: bool = False) -> None:
     if dataset.media_type is None:
         dataset.add_group_field("group", default="rgb")
-    dataset.info = {**dataset.info, "data_root": str(root), "classes": list(layout.LABELS),
+    dataset.info = {**dataset.info, "data_root": str(root),
                     "created_by": "cilp-multimodal", **({"building": owner()} if building else {})}
-    dataset.default_classes = list(layout.LABELS)
+    dataset.save()
+
+
+def _record_classes(dataset: fo.Dataset, labels: tuple[str, ...]) -> None:
+    """The data folder's class labels, in label-index order: ``info["classes"]`` and ``default_classes``
+    (what training, write-back and evaluation read)."""
+    dataset.info = {**dataset.info, "classes": list(labels)}
+    dataset.default_classes = list(labels)
     dataset.save()
 
 

@@ -1,7 +1,7 @@
 """Train/val/test splits of pairs, as tags on every slice of a group.
 
 The reference protocol (published with the DLI results): pair ids ordered cubes
-then spheres by stem; ``random.seed(seed)``, shuffle, keep the first
+then spheres (then any other class, in the layout's class order) by stem; ``random.seed(seed)``, shuffle, keep the first
 ``subset`` fraction; seed again, shuffle, and cut. ``stratify=False`` reproduces
 it exactly; ``stratify=True`` (the default) applies it to each class, so every
 split keeps the class balance. The JSON form is the reference's:
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data import layout
-from .views import all_slices
+from .views import all_slices, dataset_classes
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -88,11 +88,21 @@ def _check_fraction(name: str, value: float, allow_one: bool = False) -> None:
         raise ValueError(f"{name}: expected a fraction in [0, {'1]' if allow_one else '1)'}, got {value}")
 
 
-def _reference_order(pair_ids: list[str]) -> list[str]:
-    """Cubes then spheres, each by stem: the order the reference shuffled."""
+def label_of(pair_id: str, classes: Iterable[str] = ()) -> str:
+    """The class label a pair id ``<label>_<stem>`` starts with: the longest of ``classes`` that it
+    starts with (a label may hold ``_``), else what comes before its first ``_``."""
+    known = [c for c in classes if pair_id.startswith(f"{c}_")]
+    return max(known, key=len) if known else pair_id.partition("_")[0]
+
+
+def _reference_order(pair_ids: list[str], classes: Iterable[str] = ()) -> list[str]:
+    """Class by class (cubes, spheres, then the layout's class order), each by stem: the order the
+    reference shuffled."""
+    classes = tuple(classes)
+
     def key(pid):
-        label, _, stem = pid.partition("_")
-        return (layout.LABELS.index(label) if label in layout.LABELS else len(layout.LABELS), label, stem)
+        label = label_of(pid, classes)
+        return (*layout.class_order(label), pid[len(label) + 1:])
     return sorted(pair_ids, key=key)
 
 
@@ -109,8 +119,9 @@ def _cut(ids: list[str], val: float, test: float, subset: float, seed: int) -> t
 
 
 def make_split(pair_ids: list[str], val: float = 0.2, test: float = 0.0, subset: float = 1.0,
-               seed: int = 42, stratify: bool = True) -> Split:
-    """Assign pair ids to train/val/test by the reference protocol."""
+               seed: int = 42, stratify: bool = True, classes: Iterable[str] = ()) -> Split:
+    """Assign pair ids to train/val/test by the reference protocol; ``classes``: the class labels
+    (needed only where a label holds ``_``)."""
     _check_fraction("val", val)
     _check_fraction("test", test)
     _check_fraction("subset", subset, allow_one=True)
@@ -118,9 +129,11 @@ def make_split(pair_ids: list[str], val: float = 0.2, test: float = 0.0, subset:
         raise ValueError(f"val + test: expected less than 1, got {val + test}")
     if subset <= 0:
         raise ValueError(f"subset: expected a fraction in (0, 1], got {subset}")
-    ordered = _reference_order(pair_ids)
-    groups = [[p for p in ordered if p.partition("_")[0] == label]
-              for label in dict.fromkeys(p.partition("_")[0] for p in ordered)] if stratify else [ordered]
+    classes = tuple(classes)
+    ordered = _reference_order(pair_ids, classes)
+    labels = [label_of(p, classes) for p in ordered]
+    groups = [[p for p, of in zip(ordered, labels) if of == label]
+              for label in dict.fromkeys(labels)] if stratify else [ordered]
     split = Split([], [], [], seed=seed, subset_percentage=subset)
     for ids in groups:
         train, val_ids, test_ids = _cut(ids, val, test, subset, seed)
@@ -214,7 +227,8 @@ def create_splits(
         split = Split.from_json(from_json).without(left_out)
     else:
         split = make_split([pid for pid in pair_ids(dataset) if pid not in left_out],
-                           val=val, test=test, subset=subset, seed=seed, stratify=stratify)
+                           val=val, test=test, subset=subset, seed=seed, stratify=stratify,
+                           classes=dataset_classes(dataset))
     if not split.train and not split.val and not split.test:
         raise ValueError(f"the split is empty once the {len(left_out)} pairs tagged {' or '.join(tags)} are left out"
                          if left_out else "the split is empty: the dataset has no pairs (ingest data first)")

@@ -14,6 +14,14 @@ if TYPE_CHECKING:
     import fiftyone as fo
 
 
+def dataset_classes(dataset: fo.Dataset) -> list[str]:
+    """The dataset's class labels in label-index order, as its ingest recorded them (its
+    ``default_classes``; cube, sphere for a dataset that recorded none)."""
+    from ..data.layout import LABELS
+
+    return list(dataset.default_classes or dataset.info.get("classes") or LABELS)
+
+
 def all_slices(dataset: fo.Dataset):
     """A flat view of every sample of every slice."""
     return dataset.select_group_slices(_allow_mixed=True)

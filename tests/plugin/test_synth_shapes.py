@@ -153,7 +153,7 @@ def test_cli_generates_other_classes_and_sizes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, error", [
-    (["--classes", "cube,torus"], "spheres: folder missing"),
+    (["--classes", "torus"], "spheres: folder missing"),  # one class folder: the original two expected
     (["--image-size", "32", "32", "--beams", "16", "16"], "azimuth.npy: expected 64 angles, found an array of shape"),
 ])
 def test_validate_reports_what_it_cannot_read_yet_without_a_traceback(tmp_path, capsys, flags, error):
