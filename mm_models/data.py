@@ -43,7 +43,7 @@ Batch = dict[str, Tensor]
 
 @dataclass
 class PairTensors:
-    """RGB + LiDAR pairs (and optional 0/1 labels) as tensors on one device.
+    """RGB + LiDAR pairs (and optional class indices) as tensors on one device.
 
     Made from numpy arrays that are memory-mapped (an arrays folder, :meth:`open`) the
     tensors share the mapping: nothing is read until :meth:`to` copies the data to the
@@ -52,7 +52,7 @@ class PairTensors:
 
     rgb: Tensor  # (N, H, W, 4) uint8 RGBA
     lidar: Tensor  # (N, 4, H, W) float32 XYZ + valid mask
-    labels: Tensor | None = None  # (N,) float32 in {0, 1}; None when only predicting
+    labels: Tensor | None = None  # (N,) float32 class indices 0, 1, ...; None when only predicting
     #: the memory maps rgb and lidar are views of (none when they are in memory)
     mapped: tuple = field(default=(), repr=False, compare=False)
     #: where those maps' arrays lie in their files: (address, file offset, bytes, path) each
@@ -80,8 +80,8 @@ class PairTensors:
             labels = np.asarray(labels)
             if labels.shape != (rgb.shape[0],):
                 raise ValueError(f"{name}.labels: expected shape ({rgb.shape[0]},), got {labels.shape}")
-            if not np.isin(labels, (0, 1)).all():
-                raise ValueError(f"{name}.labels: expected 0 (cube) or 1 (sphere), got {np.unique(labels)}")
+            if labels.size and not (np.all(labels >= 0) and np.all(labels == np.round(labels))):
+                raise ValueError(f"{name}.labels: expected 0, 1, ... (class indices), got {np.unique(labels)}")
             labels = torch.from_numpy(labels.astype(np.float32))
         return cls(
             _tensor(np.ascontiguousarray(rgb)),

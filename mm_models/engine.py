@@ -52,7 +52,16 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import make_augmentation
-from .choices import AUGMENTATIONS, COMPILE_MODES, DATA_MODES, DEVICES, PRECISIONS, check_choice, config_from_dict
+from .choices import (
+    AUGMENTATIONS,
+    CLASS_NAMES,
+    COMPILE_MODES,
+    DATA_MODES,
+    DEVICES,
+    PRECISIONS,
+    check_choice,
+    config_from_dict,
+)
 from .data import PairTensors
 from .factory import count_parameters
 from .inference import Progress, autocast, concat_outputs, infer, resolve_device, resolve_precision
@@ -165,6 +174,7 @@ def train(
     data_fingerprint: str = "",
     resume: bool = False,
     progress: Progress | None = None,
+    class_names: tuple[str, ...] | list[str] | None = None,
 ) -> TrainResult:
     """Train the model ``model`` describes (a :class:`ModelSpec`, or a ``ModelConfig`` /
     ``CILPConfig``) into ``run_dir`` (one folder per run); see the module docstring.
@@ -172,8 +182,9 @@ def train(
     With ``resume`` an interrupted run in ``run_dir`` continues after its last
     finished epoch (weights, optimizer, LR step and metric history restored);
     ``train_config.epochs`` may be raised to train further. ``progress(fraction,
-    label)`` is called after every epoch (by rank 0 alone under ``torchrun``). Bad
-    arguments raise ``ValueError`` before anything is written.
+    label)`` is called after every epoch (by rank 0 alone under ``torchrun``). A classifier's
+    ``class_names`` (label index -> name, default cube, sphere for two classes) go into the
+    manifest. Bad arguments raise ``ValueError`` before anything is written.
     """
     config = train_config
     distributed.setup()
@@ -181,6 +192,7 @@ def train(
     progress = progress if main else None
     spec = model if isinstance(model, ModelSpec) else ModelSpec.of(model)
     objective = check_arguments(spec, config, train_data, val_data)
+    class_names = check_class_names(spec, class_names)
     device = resolve_device(config.device)
     precision = distributed.broadcast_object(resolve_precision(config.precision, device))
     data_mode, data_note = placement(config.data, device, train_data, val_data)
@@ -202,6 +214,8 @@ def train(
     # the run folder and its manifest (rank 0 alone writes files)
     manifest = new_manifest(spec, objective, config, train_data, val_data, model, data_fingerprint, fitted,
                             device, precision, {"mode": data_mode, "note": data_note}, loop, saved)
+    if class_names is not None:
+        manifest["class_names"] = list(class_names)
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.write_json(run_dir / ckpt.MANIFEST, manifest)
@@ -293,6 +307,21 @@ def check_arguments(spec: ModelSpec, train_config: TrainConfig, train_data: Pair
     return objective
 
 
+def check_class_names(spec: ModelSpec, class_names) -> tuple[str, ...] | None:
+    """A classifier's class names (given, or cube, sphere for two classes, else the indices); None for
+    other models. ``ValueError`` when their count is not the model's ``num_classes``."""
+    classes = spec.num_classes
+    if classes is None:
+        return None
+    if class_names is None:
+        return CLASS_NAMES if classes == len(CLASS_NAMES) else tuple(str(i) for i in range(classes))
+    class_names = tuple(str(name) for name in class_names)
+    if len(class_names) != classes:
+        raise ValueError(f"class_names: {len(class_names)} names ({', '.join(class_names)}) for a model "
+                         f"of {classes} classes (num_classes)")
+    return class_names
+
+
 def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Objective) -> None:
     if not isinstance(data, PairTensors):
         raise ValueError(f"{name}: expected PairTensors, got {type(data).__name__}")
@@ -300,6 +329,10 @@ def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Object
         raise ValueError(f"{name}: the split is empty")
     if objective.needs_labels and data.labels is None:
         raise ValueError(f"{name}: labels are required for training")
+    classes = spec.num_classes
+    if objective.needs_labels and classes is not None and int(data.labels.max()) >= classes:
+        raise ValueError(f"{name}.labels: class index {int(data.labels.max())} found, the model has "
+                         f"{classes} classes (num_classes {classes}: indices 0 to {classes - 1})")
     found = {"rgb": (data.rgb.shape[3], *data.rgb.shape[1:3]), "lidar": tuple(data.lidar.shape[1:])}
     for modality, expected in spec.input_shapes().items():
         channels, *size = expected

@@ -52,6 +52,7 @@ class ModelConfig:
     rgb_input: str = "standardize"  # standardize (training-split statistics) | raw (the reference's [0, 1])
     lidar_input: str = "isotropic"  # isotropic (XYZ over one training-split length) | standardize | metres | range
     head_hidden: tuple[int, ...] = ()  # hidden sizes of the classifier head; () = the family's (HEAD_HIDDEN)
+    num_classes: int = 2  # 2: one logit and BCE (the reference's); more: one logit per class and cross-entropy
 
     def __post_init__(self):
         check_choice("family", self.family, FAMILIES)
@@ -66,6 +67,8 @@ class ModelConfig:
                              "no-return beams included; set mask_no_return to false")
         if not all(isinstance(h, int) and h > 0 for h in self.head_hidden):
             raise ValueError(f"head_hidden: expected positive integers, got {self.head_hidden!r}")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ValueError(f"num_classes: expected an integer of at least 2, got {self.num_classes!r}")
         for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -78,6 +81,11 @@ class ModelConfig:
     @property
     def modalities(self) -> tuple[str, ...]:
         return (self.family,) if self.family in MODALITIES else MODALITIES
+
+    @property
+    def logits(self) -> int:
+        """The head's outputs: one logit for two classes (class 1 when > 0), else one per class."""
+        return 1 if self.num_classes == 2 else self.num_classes
 
     def input_shapes(self) -> dict[str, tuple[int, int, int]]:
         """``(channels, size, size)`` of each input the model reads."""
@@ -121,7 +129,7 @@ def build_model(config: ModelConfig) -> FusionClassifier:
         preprocess["rgb"] = input_step(config.rgb_input, config.rgb_channels)
     if "lidar" in config.modalities:
         preprocess["lidar"] = lidar_step(config.lidar_input, config.mask_no_return, config.lidar_channels)
-    head = mlp_head(head_in, config.head_hidden or HEAD_HIDDEN[config.family])
+    head = mlp_head(head_in, config.head_hidden or HEAD_HIDDEN[config.family], config.logits)
     return FusionClassifier(encoders, fusion, head, trunk, preprocess)
 
 

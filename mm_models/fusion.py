@@ -7,7 +7,8 @@ Every model here is one :class:`FusionClassifier`:
       -> an encoder per modality          (identity for early fusion)
       -> Fusion: concat / add / mul        (along channels)
       -> a trunk                           (the embedder for early fusion, else identity)
-      -> flatten -> MLP head -> one logit  (cube 0 / sphere 1) and the penultimate embedding
+      -> flatten -> MLP head -> logits     (two classes: one logit, class 1 when > 0; N > 2: N logits)
+                                              and the penultimate embedding
 
 so early, late and intermediate fusion, and the single-modality classifiers, differ
 only in which encoders, trunk and head :func:`mm_models.factory.build_model` plugs in.
@@ -49,13 +50,13 @@ class Fusion(nn.Module):
         return f"mode={self.mode!r}"
 
 
-def mlp_head(in_features: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    """``Linear + ReLU`` for each hidden size, then ``Linear(., 1)``: one logit."""
+def mlp_head(in_features: int, hidden: tuple[int, ...], logits: int = 1) -> nn.Sequential:
+    """``Linear + ReLU`` for each hidden size, then ``Linear(., logits)``."""
     layers: list[nn.Module] = []
     for size in hidden:
         layers += [he_init(nn.Linear(in_features, size)), nn.ReLU(inplace=True)]
         in_features = size
-    layers.append(nn.Linear(in_features, 1))
+    layers.append(nn.Linear(in_features, logits))
     return nn.Sequential(*layers)
 
 
@@ -101,6 +102,7 @@ class FusionClassifier(nn.Module):
         return self.head[:-1](self.fuse(inputs))
 
     def forward(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``logits`` ``(B,)`` (``sigmoid(logit)`` is P(sphere)) and the ``embedding`` they come from."""
+        """``logits`` and the ``embedding`` they come from: ``(B,)`` for two classes (``sigmoid(logit)``
+        is P(class 1)), ``(B, N)`` for N > 2 classes."""
         embedding = self.embed(inputs)
         return {"logits": self.head[-1](embedding).squeeze(-1), "embedding": embedding}

@@ -2,7 +2,7 @@
 
     from mm_models import load_run, predict, outputs_of
     run = load_run("runs/add")
-    out = predict(run, val_data)                   # a classifier: logits, P(sphere), embeddings
+    out = predict(run, val_data)                   # a classifier: logits, probabilities, embeddings
     features = outputs_of("runs/cilp", val_data)   # any model: its outputs as numpy arrays
 
 The device is CUDA when present (``auto``); the precision is bf16 autocast where it
@@ -140,18 +140,46 @@ def infer(model, data: PairTensors, *, batch_size: int | None, device: torch.dev
 
 @dataclass
 class Predictions:
-    logits: np.ndarray  # (N,) float32
-    probabilities: np.ndarray  # (N,) sigmoid(logits): P(sphere)
+    """A classifier's predictions. Two classes: one logit per pair, ``probabilities`` = sigmoid =
+    P(class 1, sphere). N > 2 classes: N logits per pair, ``probabilities`` = their softmax."""
+
+    logits: np.ndarray  # (N,) float32, or (N, C) for C > 2 classes
+    probabilities: np.ndarray  # (N,) P(class 1), or (N, C) per class
     embeddings: np.ndarray  # (N, E) the head's penultimate activations
 
     @property
+    def num_classes(self) -> int:
+        return 2 if self.logits.ndim == 1 else self.logits.shape[1]
+
+    @property
+    def class_probabilities(self) -> np.ndarray:
+        """``(N, C)``: each class's probability, for two classes too."""
+        if self.probabilities.ndim == 2:
+            return self.probabilities
+        return np.stack([1 - self.probabilities, self.probabilities], axis=1)
+
+    @property
     def labels(self) -> np.ndarray:
-        """Predicted class index per pair: 0 cube, 1 sphere."""
-        return (self.logits > 0).astype(np.int64)
+        """Predicted class index per pair (two classes: 0 cube, 1 sphere)."""
+        if self.logits.ndim == 1:
+            return (self.logits > 0).astype(np.int64)
+        return self.logits.argmax(1).astype(np.int64)
+
+    @property
+    def confidences(self) -> np.ndarray:
+        """``(N,)``: the predicted class's probability."""
+        return np.take_along_axis(self.class_probabilities, self.labels[:, None], axis=1)[:, 0]
 
     @property
     def label_names(self) -> list[str]:
-        return [CLASS_NAMES[i] for i in self.labels]
+        """The predicted classes' names, two classes (cube, sphere); for more see :meth:`names`."""
+        return self.names(CLASS_NAMES)
+
+    def names(self, class_names: tuple[str, ...] | list[str]) -> list[str]:
+        """The predicted classes' names, ``class_names`` in class-index order."""
+        if len(class_names) != self.num_classes:
+            raise ValueError(f"class_names: expected {self.num_classes} names, got {len(class_names)}")
+        return [class_names[i] for i in self.labels]
 
 
 def outputs_of(
@@ -180,11 +208,12 @@ def outputs_of(
 
 
 def predict(model_or_run, data: PairTensors, **options) -> Predictions:
-    """Logits, P(sphere) and embeddings of a classifier for every pair of ``data``; the options are
+    """Logits, probabilities and embeddings of a classifier for every pair of ``data``; the options are
     :func:`outputs_of`'s."""
     outputs = outputs_of(model_or_run, data, **options)
     if "logits" not in outputs:
         raise ValueError(f"this model predicts no classes (its outputs: {', '.join(outputs)}); "
                          f"use outputs_of for its embeddings")
-    logits = outputs["logits"]
-    return Predictions(logits, torch.sigmoid(torch.from_numpy(logits)).numpy(), outputs["embedding"])
+    logits = torch.from_numpy(outputs["logits"])
+    probabilities = torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, 1)
+    return Predictions(outputs["logits"], probabilities.numpy(), outputs["embedding"])

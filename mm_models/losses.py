@@ -11,7 +11,8 @@ and into metrics over a whole split:
 =================  ===========================================  ==========================
 objective          the model returns                            metrics
 =================  ===========================================  ==========================
-Classification     logits (B,) and embedding (B, E)              loss (BCE), accuracy, P/R/F1
+Classification     logits (B,) or (B, N) and embedding (B, E)    loss (BCE / CE), accuracy,
+                                                                 P/R/F1 (per class, macro)
 Contrastive        rgb_features, lidar_features (B, D) unit      loss (symmetric CE), top-1 /
                    vectors, logit_scale (a scalar)               top-5 retrieval both ways,
                                                                  true / other pair cosine
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from . import distributed
 from .choices import CLASS_NAMES
-from .metrics import binary_metrics
+from .metrics import classification_metrics
 
 Outputs = dict[str, Tensor]
 #: a contrastive run's pictures, in its run folder
@@ -81,16 +82,20 @@ class Objective:
 
 @dataclass(frozen=True)
 class Classification(Objective):
-    """Binary cross-entropy on one logit per pair (1 = sphere)."""
+    """Two classes: binary cross-entropy on one logit per pair (label 1 when > 0). N > 2 classes:
+    cross-entropy on N logits per pair. The model's logits' shape says which."""
 
     needs_labels: ClassVar[bool] = True
     headline: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     def loss(self, outputs: Outputs, labels: Tensor | None) -> Tensor:
-        return F.binary_cross_entropy_with_logits(outputs["logits"].float(), labels)
+        logits = outputs["logits"].float()
+        if logits.dim() == 1:
+            return F.binary_cross_entropy_with_logits(logits, labels)
+        return F.cross_entropy(logits, labels.long())
 
     def metrics(self, outputs: Outputs, labels: Tensor | None) -> dict[str, float]:
-        return binary_metrics(outputs["logits"], labels)
+        return classification_metrics(outputs["logits"], labels)
 
     def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int) -> list[str]:
         if logged:
@@ -99,12 +104,17 @@ class Classification(Objective):
 
 
 def prediction_rows(logits: Tensor, data) -> list[dict]:
-    """A table of sample predictions: the image, its label, the prediction and P(sphere)."""
+    """A table of sample predictions: the image, its label, the prediction and, for two classes,
+    P(sphere); for N > 2 classes (named by index) the predicted class's probability, ``confidence``."""
     rgb, labels = data.rgb.cpu().numpy(), data.labels.cpu().numpy().astype(int)
-    probabilities = torch.sigmoid(logits.float()).cpu().numpy()
-    return [{"index": i, "image": rgb[i], "label": CLASS_NAMES[labels[i]],
-             "prediction": CLASS_NAMES[int(probabilities[i] > 0.5)], "p_sphere": float(probabilities[i])}
-            for i in range(len(rgb))]
+    if logits.dim() == 1:
+        probabilities = torch.sigmoid(logits.float()).cpu().numpy()
+        return [{"index": i, "image": rgb[i], "label": CLASS_NAMES[labels[i]],
+                 "prediction": CLASS_NAMES[int(probabilities[i] > 0.5)], "p_sphere": float(probabilities[i])}
+                for i in range(len(rgb))]
+    confidence, predicted = torch.softmax(logits.float(), 1).max(1)
+    return [{"index": i, "image": rgb[i], "label": str(labels[i]), "prediction": str(int(predicted[i])),
+             "confidence": float(confidence[i])} for i in range(len(rgb))]
 
 
 def clip_loss(rgb_features: Tensor, lidar_features: Tensor, logit_scale: Tensor, rows: slice | None = None) -> Tensor:

@@ -1,4 +1,4 @@
-"""Binary-classification metrics and resource measurements."""
+"""Classification metrics (two classes or N) and resource measurements."""
 
 from __future__ import annotations
 
@@ -27,6 +27,32 @@ def binary_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
         "recall": recall,
         "f1": f1,
     }
+
+
+@torch.no_grad()
+def multiclass_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """Loss (cross-entropy), accuracy, precision, recall and F1 of each class ``precision_<k>``, ...,
+    and their unweighted means ``macro_precision``, ``macro_recall``, ``macro_f1``; ``logits`` ``(B, N)``."""
+    logits, targets = logits.float(), targets.long()
+    classes = logits.shape[1]
+    predicted = logits.argmax(1)
+    confusion = torch.zeros(classes, classes, dtype=torch.int64, device=logits.device)
+    confusion.index_put_((targets, predicted), torch.ones_like(targets), accumulate=True)
+    true_pos = confusion.diagonal().double()
+    predicted_count, actual_count = confusion.sum(0).double(), confusion.sum(1).double()
+    precision = torch.where(predicted_count > 0, true_pos / predicted_count.clamp(min=1), 0.0)
+    recall = torch.where(actual_count > 0, true_pos / actual_count.clamp(min=1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    row = {"loss": F.cross_entropy(logits, targets).item(), "accuracy": (predicted == targets).float().mean().item()}
+    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        row.update({f"{name}_{k}": values[k].item() for k in range(classes)})
+        row[f"macro_{name}"] = values.mean().item()
+    return row
+
+
+def classification_metrics(logits: Tensor, targets: Tensor) -> dict[str, float]:
+    """:func:`binary_metrics` of one logit per pair ``(B,)``, :func:`multiclass_metrics` of ``(B, N)``."""
+    return binary_metrics(logits, targets) if logits.dim() == 1 else multiclass_metrics(logits, targets)
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -86,6 +86,11 @@ class ModelSpec:
         """``(channels, height, width)`` of each input the model reads."""
         return KINDS[self.kind].inputs(self)
 
+    @property
+    def num_classes(self) -> int | None:
+        """The classes a classifier tells apart (rgb2lidar: its LiDAR classifier's); None for others."""
+        return KINDS[self.kind].classes(self)
+
     def describe(self) -> str:
         """A short label, e.g. ``intermediate add, maxpool`` or ``cilp (200-d)``."""
         return KINDS[self.kind].describe(self)
@@ -146,6 +151,8 @@ class Kind:
     #: config -> the parent roles it needs, each with the check of a parent's spec
     parents: Callable[[Any], dict[str, Callable[[str, ModelSpec], None]]] = lambda config: {}
     check: Callable[[ModelSpec], None] = lambda spec: None
+    #: the classes its outputs tell apart (None: not a classifier)
+    classes: Callable[[ModelSpec], int | None] = lambda spec: None
 
 
 def _build_projection(config: ProjectorConfig, parents: dict[str, nn.Module]) -> EmbeddingProjection:
@@ -167,7 +174,8 @@ def _classifier_label(spec: ModelSpec) -> str:
 
 KINDS: dict[str, Kind] = {
     "classifier": Kind(ModelConfig, Classification, lambda config, parents: build_model(config),
-                       lambda spec: spec.config.input_shapes(), _classifier_label),
+                       lambda spec: spec.config.input_shapes(), _classifier_label,
+                       classes=lambda spec: spec.config.num_classes),
     "cilp": Kind(CILPConfig, Contrastive, lambda config, parents: CILP(config, parents.get("lidar")),
                  lambda spec: spec.config.input_shapes(),
                  lambda spec: f"cilp ({spec.config.embed_dim}-d, {spec.config.lidar_tower} lidar tower)",
@@ -182,14 +190,16 @@ KINDS: dict[str, Kind] = {
                       lambda spec: {"rgb": spec.parents["projector"].spec.input_shapes()["rgb"]},
                       lambda spec: "rgb -> lidar classifier" + (
                           f" (frozen: {', '.join(spec.config.freeze)})" if spec.config.freeze else ""),
-                      parents=lambda config: {"projector": _kind_is("projector")}),
+                      parents=lambda config: {"projector": _kind_is("projector")},
+                      classes=lambda spec: spec.parents["projector"].spec.parents["lidar"].spec.num_classes),
 }
 
 
-def pipeline_model(stage: str, lidar_tower: str = "locked") -> tuple[str, Any]:
-    """The kind and config of the pipeline stage ``stage``."""
+def pipeline_model(stage: str, lidar_tower: str = "locked", num_classes: int = 2) -> tuple[str, Any]:
+    """The kind and config of the pipeline stage ``stage``; the later stages classify into the
+    LiDAR classifier's ``num_classes``."""
     check_choice("stage", stage, PIPELINE)
-    return {"lidar": ("classifier", ModelConfig(family="lidar")),
+    return {"lidar": ("classifier", ModelConfig(family="lidar", num_classes=num_classes)),
             "cilp": ("cilp", CILPConfig(lidar_tower=lidar_tower)),
             "projector": ("projector", ProjectorConfig()),
             "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig())}[stage]
@@ -201,9 +211,10 @@ def pipeline_parents(stage: str, lidar_tower: str = "locked") -> tuple[str, ...]
     return tuple(KINDS[kind].parents(config))
 
 
-def pipeline_spec(stage: str, parents: dict[str, Path | str], lidar_tower: str = "locked") -> ModelSpec:
+def pipeline_spec(stage: str, parents: dict[str, Path | str], lidar_tower: str = "locked",
+                  num_classes: int = 2) -> ModelSpec:
     """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (stage -> folder)."""
-    kind, config = pipeline_model(stage, lidar_tower)
+    kind, config = pipeline_model(stage, lidar_tower, num_classes)
     return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
 
 

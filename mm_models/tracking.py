@@ -92,14 +92,16 @@ class WandbTracker:
         self.run.log(dict(row))
 
     def log_predictions(self, rows: list[dict]) -> None:
-        """A table of sample predictions: rows with image (HxWx4 uint8), label, prediction, p_sphere."""
+        """A table of sample predictions: rows with image (HxWx4 uint8), label, prediction, and p_sphere
+        (two classes) or confidence (more)."""
         if not rows:
             return
-        columns = ["index", "image", "label", "prediction", "p_sphere", "correct"]
+        score = "p_sphere" if "p_sphere" in rows[0] else "confidence"
+        columns = ["index", "image", "label", "prediction", score, "correct"]
         table = self.wandb.Table(columns=columns)
         for row in rows:
             table.add_data(row["index"], self.wandb.Image(row["image"][..., :3]), row["label"],
-                           row["prediction"], row["p_sphere"], row["label"] == row["prediction"])
+                           row["prediction"], row[score], row["label"] == row["prediction"])
         self.run.log({"val/predictions": table})
 
     def log_images(self, images: dict[str, Path]) -> None:

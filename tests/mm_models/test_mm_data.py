@@ -48,7 +48,7 @@ def test_shuffled_batches_cover_every_row_once_in_a_seeded_order():
     (lambda r, x, y: (r.astype(np.float32), x, y), "rgb: expected uint8"),
     (lambda r, x, y: (r, x[:, :3], y), "lidar: expected"),
     (lambda r, x, y: (r, x[:5], y), "same pairs"),
-    (lambda r, x, y: (r, x, y + 1), "labels: expected 0"),
+    (lambda r, x, y: (r, x, y - 1), "labels: expected 0"),  # indices of any class count, never negative
     (lambda r, x, y: (r, x, y[:3]), "labels: expected shape"),
 ])
 def test_bad_arrays_are_rejected(change, message):
