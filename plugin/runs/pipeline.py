@@ -20,6 +20,7 @@ import fiftyone as fo
 
 from mm_models.choices import PIPELINE
 
+from ..dataset.views import dataset_classes
 from .registry import check_run_name, recorded_runs
 from .request import CILPRequest
 from .training import import_on_dataset, train_on_dataset
@@ -44,11 +45,15 @@ def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progr
     elif options:
         raise ValueError(f"train_cilp: give a request or options, not both ({', '.join(sorted(options))})")
     lidar_tower, stages = request.lidar_tower, request.stages
+    num_classes = len(dataset_classes(dataset))
     parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
     if request.lidar_from is not None:
         from mm_models.assessment import load_lidar_cnn
 
         load_lidar_cnn(request.lidar_from)  # a wrong file is refused before any stage trains
+        if num_classes != 2:
+            raise ValueError(f"lidar_from: the assessment's LiDAR classifier tells cube from sphere, "
+                             f"dataset '{dataset.name}' has {num_classes} classes; train the lidar stage instead")
     names = {stage: check_run_name(f"{request.run_prefix}{stage}") for stage in PIPELINE}
     epochs = request.stage_epochs()
     trained = [s for s in stages if not (s == "lidar" and request.lidar_from is not None)]
@@ -84,9 +89,9 @@ def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progr
                                        progress=report)
         else:
             result = train_on_dataset(
-                dataset, pipeline_spec(stage, parents, lidar_tower), configs[stage], train_tag=request.train_tag,
-                val_tag=request.val_tag, runs_dir=request.runs_dir, name=names[stage], overwrite=request.overwrite,
-                resume=request.resume, progress=report)
+                dataset, pipeline_spec(stage, parents, lidar_tower, num_classes), configs[stage],
+                train_tag=request.train_tag, val_tag=request.val_tag, runs_dir=request.runs_dir, name=names[stage],
+                overwrite=request.overwrite, resume=request.resume, progress=report)
         runs[stage] = result.run_dir
         results[stage] = result
     return results

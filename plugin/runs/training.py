@@ -34,7 +34,8 @@ def train_on_dataset(
     resume: bool = False, progress=None,
 ):
     """Train ``model`` (a ``ModelConfig`` or a ``ModelSpec``) on the pairs tagged
-    ``train_tag``, select the checkpoint on ``val_tag``.
+    ``train_tag``, select the checkpoint on ``val_tag``. A ``ModelConfig`` classifies into the
+    dataset's classes (its ``num_classes`` is set to their count); a spec must already.
 
     An existing run of that name is replaced only with ``overwrite`` and only once the
     new run finished; ``resume`` continues an interrupted run (or trains a finished one
@@ -53,6 +54,7 @@ def train_on_dataset(
     say(0.0, f"{name}: loading the '{train_tag}' and '{val_tag}' pairs")
     train_arrays = arrays.from_dataset(dataset, train_tag)
     val_arrays = arrays.from_dataset(dataset, val_tag)
+    model = for_classes(model, train_arrays.classes, dataset.name)
     overlap = set(train_arrays.pair_ids) & set(val_arrays.pair_ids)
     if overlap:
         raise ValueError(f"{len(overlap)} pairs are tagged both '{train_tag}' and '{val_tag}', "
@@ -69,10 +71,33 @@ def train_on_dataset(
             model, train_config, train_arrays.tensors(), val_arrays.tensors(), partial,
             data_fingerprint=f"{train_arrays.fingerprint}/{val_arrays.fingerprint}", resume=resume,
             progress=lambda fraction, label: say(fraction, f"{name}: {label}"),
+            class_names=train_arrays.classes if model_classes(model) else None,
         )
         distributed.on_main(lambda: _swap_in(partial, final))
     distributed.on_main(lambda: record_run(dataset, name, final, result.manifest))
     return dataclasses.replace(result, run_dir=final)
+
+
+def model_classes(model) -> int | None:
+    """The classes ``model`` (a ``ModelConfig`` or a ``ModelSpec``) tells apart; None for a model that
+    does not classify."""
+    from mm_models.stages import ModelSpec
+
+    return (model if isinstance(model, ModelSpec) else ModelSpec.of(model)).num_classes
+
+
+def for_classes(model, classes: tuple[str, ...], dataset_name: str):
+    """``model`` for the dataset's ``classes``: a ``ModelConfig`` gets their count as its
+    ``num_classes``; a spec of a classifier of another count is refused."""
+    from mm_models import ModelConfig
+
+    if isinstance(model, ModelConfig):
+        return dataclasses.replace(model, num_classes=len(classes))
+    found = model_classes(model)
+    if found is not None and found != len(classes):
+        raise ValueError(f"model: it tells {found} classes apart, dataset '{dataset_name}' has {len(classes)} "
+                         f"({', '.join(classes)}); num_classes must be {len(classes)}")
+    return model
 
 
 def import_on_dataset(

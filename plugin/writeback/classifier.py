@@ -1,13 +1,14 @@
 """A classifier run's outputs back into the dataset: predictions and embeddings, an evaluation, a map.
 
 Predictions go to a field named after the run on every slice of each pair, as
-``fo.Classification(label, confidence, logits)`` (logits ``[0, z]``, so their softmax
-is the model's probabilities), and the pair's embedding (the classifier head's
-penultimate activations) to ``<field>_embedding``. FiftyOne's
-``evaluate_classifications`` then scores the predictions on the rgb slice of the
-evaluation split, so the App shows the confusion matrix and per-class metrics under
-the eval key ``eval_<field>``, and ``compute_visualization`` lays the rgb slice's
-embeddings out in 2-D for the App's Embeddings panel (brain key ``<field>_map``).
+``fo.Classification(label, confidence, logits)`` (two classes: logits ``[0, z]``, so their
+softmax is the model's probabilities; N classes: the model's N logits), and the pair's
+embedding (the classifier head's penultimate activations) to ``<field>_embedding``.
+FiftyOne's ``evaluate_classifications`` then scores the predictions on the rgb slice of
+the evaluation split over the dataset's classes, so the App shows the confusion matrix
+and per-class metrics under the eval key ``eval_<field>``, and ``compute_visualization``
+lays the rgb slice's embeddings out in 2-D for the App's Embeddings panel (brain key
+``<field>_map``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from pathlib import Path
 import fiftyone as fo
 import numpy as np
 
-from ..data import layout
 from ..dataset import arrays
-from ..dataset.views import all_slices, with_tags
+from ..dataset.views import all_slices, dataset_classes, with_tags
 from ..runs.registry import check_run_name, loaded_run
 from .maps import check_embedding_map, map_options, quiet_maps
 from .staging import StagedWrite, check_replaceable
@@ -72,16 +72,16 @@ def apply_model(
     for name in (field, embedding_field):  # only what an earlier apply wrote may be replaced
         check_replaceable(dataset, name)
 
+    classes = dataset_classes(dataset)
+    if loaded.spec.num_classes != len(classes):
+        raise ValueError(f"run {run_dir.name!r}: its model tells {loaded.spec.num_classes} classes apart, "
+                         f"dataset '{dataset.name}' has {len(classes)} ({', '.join(classes)})")
     say(0.05, f"loading pairs for {field}")
     data = arrays.from_dataset(dataset, tags)
     say(0.2, f"predicting {len(data)} pairs with {run_dir.name}")
     out = predict(loaded, data.tensors(), batch_size=batch_size, device=device,
                   progress=lambda f, label: say(0.2 + 0.6 * f, label))
-    predictions = {
-        pid: fo.Classification(label=layout.LABELS[index], confidence=float(p if index else 1 - p),
-                               logits=[0.0, float(z)])
-        for pid, index, p, z in zip(data.pair_ids, out.labels, out.probabilities, out.logits)
-    }
+    predictions = dict(zip(data.pair_ids, classifications(out, classes)))
     embeddings = dict(zip(data.pair_ids, out.embeddings))
     if embedding_map and len(embeddings) < 3:
         raise ValueError(f"embedding_map: a map needs at least 3 pairs, got {len(embeddings)}; pass 'none'")
@@ -94,7 +94,7 @@ def apply_model(
         samples.set_values(staged.field(embedding_field), [embeddings.get(pid) for pid in pair_ids])
         say(0.95, f"evaluating '{field}'")
         predicted = with_tags(dataset.select_group_slices("rgb"), tags)
-        report, evaluated_on = _evaluate(predicted, staged, field, eval_key, eval_tag)
+        report, evaluated_on = _evaluate(predicted, staged, field, eval_key, eval_tag, classes)
         if not report:
             staged.discard(eval_key)
         if embedding_map:
@@ -107,8 +107,16 @@ def apply_model(
                        brain_key if embedding_map else None, evaluated_on)
 
 
+def classifications(out, classes: list[str]) -> list[fo.Classification]:
+    """One ``fo.Classification`` a pair: the predicted class, its probability, and logits whose
+    softmax is the model's probabilities (two classes: ``[0, z]`` of the one logit z)."""
+    logits = np.stack([np.zeros_like(out.logits), out.logits], axis=1) if out.logits.ndim == 1 else out.logits
+    return [fo.Classification(label=classes[index], confidence=float(confidence), logits=[float(z) for z in row])
+            for index, confidence, row in zip(out.labels, out.confidences, logits)]
+
+
 def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str,
-              eval_tag: str | None) -> tuple[dict | None, str]:
+              eval_tag: str | None, classes: list[str]) -> tuple[dict | None, str]:
     """FiftyOne's classification report of the staged predictions ``field`` on the ``predicted`` rgb
     samples tagged ``eval_tag`` (on all of them when no tag is given), and which pairs it scored.
 
@@ -126,7 +134,7 @@ def _evaluate(predicted, staged: StagedWrite, field: str, eval_key: str,
         return None, ""
     results = evaluated.evaluate_classifications(staged.field(field), gt_field="ground_truth",
                                                  eval_key=staged.evaluation(eval_key, field),
-                                                 classes=list(layout.LABELS))
+                                                 classes=classes)
     return results.report(), evaluated_on
 
 

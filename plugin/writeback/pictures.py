@@ -18,11 +18,14 @@ import fiftyone as fo
 import numpy as np
 
 from ..data import layout
+from ..dataset.views import dataset_classes
 from . import cilp
 
 CONFUSION_PNG = "confusion.png"
 MAPS_PNG = "embedding_maps.png"
 CLASS_COLOURS = {"cube": "#ff7f0e", "sphere": "#1f77b4"}  # matplotlib's tab:orange, tab:blue; also the runs panel's
+#: the colours of the other classes, in class order (the rest of matplotlib's tab10)
+OTHER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: the modality a slice's embedding comes from, for map legends
 SLICE_NAMES = {"rgb": "RGB", "depth": "LiDAR", "lidar": "LiDAR"}
 
@@ -48,9 +51,16 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
     return written
 
 
-def _confusion(dataset: fo.Dataset, eval_key: str) -> np.ndarray:
-    """Counts, rows = ground truth, columns = prediction, in ``layout.LABELS`` order."""
-    return dataset.load_evaluation_results(eval_key).confusion_matrix(classes=list(layout.LABELS))
+def class_colours(classes: list[str]) -> dict[str, str]:
+    """Each class's colour: cube and sphere their own, the others :data:`OTHER_COLOURS` in turn."""
+    others = [c for c in classes if c not in CLASS_COLOURS]
+    return {c: CLASS_COLOURS.get(c) or OTHER_COLOURS[others.index(c) % len(OTHER_COLOURS)] for c in classes}
+
+
+def _confusion(dataset: fo.Dataset, eval_key: str) -> tuple[list[str], np.ndarray]:
+    """The dataset's classes and the counts, rows = ground truth, columns = prediction, in that order."""
+    classes = dataset_classes(dataset)
+    return classes, dataset.load_evaluation_results(eval_key).confusion_matrix(classes=classes)
 
 
 def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str], list[str]]:
@@ -61,14 +71,16 @@ def _points(dataset: fo.Dataset, brain_key: str) -> tuple[np.ndarray, list[str],
     return np.asarray(results.points), labels, slices
 
 
-def _draw_confusion(axes, key: str, counts: np.ndarray) -> None:
+def _draw_confusion(axes, key: str, confusion: tuple[list[str], np.ndarray]) -> None:
+    classes, counts = confusion
     axes.imshow(counts, cmap="Blues", vmin=0)
     for (row, column), count in np.ndenumerate(counts):
         colour = "white" if count > counts.max() / 2 else "black"
-        axes.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
-    ticks = range(len(layout.LABELS))
-    axes.set_xticks(ticks, layout.LABELS)
-    axes.set_yticks(ticks, layout.LABELS)
+        axes.text(column, row, str(count), ha="center", va="center", color=colour,
+                  fontsize=12 if len(classes) <= 4 else 8)
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, classes)
+    axes.set_yticks(ticks, classes)
     axes.set_xlabel("predicted")
     axes.set_ylabel("ground truth")
     accuracy = np.trace(counts) / max(1, counts.sum())
@@ -82,7 +94,7 @@ def _draw_points(axes, key: str, data: tuple[np.ndarray, list[str], list[str]]) 
     labels, slices = np.asarray(labels), np.asarray(slices)
     names = sorted(set(slices), key=["rgb", "depth", "lidar"].index)
     for name, marker in zip(names, "o+x"):
-        for label, colour in CLASS_COLOURS.items():
+        for label, colour in class_colours(sorted(set(labels) - {None}, key=layout.class_order)).items():
             chosen = (labels == label) & (slices == name)
             axes.scatter(points[chosen, 0], points[chosen, 1], s=8 if marker == "o" else 14, c=colour,
                          marker=marker, alpha=0.6, linewidths=0.8,
@@ -119,6 +131,7 @@ def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> l
     joint = cilp.joint_map(dataset, run)
     labels, modalities = np.asarray(joint.labels), np.asarray(joint.modalities)
     pair_ids = np.asarray(joint.pair_ids)
+    colours = class_colours(sorted(set(joint.labels), key=layout.class_order))
     traces = []
     for modality, marker in MODALITY_MARKERS.items():
         for label in sorted(set(joint.labels)):
@@ -128,7 +141,7 @@ def joint_map_traces(dataset: fo.Dataset, run: str, linked: list[str] = ()) -> l
                 "x": joint.points[chosen, 0].tolist(), "y": joint.points[chosen, 1].tolist(),
                 "ids": pair_ids[chosen].tolist(), "text": pair_ids[chosen].tolist(),
                 "hovertemplate": "%{text}<extra>%{fullData.name}</extra>",
-                "marker": {"symbol": marker, "size": 6, "color": CLASS_COLOURS.get(label), "opacity": 0.7},
+                "marker": {"symbol": marker, "size": 6, "color": colours.get(label), "opacity": 0.7},
             })
     wanted = set(linked)
     if wanted:
