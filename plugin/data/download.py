@@ -2,7 +2,7 @@
 
 Nothing reaches ``dest`` until the archive has been extracted and validated in a
 temporary folder beside it, so a failed download leaves ``dest`` as it was. Only the
-class folders (``cubes/``, ``spheres/``) are installed: anything else in ``dest``
+class folders (``cubes/``, ``spheres/``, any other) are installed: anything else in ``dest``
 (``data/synthetic``, notes) is never touched, even with ``force``.
 
 An archive is extracted once, entry by entry, within caps on its number of entries and
@@ -236,8 +236,8 @@ def download(
 ) -> layout.ScanReport:
     """Download, extract, validate and install the data at ``url`` into ``dest``.
 
-    Installs the class folders (``dest/cubes``, ``dest/spheres``) and returns their
-    scan report. Class folders already in ``dest`` are replaced only with ``force``;
+    Installs the class folders (``dest/cubes``, ``dest/spheres``, any other the data holds) and
+    returns their scan report. Class folders already in ``dest`` are replaced only with ``force``;
     nothing else in ``dest`` is touched. On any failure ``dest`` is left unchanged.
     Plain http needs ``allow_http``; ``max_bytes`` / ``max_entries`` cap the archive.
     """
@@ -269,8 +269,12 @@ def download(
         report = layout.scan(root)
         if not report.usable:
             raise DownloadError(f"the downloaded data is not usable:\n{report.format_text()}")
-        say(f"installing {' and '.join(layout.CLASS_FOLDERS)} into {dest}")
-        install_class_folders(root, dest, tmp / "replaced")
+        folders = list(report.classes)
+        existing = [name for name in folders if os.path.lexists(dest / name)]
+        if existing and not force:
+            raise FileExistsError(f"{dest}: already holds {' and '.join(existing)} (use --force to replace them)")
+        say(f"installing {' and '.join(folders)} into {dest}")
+        install_class_folders(root, dest, tmp / "replaced", folders)
         keep_lidar_cnn(root, dest, say)
     return layout.scan(dest, validate=False)
 
@@ -291,8 +295,9 @@ def keep_lidar_cnn(root: Path, dest: Path, say: Callable[[str], None]) -> Path |
     return target
 
 
-def install_class_folders(root: Path, dest: Path, trash: Path) -> None:
-    """Move ``root``'s class folders into ``dest``, all or none.
+def install_class_folders(root: Path, dest: Path, trash: Path,
+                          folders: tuple[str, ...] | list[str] = tuple(layout.CLASS_FOLDERS)) -> None:
+    """Move ``root``'s class ``folders`` into ``dest``, all or none.
 
     Class folders already in ``dest`` are moved to ``trash`` (a folder on the same disk,
     deleted by the caller) and put back if any move fails; nothing else in ``dest``
@@ -303,7 +308,7 @@ def install_class_folders(root: Path, dest: Path, trash: Path) -> None:
     trash.mkdir(parents=True, exist_ok=True)
     replaced, cleared = [], []  # cleared: names whose dest/name now holds only new files, if any
     try:
-        for name in layout.CLASS_FOLDERS:
+        for name in folders:
             target = dest / name
             if os.path.lexists(target):
                 target.rename(trash / name)

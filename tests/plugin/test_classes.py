@@ -74,3 +74,14 @@ def test_the_split_keeps_every_class_and_reads_labels_with_underscores():
     assert sorted(val_labels) == sorted(["coffee_cups", "cube", "sphere", "cylinder"] * 2)
     two = [f"{label}_{i:04d}" for label in ("sphere", "cube") for i in range(10)]
     assert make_split(two, seed=0).val == make_split(list(reversed(two)), seed=0).val
+
+
+def test_a_download_installs_every_class_folder(shapes, tmp_path):
+    from cilp_plugin.data.download import install_class_folders, locate_data_root
+
+    archive = shutil.copytree(shapes, tmp_path / "extracted" / "data" / "shapes")
+    root = locate_data_root(tmp_path / "extracted")
+    assert root == archive
+    dest = tmp_path / "dest"
+    install_class_folders(root, dest, tmp_path / "trash", list(layout.scan(root).classes))
+    assert sorted(p.name for p in dest.iterdir()) == ["cubes", "cylinders", "spheres", "tori"]
