@@ -12,7 +12,7 @@ from ._common import (
 )
 
 DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
-                n_per_class=1000, seed=42, overwrite=False)
+                n_per_class=1000, seed=42, overwrite=False, classes=["cube", "sphere"])
 
 
 class LoadRGBLidarDataset(foo.Operator):
@@ -56,7 +56,7 @@ class LoadRGBLidarDataset(foo.Operator):
 def load_form(ctx) -> types.Object:
     inputs = types.Object()
     sources = types.RadioGroup()
-    sources.add_choice("synthetic", label="Synthetic", description="render cubes and spheres offline")
+    sources.add_choice("synthetic", label="Synthetic", description="render cubes, spheres or other shapes offline")
     sources.add_choice("folder", label="Local folder", description="a folder in the DLI layout")
     sources.add_choice("url", label="Download", description="a Google Drive link or https URL of a zip")
     inputs.enum("source", sources.values(), default=DEFAULTS["source"], label="Source", view=sources)
@@ -65,7 +65,7 @@ def load_form(ctx) -> types.Object:
     source = ctx.params.get("source", DEFAULTS["source"])
     if source == "folder":
         prop = inputs.str("path", required=True, label="Data folder",
-                          description="holds cubes/ and spheres/, each with rgb/ and lidar/")
+                          description="holds a folder per class (cubes/, spheres/, ...), each with rgb/ and lidar/")
         path = file_path(ctx.params.get("path"))
         if path:
             from pathlib import Path
@@ -84,11 +84,29 @@ def load_form(ctx) -> types.Object:
                                    description="default: FiftyOne's dataset dir/cilp/download"))
         inputs.bool("overwrite", default=False, label="Replace existing downloaded data")
     else:
+        classes_field(ctx, inputs)
         inputs.int("n_per_class", default=DEFAULTS["n_per_class"], min=1, label="Pairs per class")
         inputs.int("seed", default=DEFAULTS["seed"], label="Seed")
         dest_field(ctx, inputs.str("dest", label="Generate into",
                                    description="default: FiftyOne's dataset dir/cilp/synthetic-N-seedS"))
     return inputs
+
+
+def classes_field(ctx, inputs) -> None:
+    """The shapes to render, two or more: each a class of the dataset."""
+    from cilp_plugin.data.synth import FOLDERS, check_classes
+
+    shapes = types.DropdownView(multiple=True)
+    for shape in FOLDERS:
+        shapes.add_choice(shape, label=shape)
+    prop = inputs.list("classes", types.String(), default=DEFAULTS["classes"], label="Classes", view=shapes,
+                       description="the shapes to render, one class each (the assessment's: cube and sphere)")
+    chosen = ctx.params.get("classes", DEFAULTS["classes"])
+    try:
+        if len(check_classes(chosen)) < 2:
+            raise ValueError("classes: choose two shapes or more")
+    except ValueError as exc:
+        prop.invalid, prop.error_message = True, str(exc)
 
 
 def dest_field(ctx, prop) -> None:
@@ -98,13 +116,14 @@ def dest_field(ctx, prop) -> None:
 
 
 def check_replaceable(field: str, folder: str) -> None:
-    """Generating over ``folder`` replaces it whole: allowed only for a data folder (cubes/, spheres/)."""
+    """Generating over ``folder`` replaces it whole: allowed only for a data folder (the generator's
+    class folders: cubes/, spheres/, cylinders/, ...)."""
     from pathlib import Path
 
-    from cilp_plugin.data.layout import CLASS_FOLDERS
+    from cilp_plugin.data.layout import SHAPES
 
     folder = Path(folder)
-    others = sorted(p.name for p in folder.iterdir() if p.name not in CLASS_FOLDERS) if folder.is_dir() else []
+    others = sorted(p.name for p in folder.iterdir() if p.name not in SHAPES) if folder.is_dir() else []
     if others:
-        raise ValueError(f"{field}: {folder} holds more than cubes/ and spheres/ ({', '.join(others[:3])}"
+        raise ValueError(f"{field}: {folder} holds more than the generator's class folders ({', '.join(others[:3])}"
                          f"{', ...' if len(others) > 3 else ''}): overwrite replaces only a data folder")

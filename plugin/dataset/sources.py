@@ -6,7 +6,7 @@ function behind the ``load_rgb_lidar_dataset`` operator and ``cilp ingest``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..data import layout, synth
@@ -25,9 +25,10 @@ def default_data_dir() -> Path:
 def resolve_folder(
     source: str, *, path: str | None = None, url: str | None = None, dest: str | None = None,
     n_per_class: int = 1000, seed: int = 42, overwrite: bool = False,
-    say: Callable[[str], None] = lambda message: None,
+    classes: Sequence[str] = synth.DEFAULT_CLASSES, say: Callable[[str], None] = lambda message: None,
 ) -> Path:
-    """A folder in the DLI layout for ``source``, downloading or generating it when needed."""
+    """A folder in the DLI layout for ``source``, downloading or generating it when needed (the
+    generator's ``classes``, e.g. ``cube, sphere, cylinder``, for ``synthetic``)."""
     if source == "folder":
         if not path:
             raise ValueError("path: a data folder is required when source is 'folder'")
@@ -39,22 +40,25 @@ def resolve_folder(
         download(url, target, force=overwrite, quiet=True, progress=say)
         return target
     if source == "synthetic":
-        target = Path(dest).expanduser() if dest else default_data_dir() / f"synthetic-{n_per_class}-seed{seed}"
+        classes = synth.check_classes(classes)
+        shapes = "" if classes == synth.DEFAULT_CLASSES else "-".join(classes) + "-"
+        target = Path(dest).expanduser() if dest else default_data_dir() / f"synthetic-{shapes}{n_per_class}-seed{seed}"
         if target.exists() and not overwrite and layout.scan(target, validate=False).usable:
             say(f"reusing the synthetic data in {target}")
             return target
-        say(f"generating {2 * n_per_class} pairs into {target}")
-        return synth.generate(target, n_per_class, seed, force=overwrite)
+        say(f"generating {len(classes) * n_per_class} pairs into {target}")
+        return synth.generate(target, n_per_class, seed, force=overwrite, classes=classes)
     raise ValueError(f"source: expected one of {', '.join(SOURCES)}, got {source!r}")
 
 
 def load_dataset(
     source: str = "synthetic", *, name: str = ingest.DEFAULT_NAME, path: str | None = None,
     url: str | None = None, dest: str | None = None, n_per_class: int = 1000, seed: int = 42,
-    overwrite: bool = False, progress: ingest.Progress | None = None,
+    overwrite: bool = False, classes: Sequence[str] = synth.DEFAULT_CLASSES,
+    progress: ingest.Progress | None = None,
 ) -> ingest.IngestResult:
     """Resolve ``source`` to a folder and ingest it into the grouped dataset ``name``."""
     say = progress or (lambda fraction, label: None)
-    folder = resolve_folder(source, path=path, url=url, dest=dest, n_per_class=n_per_class,
-                            seed=seed, overwrite=overwrite, say=lambda message: say(0.0, message))
+    folder = resolve_folder(source, path=path, url=url, dest=dest, n_per_class=n_per_class, seed=seed,
+                            overwrite=overwrite, classes=classes, say=lambda message: say(0.0, message))
     return ingest.ingest(folder, name, progress=progress)

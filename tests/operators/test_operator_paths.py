@@ -94,7 +94,7 @@ def test_load_operator_overwrites_only_a_data_folder(roots):
     (folder / "notes.txt").write_text("mine")
     name = f"paths-{uuid.uuid4().hex[:8]}"
     params = {"source": "synthetic", "name": name, "dest": str(folder), "overwrite": True, "n_per_class": 2}
-    with pytest.raises(ExecutionError, match="holds more than cubes/ and spheres/ .notes.txt."):
+    with pytest.raises(ExecutionError, match="holds more than the generator's class folders .notes.txt."):
         foo.execute_operator(f"{URI}/load_rgb_lidar_dataset", ctx={"params": params})
     assert (folder / "notes.txt").read_text() == "mine"
 

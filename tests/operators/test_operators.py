@@ -68,6 +68,29 @@ def test_load_operator_applies_its_own_defaults_for_synthetic_data(tmp_path):
     dataset.delete()
 
 
+def test_load_operator_renders_the_classes_asked_for(tmp_path):
+    name = f"shapes-{uuid.uuid4().hex[:8]}"
+    run = foo.execute_operator(f"{URI}/load_rgb_lidar_dataset", ctx={
+        "params": {"name": name, "n_per_class": 4, "classes": ["cube", "sphere", "cone"],
+                   "dest": str(tmp_path / "shapes")}})
+    assert run.error is None, run.error
+    dataset = fo.load_dataset(name)
+    assert dataset.default_classes == ["cube", "sphere", "cone"] and len(dataset) == 12
+    assert dataset.select_group_slices("rgb").count_values("ground_truth.label") == {"cube": 4, "sphere": 4, "cone": 4}
+    dataset.delete()
+
+
+@pytest.mark.parametrize("classes, message", [(["cube"], "choose two shapes or more"),
+                                              (["cube", "prism"], "unknown shape 'prism'")])
+def test_load_form_flags_classes_the_generator_cannot_render(client, classes, message):
+    form = client.post("/operators/resolve-type", json={
+        "dataset_name": None, "operator_uri": f"{URI}/load_rgb_lidar_dataset", "target": "inputs",
+        "params": {"source": "synthetic", "classes": classes},
+    }).json()
+    field = form["type"]["properties"]["classes"]
+    assert field["invalid"] and message in field["error_message"]
+
+
 @pytest.mark.parametrize("params, message", [
     ({"source": "folder"}, "Path: path. Reason: Required property"),
     ({"source": "folder", "path": "/nonexistent/data"}, "/nonexistent/data is not a folder"),
