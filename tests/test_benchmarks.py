@@ -106,3 +106,15 @@ def test_bench_lidar_input_prints_a_row_per_input_and_length(results_dir):
     assert [(r["lidar_input"], r["epochs"]) for r in rows] == [("isotropic", "1"), ("isotropic", "2"),
                                                                 ("metres", "1"), ("metres", "2")]
     assert all(0 <= float(r["best_val_accuracy"]) <= 1 for r in rows)
+
+
+def test_bench_classes_prints_a_row_per_model_of_three_classes(results_dir):
+    out = run_benchmark("bench_classes.py", "--classes", "cube,sphere,cylinder", "--n-per-class", "20",
+                        "--preset", "demo", "--models", "add", "late")
+    assert "3 classes (cube, sphere, cylinder): 48 train / 12 val pairs" in out, out
+    for model in ("add", "late", "lidar", r"rgb2lidar \(" + NUMBER + " % before fine-tuning\\)"):
+        assert re.search(rf"^\| {model} \| {NUMBER} % \| {NUMBER} \| {NUMBER} \((cube|sphere|cylinder)\) \|", out,
+                         re.MULTILINE), (model, out)
+    assert re.search(rf"^\| cilp .* \| top-1 {NUMBER} % / top-5 {NUMBER} % \| - \| - \|", out, re.MULTILINE), out
+    rows = results_rows(results_dir, "bench_classes", "fp32")
+    assert [r["model"] for r in rows][:3] == ["add", "late", "lidar"] and all(r["classes"] == "3" for r in rows)
