@@ -214,17 +214,25 @@ def load_rgb_lidar_dataset(page, server, make_dataset, runs_dir):
     name = f"cilp-forms-loaded-{uuid.uuid4().hex[:6]}"
     form = open_form(page, server, "load_rgb_lidar_dataset", "Load RGB/LiDAR data")
     field_input(form, "Dataset name").fill(name)
+    shapes = form.locator('xpath=.//p[normalize-space(.)="Classes"]/following::*[@role="combobox"][1]')
+    shapes.click()
+    offered = page.get_by_role("option").all_inner_texts()
+    assert offered == ["cube", "sphere", "cylinder", "cone", "torus", "pyramid"], f"the shapes offered: {offered}"
+    page.get_by_role("option", name="cone", exact=True).click()
+    page.keyboard.press("Tab")  # closes the list (Escape would close the whole form)
+    page.get_by_role("listbox").wait_for(state="hidden")
     field_input(form, "Pairs per class").fill("3")
     field_input(form, "Seed").fill("5")
-    wait_for_form_params(page, "load_rgb_lidar_dataset", source="synthetic", name=name, n_per_class=3, seed=5)
+    wait_for_form_params(page, "load_rgb_lidar_dataset", source="synthetic", name=name, n_per_class=3, seed=5,
+                         classes=["cube", "sphere", "cone"])
     screenshot_form(page, "load_rgb_lidar_dataset")
     try:
         run_operator(page, form, server, output=True)
         page.wait_for_url(re.compile(f"/datasets/{name}"), timeout=SHOW_TIMEOUT * 1000)  # the App opens it
         dataset = fo.load_dataset(name)
-        assert len(dataset) == 6 and sorted(dataset.group_slices) == ["depth", "lidar", "rgb"]
+        assert len(dataset) == 9 and sorted(dataset.group_slices) == ["depth", "lidar", "rgb"]
         labels = dataset.select_group_slices("rgb").count_values("ground_truth.label")
-        assert labels == {"cube": 3, "sphere": 3}
+        assert labels == {"cube": 3, "sphere": 3, "cone": 3} and dataset.default_classes == ["cube", "sphere", "cone"]
         assert "seed5" in dataset.select_group_slices("rgb").first().filepath  # the folder the seed names
     finally:
         if fo.dataset_exists(name):
