@@ -13,6 +13,7 @@ LiDAR retrieval top-1 / top-5 among the val pairs. Needs no FiftyOne.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_train import MODELS as FUSION  # noqa: E402
 from results_csv import Results  # noqa: E402
 
 from cilp_plugin.data import layout, synth  # noqa: E402
@@ -29,14 +31,6 @@ from mm_models import ModelConfig, train  # noqa: E402
 from mm_models.choices import PRECISIONS, PRESETS_NAMES  # noqa: E402
 from mm_models.presets import train_config  # noqa: E402
 from mm_models.stages import pipeline_spec  # noqa: E402
-
-FUSION = {
-    "late": dict(family="late"),
-    "concat": dict(family="intermediate", fusion="concat"),
-    "add": dict(family="intermediate", fusion="add"),
-    "mul": dict(family="intermediate", fusion="mul"),
-    "add-strided": dict(family="intermediate", fusion="add", downsample="strided"),
-}
 
 
 def parse_args(argv=None):
@@ -97,7 +91,7 @@ def main(argv=None) -> int:
 
         n = len(class_names)
         for name in args.models:
-            result, seconds = fit(ModelConfig(**FUSION[name], num_classes=n), "fusion", name)
+            result, seconds = fit(dataclasses.replace(FUSION[name], num_classes=n), "fusion", name)
             row(name, result, seconds, *describe(result, class_names))
         lidar, seconds = fit(ModelConfig(family="lidar", num_classes=n), "lidar", "lidar")
         row("lidar", lidar, seconds, *describe(lidar, class_names))
