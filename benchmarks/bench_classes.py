@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_classes.py [--classes cube,sphere,cylinder,cone,torus]
         [--n-per-class 300] [--models add ...] [--preset cpu] [--precision fp32]
+        [--image-size 64 64] [--beams 64 64]
 
 The classes are generated (seed 42) and split 80 / 20 with seed 42, each class in proportion;
 then each fusion model asked for and the CILP chain (LiDAR classifier, CILP with the locked LiDAR
@@ -42,7 +43,12 @@ def parse_args(argv=None):
                         help="fusion models to train (default: add); the CILP chain always trains")
     parser.add_argument("--preset", default="cpu", choices=PRESETS_NAMES)
     parser.add_argument("--precision", default="fp32", choices=[p for p in PRECISIONS if p != "auto"])
+    parser.add_argument("--image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                        help="the images' rows and columns (default 64 64)")
+    parser.add_argument("--beams", type=int, nargs=2, default=[64, 64], metavar=("N_AZ", "N_ZE"),
+                        help="the range images' beams (default 64 64)")
     args = parser.parse_args(argv)
+    args.image_size, args.beams = tuple(args.image_size), tuple(args.beams)
     args.classes = synth.check_classes(args.classes.split(","))
     return args
 
@@ -67,12 +73,15 @@ def describe(result, class_names: list[str]) -> tuple[str, float, float, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    results = Results("bench_classes", precision=args.precision)
+    sizes = dict(image_size=args.image_size, beams=args.beams)
+    variant = None if args.image_size == args.beams == (64, 64) else "x".join(map(str, args.image_size))
+    results = Results("bench_classes", precision=args.precision, variant=variant)
     with tempfile.TemporaryDirectory(prefix="bench_classes.") as tmp:
-        root = synth.generate(Path(tmp) / "data", args.n_per_class, seed=42, classes=args.classes)
+        root = synth.generate(Path(tmp) / "data", args.n_per_class, seed=42, classes=args.classes, **sizes)
         train_data, val_data, class_names = split_data(root, args.classes)
         print(f"{len(class_names)} classes ({', '.join(class_names)}): {len(train_data)} train / "
-              f"{len(val_data)} val pairs; preset {args.preset}, {args.precision}\n", flush=True)
+              f"{len(val_data)} val pairs; images {args.image_size}, beams {args.beams}; preset {args.preset}, "
+              f"{args.precision}\n", flush=True)
         print("| model | val accuracy | macro F1 | lowest F1 (class) | samples/s | time |\n"
               "| --- | --- | --- | --- | --- | --- |")
 
@@ -84,18 +93,19 @@ def main(argv=None) -> int:
 
         def row(name: str, result, seconds: float, score: str, macro: float, worst: float, which: str) -> None:
             rate = result.history[-1]["samples_per_s"]
-            results.add(classes=len(class_names), model=name, val=score, macro_f1=macro, lowest_f1=worst,
+            results.add(classes=len(class_names), image_size="x".join(map(str, args.image_size)),
+                        beams="x".join(map(str, args.beams)), model=name, val=score, macro_f1=macro, lowest_f1=worst,
                         lowest_class=which, samples_per_s=rate, seconds=seconds)
             f1 = "- | -" if macro != macro else f"{macro:.3f} | {worst:.3f} ({which})"  # NaN: no classes scored
             print(f"| {name} | {score} | {f1} | {rate:.0f} | {seconds:.0f} s |", flush=True)
 
         n = len(class_names)
         for name in args.models:
-            result, seconds = fit(dataclasses.replace(FUSION[name], num_classes=n), "fusion", name)
+            result, seconds = fit(dataclasses.replace(FUSION[name], num_classes=n, **sizes), "fusion", name)
             row(name, result, seconds, *describe(result, class_names))
-        lidar, seconds = fit(ModelConfig(family="lidar", num_classes=n), "lidar", "lidar")
+        lidar, seconds = fit(ModelConfig(family="lidar", num_classes=n, **sizes), "lidar", "lidar")
         row("lidar", lidar, seconds, *describe(lidar, class_names))
-        cilp, seconds = fit(pipeline_spec("cilp", {"lidar": lidar.run_dir}), "cilp", "cilp")
+        cilp, seconds = fit(pipeline_spec("cilp", {"lidar": lidar.run_dir}, num_classes=n, **sizes), "cilp", "cilp")
         top1, top5 = (100 * cilp.best[f"val/rgb2lidar_top{k}"] for k in (1, 5))
         top = f"top-1 {top1:.2f} % / top-5 {top5:.2f} %"
         row("cilp (retrieval among the val pairs)", cilp, seconds, top, float("nan"), float("nan"), "-")

@@ -18,11 +18,13 @@ and precision can beat it; it tells how much of a step is left to optimise.
 
     python benchmarks/bench_train.py                        # ~1-3 min on a 2-core CPU
     python benchmarks/bench_train.py --pairs-per-class 1000 --epochs 3 --models add late
+    python benchmarks/bench_train.py --image-size 128 128 --beams 128 128 --skip-reference  # other sizes
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -68,7 +70,12 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--data", type=Path, help="an existing data folder (default: generate one)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
+                        help="generated images' rows and columns (default 64 64)")
+    parser.add_argument("--beams", type=int, nargs=2, default=[64, 64], metavar=("N_AZ", "N_ZE"),
+                        help="generated range images' beams (default 64 64)")
     args = parser.parse_args(argv)
+    args.image_size, args.beams = tuple(args.image_size), tuple(args.beams)
     for name in ("pairs_per_class", "epochs", "reference_epochs", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: must be >= 1")
@@ -139,9 +146,10 @@ class ReferenceDataset(torch.utils.data.Dataset):
         return rgb, xyza, torch.tensor(float(layout.LABELS.index(pair.label)))
 
 
-def reference_loop(report, pairs, epochs: int, batch_size: int = 32) -> dict:
+def reference_loop(report, pairs, epochs: int, batch_size: int = 32, **sizes) -> dict:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(family="intermediate", fusion="add", mask_no_return=False, rgb_input="raw"))
+    model = build_model(ModelConfig(family="intermediate", fusion="add", mask_no_return=False, rgb_input="raw",
+                                    **sizes))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader = torch.utils.data.DataLoader(ReferenceDataset(report, pairs), batch_size=batch_size,
                                          shuffle=True, num_workers=2)
@@ -182,9 +190,8 @@ def conv_ceiling(config: ModelConfig, batch_size: int, device: torch.device, pre
     Convolutions reading the data need no input gradient, as in training.
     """
     model = build_model(config).to(device, memory_format=torch.channels_last)
-    side = config.image_size
-    batch = {name: torch.rand(batch_size, 4, side, side, device=device).contiguous(memory_format=torch.channels_last)
-             for name in ("rgb", "lidar")}
+    batch = {name: torch.rand(batch_size, *shape, device=device).contiguous(memory_format=torch.channels_last)
+             for name, shape in config.input_shapes().items()}
     seconds = 0.0
     for conv, shape, needs_grad in conv_inputs(model, batch):
         x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
@@ -221,34 +228,39 @@ def main(argv=None) -> None:
         root = args.data
         if root is None:
             started = time.perf_counter()
-            root = synth.generate(tmp / "data", args.pairs_per_class, seed=42)
+            root = synth.generate(tmp / "data", args.pairs_per_class, seed=42, image_size=args.image_size,
+                                  beams=args.beams)
             print(f"generated {2 * args.pairs_per_class} pairs in {time.perf_counter() - started:.1f} s")
         report, train_pairs, val_pairs = split_pairs(root)
+        sizes = dict(image_size=report.image_size, beams=report.beams)
+        models = {name: dataclasses.replace(config, **sizes) for name, config in MODELS.items()}
         started = time.perf_counter()
         train_data, val_data = to_tensors(report, train_pairs), to_tensors(report, val_pairs)
         print(f"decoded {len(train_data)} train + {len(val_data)} val pairs once in "
               f"{time.perf_counter() - started:.1f} s; device {device}, precision {precision}, "
-              f"batch {args.batch_size}, {torch.get_num_threads()} threads")
+              f"batch {args.batch_size}, {torch.get_num_threads()} threads; images {sizes['image_size']}, "
+              f"beams {sizes['beams']}")
 
         memory = "GPU MB" if device.type == "cuda" else "RSS MB"
         print(f"\n| loop | model | params | samples/s | s/epoch | peak {memory} | val (last epoch) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                              precision=args.precision, compile=args.compile)
-        table, results = Results("bench_train", precision), {}
+        variant = None if sizes == dict(image_size=(64, 64), beams=(64, 64)) else "x".join(map(str, report.image_size))
+        table, results = Results("bench_train", precision, variant), {}
         for name in args.models:
-            run = train(MODELS[name], config, train_data, val_data, tmp / "runs" / name)
+            run = train(models[name], config, train_data, val_data, tmp / "runs" / name)
             results[name] = engine_row(name, run.history, table)
         for stage in args.stages:
             missing = [p for p in pipeline_parents(stage) if p not in args.stages]
             if missing:
                 raise SystemExit(f"--stages: {stage} is built from {', '.join(missing)}; time those too")
-            spec = pipeline_spec(stage, {role: tmp / "runs" / role for role in pipeline_parents(stage)})
+            spec = pipeline_spec(stage, {role: tmp / "runs" / role for role in pipeline_parents(stage)}, **sizes)
             run = train(spec, config, train_data, val_data, tmp / "runs" / stage)
             results[stage] = engine_row(stage, run.history, table)
         if not args.skip_reference:
-            reference = reference_loop(report, train_pairs, args.reference_epochs)
-            params = sum(p.numel() for p in build_model(MODELS["add"]).parameters())
+            reference = reference_loop(report, train_pairs, args.reference_epochs, **sizes)
+            params = sum(p.numel() for p in build_model(models["add"]).parameters())
             table.add(loop="reference (DataLoader x2, fp32)", model="add", params=params,
                       samples_per_s=reference["samples_per_s"], s_per_epoch=reference["epoch_seconds"],
                       peak_memory_mb=reference["peak_memory_mb"], val_last_epoch="")
@@ -258,7 +270,7 @@ def main(argv=None) -> None:
             if "add" in results:
                 print(f"\nengine / reference on intermediate add: {results['add'] / reference['samples_per_s']:.2f}x "
                       f"(target >= 2.5x)")
-        ceiling = conv_ceiling(MODELS["add"], args.batch_size, device, precision)
+        ceiling = conv_ceiling(models["add"], args.batch_size, device, precision)
         table.add(loop="ceiling (convolutions alone)", model="add", params="", samples_per_s=ceiling, s_per_epoch="",
                   peak_memory_mb="", val_last_epoch="")
         print(f"ceiling for intermediate add (its convolutions alone, {precision}, batch {args.batch_size}): "

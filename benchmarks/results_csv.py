@@ -1,10 +1,11 @@
 """Benchmark results as CSV files named by what measured them.
 
-    benchmarks/results/<benchmark>-<machine>[-<precision>]-<date>.csv
+    benchmarks/results/<benchmark>-<machine>[-<precision>][-<variant>]-<date>.csv
 
 A benchmark writes one row per measurement as it lands, so a run stopped half-way keeps what it
 measured; a second run of the same benchmark on the same machine, precision and day replaces the
-file. ``CILP_BENCH_RESULTS`` names another folder (the tests point it at a temporary one).
+file (a variant, such as another input size, has a file of its own). ``CILP_BENCH_RESULTS`` names
+another folder (the tests point it at a temporary one).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ def slug(name: str) -> str:
 class Results:
     """The CSV file of one benchmark run; :meth:`add` writes a row (columns from the first row)."""
 
-    def __init__(self, benchmark: str, precision: str | None = None):
+    def __init__(self, benchmark: str, precision: str | None = None, variant: str | None = None):
         folder = Path(os.environ.get("CILP_BENCH_RESULTS") or RESULTS_DIR)
-        parts = [benchmark, machine(), *([precision] if precision else []), datetime.date.today().isoformat()]
+        parts = [benchmark, machine(), *filter(None, (precision, variant)), datetime.date.today().isoformat()]
         self.path = folder / f"{'-'.join(parts)}.csv"
         self.columns: list[str] | None = None
 

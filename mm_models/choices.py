@@ -27,6 +27,8 @@ AUGMENTATIONS = ("none", "rgb-affine")
 
 #: label index -> name; the model's logit is for index 1
 CLASS_NAMES = ("cube", "sphere")
+#: the original's inputs: 64 x 64 RGB images and 64 x 64 LiDAR range images (azimuth x zenith beams)
+REFERENCE_SIZE = (64, 64)
 #: the two inputs of a pair
 MODALITIES = ("rgb", "lidar")
 #: the classifier families: three fusions and the two single-modality baselines
@@ -70,6 +72,20 @@ def check_choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
     """Raise ``ValueError`` naming ``field`` when ``value`` is not one of ``allowed``."""
     if value not in allowed:
         raise ValueError(f"{field}: unknown value {value!r}; expected one of {', '.join(allowed)}")
+
+
+def check_size(field: str, value) -> tuple[int, int]:
+    """``value`` as ``(rows, columns)``: two positive integers, or one for a square; ``ValueError`` naming
+    ``field`` otherwise."""
+    sides = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value or ())
+    if len(sides) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sides):
+        raise ValueError(f"{field}: expected two positive integers (rows, columns) or one, got {value!r}")
+    return sides
+
+
+def legacy_sizes(data: dict) -> dict:
+    """A config dict saved before ``beams`` existed, when ``image_size`` was the side of both inputs."""
+    return {"beams": data["image_size"], **data} if "image_size" in data else data
 
 
 def config_from_dict(cls, data: dict, what: str):

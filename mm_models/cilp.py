@@ -34,10 +34,13 @@ from .choices import (
     DOWNSAMPLE_MODES,
     LIDAR_INPUTS,
     LIDAR_TOWERS,
+    REFERENCE_SIZE,
     RGB2LIDAR_PARTS,
     RGB_INPUTS,
     check_choice,
+    check_size,
     config_from_dict,
+    legacy_sizes,
 )
 from .encoders import DEFAULT_WIDTHS, Embedder
 from .fusion import FusionClassifier
@@ -52,7 +55,8 @@ class CILPConfig:
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # channels of each encoder's conv blocks
     downsample: str = "maxpool"  # maxpool | strided
     vector_hidden: int = 128  # hidden size of each encoder's vector head (3200 -> hidden -> embed_dim)
-    image_size: int = 64
+    image_size: tuple[int, int] = REFERENCE_SIZE  # (rows, columns) of the RGB image
+    beams: tuple[int, int] = REFERENCE_SIZE  # (azimuth, zenith) beams of the LiDAR range image
     rgb_channels: int = 4
     lidar_channels: int = 4
     rgb_input: str = "standardize"  # standardize | raw
@@ -68,7 +72,9 @@ class CILPConfig:
         check_choice("rgb_input", self.rgb_input, RGB_INPUTS)
         check_choice("lidar_input", self.lidar_input, tuple(i for i in LIDAR_INPUTS if i != "range"))
         object.__setattr__(self, "widths", tuple(self.widths))
-        for name in ("embed_dim", "vector_hidden", "image_size", "rgb_channels", "lidar_channels"):
+        object.__setattr__(self, "image_size", check_size("image_size", self.image_size))
+        object.__setattr__(self, "beams", check_size("beams", self.beams))
+        for name in ("embed_dim", "vector_hidden", "rgb_channels", "lidar_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -79,16 +85,15 @@ class CILPConfig:
                              f"got {self.init_temperature!r}")
 
     def input_shapes(self) -> dict[str, tuple[int, int, int]]:
-        return {"rgb": (self.rgb_channels, self.image_size, self.image_size),
-                "lidar": (self.lidar_channels, self.image_size, self.image_size)}
+        return {"rgb": (self.rgb_channels, *self.image_size), "lidar": (self.lidar_channels, *self.beams)}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "widths": list(self.widths)}
+        return {**asdict(self), **{name: list(getattr(self, name)) for name in ("widths", "image_size", "beams")}}
 
     @classmethod
     def from_dict(cls, data: dict) -> CILPConfig:
         # a config saved before lidar_input existed fed the LiDAR in metres
-        return config_from_dict(cls, {"lidar_input": "metres", **data}, "cilp config")
+        return config_from_dict(cls, {"lidar_input": "metres", **legacy_sizes(data)}, "cilp config")
 
 
 class UnitEncoder(nn.Module):
@@ -117,18 +122,18 @@ class CILP(nn.Module):
     def __init__(self, config: CILPConfig = CILPConfig(), lidar_classifier: FusionClassifier | None = None):
         super().__init__()
 
-        def encoder(step: nn.Module, channels: int) -> UnitEncoder:
-            return UnitEncoder(step, Embedder(channels, config.widths, config.downsample, config.image_size,
+        def encoder(step: nn.Module, channels: int, size: tuple[int, int]) -> UnitEncoder:
+            return UnitEncoder(step, Embedder(channels, config.widths, config.downsample, size,
                                               out_dim=config.embed_dim, hidden=config.vector_hidden))
 
-        self.rgb = encoder(input_step(config.rgb_input, config.rgb_channels), config.rgb_channels)
+        self.rgb = encoder(input_step(config.rgb_input, config.rgb_channels), config.rgb_channels, config.image_size)
         if config.lidar_tower == "locked":
             if lidar_classifier is None:
                 raise ValueError("lidar_tower: 'locked' needs the LiDAR classifier it locks (parent 'lidar')")
             self.lidar = LockedTower(lidar_classifier, config.embed_dim)
         else:
             self.lidar = encoder(lidar_step(config.lidar_input, config.mask_no_return, config.lidar_channels),
-                                 config.lidar_channels)
+                                 config.lidar_channels, config.beams)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / config.init_temperature)))
         self.max_log_scale = math.log(config.max_logit_scale)
 

@@ -51,7 +51,7 @@ class PairTensors:
     """
 
     rgb: Tensor  # (N, H, W, 4) uint8 RGBA
-    lidar: Tensor  # (N, 4, H, W) float32 XYZ + valid mask
+    lidar: Tensor  # (N, 4, AZIMUTH, ZENITH) float32 XYZ + valid mask (a size of its own)
     labels: Tensor | None = None  # (N,) float32 class indices 0, 1, ...; None when only predicting
     #: the memory maps rgb and lidar are views of (none when they are in memory)
     mapped: tuple = field(default=(), repr=False, compare=False)
@@ -72,10 +72,9 @@ class PairTensors:
             raise ValueError(f"{name}.rgb: expected uint8 (N, H, W, 4), got {rgb.dtype} {rgb.shape}")
         if lidar.ndim != 4 or lidar.shape[1] != 4:
             raise ValueError(f"{name}.lidar: expected (N, 4, H, W), got {lidar.shape}")
-        if lidar.shape[0] != rgb.shape[0] or lidar.shape[2:] != rgb.shape[1:3]:
-            raise ValueError(
-                f"{name}: rgb {rgb.shape} and lidar {lidar.shape} do not describe the same pairs"
-            )
+        if lidar.shape[0] != rgb.shape[0]:
+            raise ValueError(f"{name}: rgb {rgb.shape} and lidar {lidar.shape} do not describe the same pairs "
+                             f"({rgb.shape[0]} and {lidar.shape[0]})")
         if labels is not None:
             labels = np.asarray(labels)
             if labels.shape != (rgb.shape[0],):

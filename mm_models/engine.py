@@ -337,8 +337,9 @@ def check_split(name: str, data: PairTensors, spec: ModelSpec, objective: Object
     for modality, expected in spec.input_shapes().items():
         channels, *size = expected
         if tuple(found[modality][1:]) != tuple(size):
+            field = {"rgb": "image_size", "lidar": "beams"}[modality]
             raise ValueError(f"{name}.{modality}: grids are {tuple(found[modality][1:])}, "
-                             f"the model expects image_size {size[0]}")
+                             f"the model expects {field} {tuple(size)}")
         if found[modality][0] != channels:
             raise ValueError(f"{name}.{modality}: {found[modality][0]} channels, the model expects {channels}")
 

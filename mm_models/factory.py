@@ -17,11 +17,14 @@ from .choices import (
     FUSION_MODES,
     LIDAR_INPUTS,
     MODALITIES,
+    REFERENCE_SIZE,
     RGB_INPUTS,
     check_choice,
+    check_size,
     config_from_dict,
+    legacy_sizes,
 )
-from .encoders import DEFAULT_WIDTHS, Embedder
+from .encoders import DEFAULT_WIDTHS, Embedder, map_size
 from .fusion import Fusion, FusionClassifier, mlp_head
 from .inputs import input_step, lidar_step
 
@@ -35,6 +38,10 @@ HEAD_HIDDEN = {
 }
 
 
+#: the fields of ModelConfig that are tuples (lists in its dict)
+_TUPLES = ("widths", "head_hidden", "image_size", "beams")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What :func:`build_model` builds; round-trips through a plain dict."""
@@ -43,7 +50,8 @@ class ModelConfig:
     fusion: str = "concat"  # concat | add | mul: how modalities combine (unused by rgb / lidar)
     downsample: str = "maxpool"  # maxpool | strided: the 2x reduction after each conv block
     widths: tuple[int, ...] = DEFAULT_WIDTHS  # channels of the embedder's conv blocks
-    image_size: int = 64  # side of the square RGB image and LiDAR grid
+    image_size: tuple[int, int] = REFERENCE_SIZE  # (rows, columns) of the RGB image; one int: a square
+    beams: tuple[int, int] = REFERENCE_SIZE  # (azimuth, zenith) beams of the LiDAR range image; one int: a square
     rgb_channels: int = 4  # RGBA
     lidar_channels: int = 4  # XYZ + valid-return mask
     late_dim: int = 2  # vector size of each late-fusion embedder
@@ -62,6 +70,8 @@ class ModelConfig:
         check_choice("lidar_input", self.lidar_input, LIDAR_INPUTS)
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
+        object.__setattr__(self, "image_size", check_size("image_size", self.image_size))
+        object.__setattr__(self, "beams", check_size("beams", self.beams))
         if self.lidar_input == "range" and self.mask_no_return:
             raise ValueError("mask_no_return: the 'range' LiDAR input reads the ranges as stored, "
                              "no-return beams included; set mask_no_return to false")
@@ -69,7 +79,7 @@ class ModelConfig:
             raise ValueError(f"head_hidden: expected positive integers, got {self.head_hidden!r}")
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise ValueError(f"num_classes: expected an integer of at least 2, got {self.num_classes!r}")
-        for name in ("image_size", "rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
+        for name in ("rgb_channels", "lidar_channels", "late_dim", "vector_hidden"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -77,6 +87,9 @@ class ModelConfig:
             raise ValueError(f"mask_no_return: expected true or false, got {self.mask_no_return!r}")
         if not self.widths or not all(isinstance(w, int) and w > 0 for w in self.widths):
             raise ValueError(f"widths: expected positive integers, got {self.widths!r}")
+        if self.family == "early" and self.image_size != self.beams:
+            raise ValueError(f"image_size: early fusion stacks the inputs' channels, so the RGB image and the "
+                             f"LiDAR range image must be one size; got {self.image_size} and beams {self.beams}")
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -88,40 +101,46 @@ class ModelConfig:
         return 1 if self.num_classes == 2 else self.num_classes
 
     def input_shapes(self) -> dict[str, tuple[int, int, int]]:
-        """``(channels, size, size)`` of each input the model reads."""
-        channels = {"rgb": self.rgb_channels, "lidar": self.lidar_channels}
-        return {m: (channels[m], self.image_size, self.image_size) for m in self.modalities}
+        """``(channels, rows, columns)`` of each input the model reads."""
+        shapes = {"rgb": (self.rgb_channels, *self.image_size), "lidar": (self.lidar_channels, *self.beams)}
+        return {m: shapes[m] for m in self.modalities}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "widths": list(self.widths), "head_hidden": list(self.head_hidden)}
+        return {**asdict(self), **{name: list(getattr(self, name)) for name in _TUPLES}}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        # a config saved before lidar_input existed fed the LiDAR in metres
-        return config_from_dict(cls, {"lidar_input": "metres", **data}, "model config")
+        # a config saved before lidar_input existed fed the LiDAR in metres; before beams, image_size sized both
+        return config_from_dict(cls, {"lidar_input": "metres", **legacy_sizes(data)}, "model config")
+
 
 
 def build_model(config: ModelConfig) -> FusionClassifier:
     """The classifier described by ``config`` (weights from the current torch seed)."""
     # what each encoder reads: the inputs, after their steps (the range step keeps one channel)
     channels = {"rgb": config.rgb_channels, "lidar": 1 if config.lidar_input == "range" else config.lidar_channels}
+    sizes = {"rgb": config.image_size, "lidar": config.beams}
     fusion = Fusion(config.fusion)
+    # maps of inputs of other sizes are max-pooled down to the smallest before they are fused
+    maps = [map_size(sizes[m], len(config.widths), config.downsample) for m in config.modalities]
+    fused_map = (min(rows for rows, _ in maps), min(columns for _, columns in maps))
 
-    def embedder(in_channels: int, out_dim: int | None = None) -> Embedder:
-        return Embedder(in_channels, config.widths, config.downsample, config.image_size,
-                        out_dim=out_dim, hidden=config.vector_hidden)
+    def embedder(in_channels: int, size: tuple[int, int], out_dim: int | None = None,
+                 pooled_size: tuple[int, int] | None = None) -> Embedder:
+        return Embedder(in_channels, config.widths, config.downsample, size,
+                        out_dim=out_dim, hidden=config.vector_hidden, pooled_size=pooled_size)
 
     trunk = None
     if config.family == "early":
         # fuse the raw inputs, then one embedder over the fused channels
         encoders = {m: nn.Identity() for m in config.modalities}
-        trunk = embedder(fusion.out_channels([channels[m] for m in config.modalities]))
+        trunk = embedder(fusion.out_channels([channels[m] for m in config.modalities]), config.image_size)
         head_in = trunk.out_features
     elif config.family == "late":
-        encoders = {m: embedder(channels[m], out_dim=config.late_dim) for m in config.modalities}
+        encoders = {m: embedder(channels[m], sizes[m], out_dim=config.late_dim) for m in config.modalities}
         head_in = fusion.out_channels([config.late_dim] * len(encoders))
     else:  # intermediate, rgb, lidar: map embedders, fused map flattened
-        encoders = {m: embedder(channels[m]) for m in config.modalities}
+        encoders = {m: embedder(channels[m], sizes[m], pooled_size=fused_map) for m in config.modalities}
         shape = next(iter(encoders.values())).out_shape
         head_in = fusion.out_channels([shape[0]] * len(encoders)) * shape[1] * shape[2]
     preprocess = {}

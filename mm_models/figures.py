@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import atomic_write
@@ -67,7 +68,9 @@ def matches_png(path: Path, rgb: Tensor, lidar: Tensor, rgb_features: Tensor, li
     k = min(k, len(lidar))
     similarity = rgb_features[:queries].float().cpu() @ lidar_features.float().cpu().T
     nearest = similarity.topk(k, dim=1).indices
-    rgb_tiles, lidar_tiles = _visible_rgb(rgb[:queries].cpu()), _visible_lidar(lidar.cpu())
+    rgb_tiles = _visible_rgb(rgb[:queries].cpu())
+    # range images of other beam counts than the image's pixels: drawn at the image's size, one grid
+    lidar_tiles = F.interpolate(_visible_lidar(lidar.cpu()), size=rgb_tiles.shape[2:], mode="nearest")
     tiles = []
     for q in range(queries):
         tiles += [_framed(rgb_tiles[q], OTHER_PAIR), _framed(lidar_tiles[q], TRUE_PAIR)]

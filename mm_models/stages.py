@@ -41,7 +41,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .checkpoint import CheckpointError
-from .choices import FUSED_FAMILIES, KIND_NAMES, PIPELINE, check_choice
+from .choices import FUSED_FAMILIES, KIND_NAMES, PIPELINE, REFERENCE_SIZE, check_choice
 from .cilp import CILP, CILPConfig, EmbeddingProjection, Projector, ProjectorConfig, RGBToLiDAR, RGBToLiDARConfig
 from .factory import ModelConfig, build_model
 from .losses import Classification, Contrastive, Objective, Regression
@@ -133,12 +133,19 @@ def _lidar_classifier(role: str, spec: ModelSpec) -> None:
         raise ValueError(f"parent '{role}': expected a LiDAR-only classifier (family lidar), got a {got}")
 
 
+def _same_lidar(what: str, shapes: dict, lidar: ModelSpec) -> None:
+    if shapes["lidar"] != lidar.input_shapes()["lidar"]:
+        raise ValueError(f"parents: {what} reads LiDAR grids of shape {shapes['lidar']}, "
+                         f"the lidar classifier {lidar.input_shapes()['lidar']}: they must agree")
+
+
 def _check_projector(spec: ModelSpec) -> None:
-    cilp, lidar = spec.parents["cilp"].spec, spec.parents["lidar"].spec
-    cilp_lidar, lidar_lidar = cilp.input_shapes()["lidar"], lidar.input_shapes()["lidar"]
-    if cilp_lidar != lidar_lidar:
-        raise ValueError(f"parents: cilp reads LiDAR grids of shape {cilp_lidar}, "
-                         f"the lidar classifier {lidar_lidar}: they must agree")
+    _same_lidar("cilp", spec.parents["cilp"].spec.input_shapes(), spec.parents["lidar"].spec)
+
+
+def _check_locked_tower(spec: ModelSpec) -> None:
+    if "lidar" in spec.parents:
+        _same_lidar("cilp", spec.config.input_shapes(), spec.parents["lidar"].spec)
 
 
 @dataclass(frozen=True)
@@ -179,7 +186,8 @@ KINDS: dict[str, Kind] = {
     "cilp": Kind(CILPConfig, Contrastive, lambda config, parents: CILP(config, parents.get("lidar")),
                  lambda spec: spec.config.input_shapes(),
                  lambda spec: f"cilp ({spec.config.embed_dim}-d, {spec.config.lidar_tower} lidar tower)",
-                 parents=lambda config: {"lidar": _lidar_classifier} if config.lidar_tower == "locked" else {}),
+                 parents=lambda config: {"lidar": _lidar_classifier} if config.lidar_tower == "locked" else {},
+                 check=_check_locked_tower),
     "projector": Kind(ProjectorConfig, Regression, _build_projection,
                       lambda spec: {**spec.parents["cilp"].spec.input_shapes(),
                                     **spec.parents["lidar"].spec.input_shapes()},
@@ -195,12 +203,15 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def pipeline_model(stage: str, lidar_tower: str = "locked", num_classes: int = 2) -> tuple[str, Any]:
-    """The kind and config of the pipeline stage ``stage``; the later stages classify into the
-    LiDAR classifier's ``num_classes``."""
+def pipeline_model(stage: str, lidar_tower: str = "locked", num_classes: int = 2,
+                   image_size: tuple[int, int] = REFERENCE_SIZE, beams: tuple[int, int] = REFERENCE_SIZE,
+                   ) -> tuple[str, Any]:
+    """The kind and config of the pipeline stage ``stage`` for RGB images of ``image_size`` and LiDAR
+    range images of ``beams``; the later stages classify into the LiDAR classifier's ``num_classes``."""
     check_choice("stage", stage, PIPELINE)
-    return {"lidar": ("classifier", ModelConfig(family="lidar", num_classes=num_classes)),
-            "cilp": ("cilp", CILPConfig(lidar_tower=lidar_tower)),
+    sizes = {"image_size": image_size, "beams": beams}
+    return {"lidar": ("classifier", ModelConfig(family="lidar", num_classes=num_classes, **sizes)),
+            "cilp": ("cilp", CILPConfig(lidar_tower=lidar_tower, **sizes)),
             "projector": ("projector", ProjectorConfig()),
             "rgb2lidar": ("rgb2lidar", RGBToLiDARConfig())}[stage]
 
@@ -212,9 +223,10 @@ def pipeline_parents(stage: str, lidar_tower: str = "locked") -> tuple[str, ...]
 
 
 def pipeline_spec(stage: str, parents: dict[str, Path | str], lidar_tower: str = "locked",
-                  num_classes: int = 2) -> ModelSpec:
-    """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (stage -> folder)."""
-    kind, config = pipeline_model(stage, lidar_tower, num_classes)
+                  num_classes: int = 2, **sizes) -> ModelSpec:
+    """The spec of the pipeline stage ``stage`` built from the run folders ``parents`` (stage -> folder);
+    ``sizes``: :func:`pipeline_model`'s ``image_size`` and ``beams``."""
+    kind, config = pipeline_model(stage, lidar_tower, num_classes, **sizes)
     return ModelSpec(kind, config, {role: parent(folder, role) for role, folder in parents.items()})
 
 

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="random seed (42)")
     p.add_argument("--classes", default=",".join(synth.DEFAULT_CLASSES), metavar="SHAPE,...",
                    help=f"the shapes, one class folder each, comma-separated: {','.join(synth.FOLDERS)} "
-                        f"(default {','.join(synth.DEFAULT_CLASSES)}); validate and ingest read 64x64 only")
+                        f"(default {','.join(synth.DEFAULT_CLASSES)})")
     p.add_argument("--image-size", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("H", "W"),
                    help="RGB height and width in pixels (64 64); the camera's field of view spans the width")
     p.add_argument("--beams", type=int, nargs=2, default=[layout.SIZE] * 2, metavar=("N_AZ", "N_ZE"),

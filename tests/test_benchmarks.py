@@ -110,11 +110,24 @@ def test_bench_lidar_input_prints_a_row_per_input_and_length(results_dir):
 
 def test_bench_classes_prints_a_row_per_model_of_three_classes(results_dir):
     out = run_benchmark("bench_classes.py", "--classes", "cube,sphere,cylinder", "--n-per-class", "20",
-                        "--preset", "demo", "--models", "add", "late")
-    assert "3 classes (cube, sphere, cylinder): 48 train / 12 val pairs" in out, out
+                        "--preset", "demo", "--models", "add", "late", "--image-size", "32", "48",
+                        "--beams", "16", "32")
+    assert "3 classes (cube, sphere, cylinder): 48 train / 12 val pairs; images (32, 48), beams (16, 32)" in out, out
     for model in ("add", "late", "lidar", r"rgb2lidar \(" + NUMBER + " % before fine-tuning\\)"):
         assert re.search(rf"^\| {model} \| {NUMBER} % \| {NUMBER} \| {NUMBER} \((cube|sphere|cylinder)\) \|", out,
                          re.MULTILINE), (model, out)
     assert re.search(rf"^\| cilp .* \| top-1 {NUMBER} % / top-5 {NUMBER} % \| - \| - \|", out, re.MULTILINE), out
-    rows = results_rows(results_dir, "bench_classes", "fp32")
+    rows = results_rows(results_dir, "bench_classes", "fp32-32x48")
     assert [r["model"] for r in rows][:3] == ["add", "late", "lidar"] and all(r["classes"] == "3" for r in rows)
+    assert {(r["image_size"], r["beams"]) for r in rows} == {("32x48", "16x32")}
+
+
+def test_bench_train_times_other_input_sizes(results_dir):
+    out = run_benchmark("bench_train.py", "--pairs-per-class", "8", "--epochs", "1", "--models", "add",
+                        "--stages", "lidar", "--batch-size", "4", "--skip-reference", "--image-size", "32", "48",
+                        "--beams", "16", "32")
+    assert "images (32, 48), beams (16, 32)" in out, out
+    assert re.search(rf"ceiling for intermediate add .*: {NUMBER} samples/s", out), out
+    rows = results_rows(results_dir, "bench_train", "(?:fp32|bf16)-32x48")
+    assert [(r["loop"].split()[0], r["model"]) for r in rows] == [("engine", "add"), ("engine", "lidar"),
+                                                                  ("ceiling", "add")]

@@ -12,9 +12,11 @@ folder. A class's label is its shape for the generator's folders (``cubes`` ->
 ``cube``, :data:`SHAPES`), else the folder's name; classes go in :data:`SHAPES`
 order, then the others by name (:func:`class_folders`). The depth array's rows
 follow azimuth and its columns zenith; a value ``>= NO_RETURN`` means the beam hit
-nothing. This module is the only place that reads or writes that layout: everything
-else goes through :func:`scan`, :func:`read_rgb`, :func:`read_depth` and
-:func:`write_pair`.
+nothing. The sizes are the data's own: the angle files' lengths give the beams of every
+range image, the first image the size of every image (:attr:`ScanReport.image_size` and
+``.beams``; the original's are 64 x 64 both), and a file of another size is a bad file.
+This module is the only place that reads or writes that layout: everything else goes
+through :func:`scan`, :func:`read_rgb`, :func:`read_depth` and :func:`write_pair`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ CLASS_FOLDERS = {"cubes": "cube", "spheres": "sphere"}
 LABELS = tuple(CLASS_FOLDERS.values())
 #: depth at or beyond this many metres means "no return"
 NO_RETURN = 50.0
-#: side of the square RGB image and depth grid (and the length of each angle vector)
+#: side of the original's square RGB image and depth grid (and the length of each angle vector)
 SIZE = 64
 #: the quirks of published copies that a scan finds and ingest tags: an all-black RGB image,
 #: a pair byte-identical to an earlier one
@@ -129,6 +131,11 @@ class ClassReport:
     def usable(self) -> bool:
         return self.error is None and len(self.pairs) > 0
 
+    @property
+    def beams(self) -> tuple[int, int] | None:
+        """``(azimuth, zenith)`` beams of its range images, as its angle files tell; None without them."""
+        return None if self.azimuth is None else (len(self.azimuth), len(self.zenith))
+
 
 @dataclass
 class ScanReport:
@@ -138,6 +145,10 @@ class ScanReport:
     classes: dict[str, ClassReport]
     #: pair id -> what reading its files found; pairs not read (``scan(validate=False)``) have none
     contents: dict[str, Contents] = field(default_factory=dict, repr=False)
+    #: ``(rows, columns)`` of every RGB image: the first image's (None when no image could be read)
+    image_size: tuple[int, int] | None = None
+    #: ``(azimuth, zenith)`` beams of every range image: the angle files' (None when none could be read)
+    beams: tuple[int, int] | None = None
 
     @property
     def usable(self) -> bool:
@@ -202,6 +213,8 @@ class ScanReport:
         return {
             "root": str(self.root),
             "usable": self.usable,
+            "image_size": list(self.image_size) if self.image_size else None,
+            "beams": list(self.beams) if self.beams else None,
             "classes": {
                 name: {
                     "label": c.label,
@@ -222,6 +235,9 @@ class ScanReport:
 
     def format_text(self, max_listed: int = 10) -> str:
         lines = [f"{self.root}: {'usable' if self.usable else 'NOT usable'}"]
+        if self.image_size and self.beams:
+            lines.append(f"  images {_by(self.image_size)} (rows x columns), range images {_by(self.beams)} "
+                         f"(azimuth x zenith beams)")
         for name, c in self.classes.items():
             lines.append(
                 f"  {name}: {len(c.pairs)} pairs, {len(c.unpaired)} unpaired, "
@@ -261,6 +277,10 @@ class ScanReport:
         return lines
 
 
+def _by(size: tuple[int, int]) -> str:
+    return f"{size[0]} x {size[1]}"
+
+
 def _some(items: list[str], shown: int) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
@@ -276,9 +296,9 @@ def _describe_copy(copy: FileCopy) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-def read_rgb(path: Path | str, size: int = SIZE, *, data: bytes | None = None) -> np.ndarray:
-    """An RGB(A) PNG in any PIL mode as a ``(size, size, 4)`` uint8 RGBA array (decoded from ``data``,
-    the file's bytes, when the caller has read them)."""
+def read_rgb(path: Path | str, size: tuple[int, int] | None = None, *, data: bytes | None = None) -> np.ndarray:
+    """An RGB(A) PNG in any PIL mode as a ``(rows, columns, 4)`` uint8 RGBA array, of ``size`` when given
+    (decoded from ``data``, the file's bytes, when the caller has read them)."""
     source = path if data is None else io.BytesIO(data)
     try:
         with Image.open(source) as image:
@@ -287,10 +307,9 @@ def read_rgb(path: Path | str, size: int = SIZE, *, data: bytes | None = None) -
     except Exception as exc:  # PIL raises many types for corrupt data
         detail = str(exc).replace(repr(source), repr(str(path)))  # PIL names the stream it read
         raise FormatError(f"{path}: corrupt or truncated PNG ({detail})") from None
-    if rgba.shape[:2] != (size, size):
-        raise FormatError(
-            f"{path}: expected a {size}x{size} image, found {rgba.shape[1]}x{rgba.shape[0]}"
-        )
+    if size is not None and rgba.shape[:2] != tuple(size):
+        raise FormatError(f"{path}: expected an image of {_by(size)} pixels (rows x columns, as the data's "
+                          f"other images), found {_by(rgba.shape[:2])}")
     return rgba
 
 
@@ -304,12 +323,13 @@ def _load_npy(path: Path | str, data: bytes | None = None) -> np.ndarray:
     return array
 
 
-def read_depth(path: Path | str, size: int = SIZE, *, data: bytes | None = None) -> np.ndarray:
-    """A LiDAR range image as a ``(size, size)`` float32 array of metres (decoded from ``data``, the file's
-    bytes, when the caller has read them)."""
+def read_depth(path: Path | str, beams: tuple[int, int] | None = None, *, data: bytes | None = None) -> np.ndarray:
+    """A LiDAR range image as an ``(azimuth, zenith)`` float32 array of metres, of ``beams`` when given
+    (decoded from ``data``, the file's bytes, when the caller has read them)."""
     depth = _load_npy(path, data)
-    if depth.shape != (size, size):
-        raise FormatError(f"{path}: expected a depth array of shape ({size}, {size}), found {depth.shape}")
+    if depth.ndim != 2 or (beams is not None and depth.shape != tuple(beams)):
+        expected = f"shape {tuple(beams)} (azimuth x zenith beams, as the angle files)" if beams else "2 dimensions"
+        raise FormatError(f"{path}: expected a depth array of {expected}, found shape {depth.shape}")
     depth = depth.astype(np.float32, copy=False)
     if not np.isfinite(depth).all():
         raise FormatError(
@@ -319,16 +339,16 @@ def read_depth(path: Path | str, size: int = SIZE, *, data: bytes | None = None)
     return depth
 
 
-def read_angles(class_dir: Path | str, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """The class folder's ``azimuth.npy`` and ``zenith.npy`` (radians, float32)."""
+def read_angles(class_dir: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """The class folder's ``azimuth.npy`` and ``zenith.npy`` (radians, float32): one angle per beam."""
     angles = []
     for name in ("azimuth", "zenith"):
         path = Path(class_dir) / f"{name}.npy"
         if not path.is_file():
-            raise FormatError(f"{path}: missing (expected {size} beam angles in radians)")
+            raise FormatError(f"{path}: missing (expected one beam angle in radians per {name} beam)")
         values = _load_npy(path)
-        if values.shape != (size,):
-            raise FormatError(f"{path}: expected {size} angles, found an array of shape {values.shape}")
+        if values.ndim != 1 or len(values) == 0:
+            raise FormatError(f"{path}: expected a vector of angles, found an array of shape {values.shape}")
         if not np.isfinite(values).all():
             raise FormatError(f"{path}: angles must be finite")
         angles.append(values.astype(np.float32))
@@ -338,12 +358,13 @@ def read_angles(class_dir: Path | str, size: int = SIZE) -> tuple[np.ndarray, np
 # --------------------------------------------------------------------------- scanning
 
 
-def _validate_pair(pair: Pair, size: int) -> tuple[list[BadFile], Contents | None]:
+def _validate_pair(pair: Pair, image_size: tuple[int, int] | None,
+                   beams: tuple[int, int] | None) -> tuple[list[BadFile], Contents | None]:
     """Read a pair's two files once each: what is wrong with them, or (valid) their :class:`Contents`.
 
     The bytes read to decode a file are the bytes hashed: a digest costs no second read."""
     bad, digests, arrays = [], [], []
-    for path, reader in ((pair.rgb_path, read_rgb), (pair.lidar_path, read_depth)):
+    for path, reader, size in ((pair.rgb_path, read_rgb, image_size), (pair.lidar_path, read_depth, beams)):
         try:
             data = _read_bytes(path)
             arrays.append(reader(path, size, data=data))
@@ -362,7 +383,7 @@ def _read_bytes(path: Path) -> bytes:
         raise FormatError(f"{path}: unreadable ({exc.strerror or exc})") from None
 
 
-def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
+def scan_class(root: Path, folder: str) -> ClassReport:
     """Pair the files of one class folder by stem (reading its angles, no pair's files)."""
     class_dir = root / folder
     report = ClassReport(folder=class_dir, label=label_of(folder))
@@ -372,7 +393,7 @@ def scan_class(root: Path, folder: str, *, size: int = SIZE) -> ClassReport:
         report.error = f"{missing[0]}: folder missing (expected {class_dir}/rgb/*.png and {class_dir}/lidar/*.npy)"
         return report
     try:
-        report.azimuth, report.zenith = read_angles(class_dir, size)
+        report.azimuth, report.zenith = read_angles(class_dir)
     except FormatError as exc:
         report.error = str(exc)
 
@@ -446,12 +467,13 @@ def count_candidate_pairs(root: Path | str) -> int:
 
 
 def validate_pairs(
-    report: ScanReport, *, skip: Container[str] = frozenset(), size: int = SIZE,
+    report: ScanReport, *, skip: Container[str] = frozenset(),
     progress: Callable[[int], None] | None = None, workers: int | None = None,
 ) -> ScanReport:
     """Read the files of every pair of ``report`` but those whose ``pair_id`` is in ``skip``; a pair
     with a corrupt or malformed file moves from ``pairs`` to ``bad_files``, a valid one gets its
-    :class:`Contents` in ``report.contents`` (for the quirks). By ``workers`` processes
+    :class:`Contents` in ``report.contents`` (for the quirks); a file of another size than the
+    report's ``image_size`` / ``beams`` is malformed. By ``workers`` processes
     (default: 2 from a few hundred pairs to read on). Returns ``report``, changed in place."""
     to_read = [pair for pair in report.pairs if pair.pair_id not in skip]
     workers = workers or (2 if len(to_read) >= 400 else 1)
@@ -459,7 +481,8 @@ def validate_pairs(
     failed = set()
     with process_pool(workers) if workers > 1 else nullcontext() as pool:
         map_ = partial(pool.map, chunksize=64) if pool else map
-        for pair, (bad, contents) in zip(to_read, map_(partial(_validate_pair, size=size), to_read)):
+        check = partial(_validate_pair, image_size=report.image_size, beams=report.beams)
+        for pair, (bad, contents) in zip(to_read, map_(check, to_read)):
             if bad:
                 by_label[pair.label].bad_files.extend(bad)
                 failed.add(pair)
@@ -473,7 +496,7 @@ def validate_pairs(
 
 
 def scan(
-    root: Path | str, *, validate: bool = True, size: int = SIZE,
+    root: Path | str, *, validate: bool = True,
     progress: Callable[[int], None] | None = None, workers: int | None = None,
 ) -> ScanReport:
     """Scan a data root. Bad and unpaired files are reported, never fatal.
@@ -481,14 +504,45 @@ def scan(
     With ``validate`` every file is read, so corrupt or malformed files end up in
     ``bad_files`` instead of ``pairs`` (see :func:`validate_pairs`), and the quirks of
     published copies are found: all-black RGB images, duplicate pairs (``report.blank_rgb()``,
-    ``report.duplicates()``). Unpaired ``0123 (1).npy`` copies are found either way.
+    ``report.duplicates()``). Unpaired ``0123 (1).npy`` copies are found either way. The sizes the
+    files must have are settled first (:func:`settle_sizes`).
     """
     root = Path(root)
     if not root.is_dir():
         raise FormatError(f"{root}: data folder does not exist")
-    report = ScanReport(root=root, classes={folder: scan_class(root, folder, size=size)
-                                            for folder in class_folders(root)})
-    return validate_pairs(report, size=size, progress=progress, workers=workers) if validate else report
+    report = settle_sizes(ScanReport(root=root, classes={folder: scan_class(root, folder)
+                                                         for folder in class_folders(root)}))
+    return validate_pairs(report, progress=progress, workers=workers) if validate else report
+
+
+def settle_sizes(report: ScanReport) -> ScanReport:
+    """The data's sizes: the beams of the first class whose angle files read (a class with other beam
+    counts becomes unusable: one data folder, one sensor), the image size of the first image whose
+    PNG header reads. Returns ``report``, changed in place."""
+    for c in report.classes.values():
+        if c.beams is None:
+            continue
+        if report.beams is None:
+            report.beams, first = c.beams, c
+        elif c.beams != report.beams:
+            c.error = (f"{c.folder / 'azimuth.npy'} and zenith.npy: {_by(c.beams)} beams (azimuth x zenith), "
+                       f"{first.folder.name}/ has {_by(report.beams)}: expected one beam layout for the whole "
+                       f"data folder")
+    report.image_size = next(filter(None, map(png_size, (p.rgb_path for p in report.pairs))), None)
+    return report
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """``(rows, columns)`` from a PNG's header (24 bytes read), or None when it is not a readable PNG."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return height, width
 
 
 def find_data_roots(top: Path | str) -> list[Path]:

@@ -19,7 +19,7 @@ _EXPORTS = {
                "check_exclude_tags"),
     "arrays": ("PairArrays", "MissingFilesError", "load_pairs", "from_folder", "from_dataset"),
     "sources": ("SOURCES", "load_dataset", "resolve_folder"),
-    "views": ("all_slices", "with_tags", "default_cache_dir", "dataset_classes"),
+    "views": ("all_slices", "with_tags", "default_cache_dir", "dataset_classes", "dataset_sizes"),
     "leases": ("dataset_lease", "being_written"),
     "owners": ("owner", "owner_state", "describe_owner"),
 }

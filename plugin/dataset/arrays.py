@@ -1,7 +1,8 @@
 """Pairs -> the arrays ``mm_models`` trains on, from a dataset view or a raw folder.
 
-RGB stays RGBA uint8 ``(N, 64, 64, 4)``; LiDAR becomes the course's XYZA float32
-``(N, 4, 64, 64)``; labels are class indices into the classes (a dataset's, or a
+RGB stays RGBA uint8 ``(N, H, W, 4)``; LiDAR becomes the course's XYZA float32
+``(N, 4, AZIMUTH, ZENITH)`` (``(N, 64, 64, 4)`` and ``(N, 4, 64, 64)`` for the original; every
+pair must have the first pair's sizes); labels are class indices into the classes (a dataset's, or a
 folder's: 0 cube, 1 sphere, 2 cylinder, ...). Decoded arrays are cached on
 disk under a key made of every file's path, size and modification time, so a
 re-run skips the decoding and any change to the data makes a new entry.
@@ -98,7 +99,7 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
     index_of = {label: i for i, label in enumerate(classes)}
     label_index = np.array([index_of[label] for label in labels], np.int64)
     if not cache_dir:
-        rgb, lidar = _empty(len(pair_ids))
+        rgb, lidar = _empty(len(pair_ids), _sizes(rgb_paths[0], range_paths[0]))
         _decode(rgb_paths, range_paths, rgb, lidar)
         return PairArrays(list(pair_ids), rgb, lidar, label_index, fingerprint, classes=classes)
 
@@ -122,27 +123,33 @@ def load_pairs(pair_ids: list[str], labels: list[str], rgb_paths: list[str], ran
     return PairArrays(list(pair_ids), arrays["rgb"], arrays["lidar"], label_index, fingerprint, folder, classes)
 
 
-def _empty(count: int) -> tuple[np.ndarray, np.ndarray]:
-    return (np.empty((count, layout.SIZE, layout.SIZE, 4), np.uint8),
-            np.empty((count, 4, layout.SIZE, layout.SIZE), np.float32))
+def _sizes(rgb_path: str, range_path: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The image size and the beams of a pair, from its files."""
+    return layout.read_rgb(rgb_path).shape[:2], layout.read_depth(range_path).shape
+
+
+def _empty(count: int, sizes: tuple[tuple[int, int], tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    image_size, beams = sizes
+    return np.empty((count, *image_size, 4), np.uint8), np.empty((count, 4, *beams), np.float32)
 
 
 def _decode(rgb_paths, range_paths, rgb: np.ndarray, lidar: np.ndarray, angles: dict | None = None) -> None:
-    """Decode the pairs of the paths into ``rgb`` and ``lidar`` (as many rows as paths)."""
+    """Decode the pairs of the paths into ``rgb`` and ``lidar`` (as many rows as paths, of their sizes:
+    a file of another size is a ``FormatError`` naming it)."""
     angles = {} if angles is None else angles
     for i, (rgb_path, range_path) in enumerate(zip(rgb_paths, range_paths)):
         class_dir = os.path.dirname(os.path.dirname(range_path))
         if class_dir not in angles:
             angles[class_dir] = layout.read_angles(class_dir)
-        rgb[i] = layout.read_rgb(rgb_path)
-        lidar[i] = layout.depth_to_xyza(layout.read_depth(range_path), *angles[class_dir])
+        rgb[i] = layout.read_rgb(rgb_path, rgb.shape[1:3])
+        lidar[i] = layout.depth_to_xyza(layout.read_depth(range_path, lidar.shape[2:]), *angles[class_dir])
 
 
 def _decode_to_cache(folder: Path, fingerprint: str, rgb_paths, range_paths, labels: np.ndarray,
                      classes: tuple[str, ...]) -> None:
     """Decode the pairs into the arrays folder ``folder``, ``CHUNK`` pairs at a time."""
     count = len(labels)
-    rgb, lidar = _empty(min(CHUNK, count))
+    rgb, lidar = _empty(min(CHUNK, count), _sizes(rgb_paths[0], range_paths[0]))
     angles: dict = {}
     with ArraysWriter(folder, {"rgb": ((count, *rgb.shape[1:]), np.uint8),
                                "lidar": ((count, *lidar.shape[1:]), np.float32),

@@ -193,7 +193,7 @@ def _ingest(root, name: str, cache_dir, workers, progress, *, building: bool = F
         pid: layout.Contents(held[pid]["content"], blank_rgb=layout.BLANK_RGB in held[pid]["rgb_quirks"])
         for pid in unchanged})
     dataset = dataset if dataset is not None else _open_dataset(name, root, building=building)
-    _record_classes(dataset, report.labels)
+    _record_classes_and_sizes(dataset, report)
     result = IngestResult(dataset=dataset, scan=report, quirks=report.quirks())
     tags_of: dict[str, list[str]] = {}
     for tag, pair_ids in result.quirks.items():
@@ -352,11 +352,12 @@ def _create_schema(dataset: fo.Dataset, root: Path, *, building: bool = False) -
     dataset.save()
 
 
-def _record_classes(dataset: fo.Dataset, labels: tuple[str, ...]) -> None:
-    """The data folder's class labels, in label-index order: ``info["classes"]`` and ``default_classes``
-    (what training, write-back and evaluation read)."""
-    dataset.info = {**dataset.info, "classes": list(labels)}
-    dataset.default_classes = list(labels)
+def _record_classes_and_sizes(dataset: fo.Dataset, report: layout.ScanReport) -> None:
+    """The data folder's class labels, in label-index order (``info["classes"]`` and ``default_classes``),
+    and its sizes (``info["image_size"]``, ``info["beams"]``): what training, write-back and evaluation read."""
+    dataset.info = {**dataset.info, "classes": list(report.labels),
+                    "image_size": list(report.image_size), "beams": list(report.beams)}
+    dataset.default_classes = list(report.labels)
     dataset.save()
 
 

@@ -22,6 +22,14 @@ def dataset_classes(dataset: fo.Dataset) -> list[str]:
     return list(dataset.default_classes or dataset.info.get("classes") or LABELS)
 
 
+def dataset_sizes(dataset: fo.Dataset) -> dict[str, tuple[int, int]]:
+    """``image_size`` (rows, columns) and ``beams`` (azimuth, zenith) of the dataset's pairs, as its ingest
+    recorded them (the original's 64 x 64 for a dataset that recorded none)."""
+    from ..data.layout import SIZE
+
+    return {key: tuple(dataset.info.get(key) or (SIZE, SIZE)) for key in ("image_size", "beams")}
+
+
 def all_slices(dataset: fo.Dataset):
     """A flat view of every sample of every slice."""
     return dataset.select_group_slices(_allow_mixed=True)

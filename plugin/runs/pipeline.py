@@ -20,7 +20,7 @@ import fiftyone as fo
 
 from mm_models.choices import PIPELINE
 
-from ..dataset.views import dataset_classes
+from ..dataset.views import dataset_classes, dataset_sizes
 from .registry import check_run_name, recorded_runs
 from .request import CILPRequest
 from .training import import_on_dataset, train_on_dataset
@@ -45,7 +45,7 @@ def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progr
     elif options:
         raise ValueError(f"train_cilp: give a request or options, not both ({', '.join(sorted(options))})")
     lidar_tower, stages = request.lidar_tower, request.stages
-    num_classes = len(dataset_classes(dataset))
+    num_classes, sizes = len(dataset_classes(dataset)), dataset_sizes(dataset)
     parents_of = {stage: pipeline_parents(stage, lidar_tower) for stage in PIPELINE}  # checks lidar_tower
     if request.lidar_from is not None:
         from mm_models.assessment import load_lidar_cnn
@@ -68,7 +68,8 @@ def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progr
                 recorded[role] = _recorded(dataset, names[role], stage, role, lidar_tower)
         if parents_of[stage] and all(role in recorded for role in parents_of[stage]):
             try:  # fine alone, they must also fit together (e.g. the projector's input sizes)
-                pipeline_spec(stage, {role: recorded[role] for role in parents_of[stage]}, lidar_tower)
+                pipeline_spec(stage, {role: recorded[role] for role in parents_of[stage]}, lidar_tower,
+                              num_classes, **sizes)
             except ValueError as exc:
                 runs = ", ".join(f"'{names[role]}'" for role in parents_of[stage])
                 raise ValueError(f"stage '{stage}': the runs {runs} cannot be combined: {exc}") from None
@@ -89,7 +90,7 @@ def train_cilp(dataset: fo.Dataset, request: CILPRequest | None = None, *, progr
                                        progress=report)
         else:
             result = train_on_dataset(
-                dataset, pipeline_spec(stage, parents, lidar_tower, num_classes), configs[stage],
+                dataset, pipeline_spec(stage, parents, lidar_tower, num_classes, **sizes), configs[stage],
                 train_tag=request.train_tag, val_tag=request.val_tag, runs_dir=request.runs_dir, name=names[stage],
                 overwrite=request.overwrite, resume=request.resume, progress=report)
         runs[stage] = result.run_dir

@@ -34,8 +34,8 @@ def train_on_dataset(
     resume: bool = False, progress=None,
 ):
     """Train ``model`` (a ``ModelConfig`` or a ``ModelSpec``) on the pairs tagged
-    ``train_tag``, select the checkpoint on ``val_tag``. A ``ModelConfig`` classifies into the
-    dataset's classes (its ``num_classes`` is set to their count); a spec must already.
+    ``train_tag``, select the checkpoint on ``val_tag``. A ``ModelConfig`` is fitted to the dataset
+    (:func:`for_data`: its classes and sizes); a spec must fit it already.
 
     An existing run of that name is replaced only with ``overwrite`` and only once the
     new run finished; ``resume`` continues an interrupted run (or trains a finished one
@@ -54,7 +54,7 @@ def train_on_dataset(
     say(0.0, f"{name}: loading the '{train_tag}' and '{val_tag}' pairs")
     train_arrays = arrays.from_dataset(dataset, train_tag)
     val_arrays = arrays.from_dataset(dataset, val_tag)
-    model = for_classes(model, train_arrays.classes, dataset.name)
+    model = for_data(model, train_arrays, dataset.name)
     overlap = set(train_arrays.pair_ids) & set(val_arrays.pair_ids)
     if overlap:
         raise ValueError(f"{len(overlap)} pairs are tagged both '{train_tag}' and '{val_tag}', "
@@ -86,13 +86,16 @@ def model_classes(model) -> int | None:
     return (model if isinstance(model, ModelSpec) else ModelSpec.of(model)).num_classes
 
 
-def for_classes(model, classes: tuple[str, ...], dataset_name: str):
-    """``model`` for the dataset's ``classes``: a ``ModelConfig`` gets their count as its
-    ``num_classes``; a spec of a classifier of another count is refused."""
+def for_data(model, data: arrays.PairArrays, dataset_name: str):
+    """``model`` for the pairs ``data``: a ``ModelConfig`` gets the count of their classes as its
+    ``num_classes``, and their image size and beams; a spec of a classifier of another count is refused
+    (one of other sizes, by the engine)."""
     from mm_models import ModelConfig
 
+    classes = data.classes
     if isinstance(model, ModelConfig):
-        return dataclasses.replace(model, num_classes=len(classes))
+        return dataclasses.replace(model, num_classes=len(classes), image_size=data.rgb.shape[1:3],
+                                   beams=data.lidar.shape[2:4])
     found = model_classes(model)
     if found is not None and found != len(classes):
         raise ValueError(f"model: it tells {found} classes apart, dataset '{dataset_name}' has {len(classes)} "

@@ -285,7 +285,7 @@ def test_a_locked_lidar_tower_is_the_lidar_classifier_frozen(stages, tmp_path):
 
 
 def test_mismatched_input_sizes_between_parents_are_refused(stages, tmp_path):
-    small = CILPConfig(widths=(4, 8), image_size=32, embed_dim=8, vector_hidden=8)
+    small = CILPConfig(widths=(4, 8), image_size=32, beams=32, embed_dim=8, vector_hidden=8)
     pairs = stages["train"]
     data = PairTensors(pairs.rgb[:, :32, :32].contiguous(), pairs.lidar[:, :, :32, :32].contiguous(), pairs.labels)
     train(small, TrainConfig(**{**FAST, "epochs": 1}), data, data, tmp_path / "cilp32")

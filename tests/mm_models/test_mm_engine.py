@@ -281,8 +281,11 @@ def test_unlabelled_or_mis_sized_data_is_rejected(small_split, tmp_path):
     train_data, val_data = small_split
     with pytest.raises(ValueError, match="labels are required"):
         train(TINY, TrainConfig(**FAST), PairTensors(train_data.rgb, train_data.lidar), val_data, tmp_path / "a")
-    with pytest.raises(ValueError, match="image_size 32"):
-        train(ModelConfig(image_size=32, widths=(4, 8)), TrainConfig(**FAST), train_data, val_data, tmp_path / "b")
+    mis_sized = {"rgb": (dict(image_size=16), r"grids are \(64, 64\), the model expects image_size \(16, 16\)"),
+                 "lidar": (dict(beams=(64, 32)), r"grids are \(64, 64\), the model expects beams \(64, 32\)")}
+    for modality, (sizes, message) in mis_sized.items():
+        with pytest.raises(ValueError, match=rf"train_data.{modality}: {message}"):
+            train(ModelConfig(widths=(4, 8), **sizes), TrainConfig(**FAST), train_data, val_data, tmp_path / modality)
     assert not list(tmp_path.iterdir())
 
 

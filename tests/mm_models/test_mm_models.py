@@ -1,5 +1,7 @@
 """Embedder, fusion and the model factory: shapes, parameter counts, config errors."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -36,10 +38,42 @@ def test_embedder_map_and_vector_shapes(downsample):
 
 
 def test_embedder_sizes_follow_input_size_and_widths():
-    embedder = Embedder(3, widths=(8, 16, 32), image_size=32)
+    embedder = Embedder(3, widths=(8, 16, 32), input_size=32)
     assert embedder(torch.rand(2, 3, 32, 32)).shape == (2, 32, 4, 4) == (2, *embedder.out_shape)
-    with pytest.raises(ValueError, match="image_size"):
-        Embedder(4, image_size=60)  # 60 is not divisible by 2**4
+    wide = Embedder(4, input_size=(96, 128))
+    assert wide(torch.rand(2, 4, 96, 128)).shape == (2, 200, 6, 8) and wide.out_features == 200 * 48
+    strided = Embedder(4, downsample="strided", input_size=(40, 24))  # a stride-2 conv rounds up: 40 -> 3, 24 -> 2
+    assert strided(torch.rand(1, 4, 40, 24)).shape == (1, 200, 3, 2) == (1, *strided.out_shape)
+    pooled = Embedder(4, input_size=(96, 128), pooled_size=(4, 4))
+    assert pooled(torch.rand(2, 4, 96, 128)).shape == (2, 200, 4, 4)
+    with pytest.raises(ValueError, match=r"input_size: 8x64 is too small for 4 blocks \(each halves it\): "
+                                         r"expected 16 or more a side"):
+        Embedder(4, input_size=(8, 64))
+    with pytest.raises(ValueError, match=r"pooled_size: \(8, 8\) is larger than the map \(4, 4\)"):
+        Embedder(4, pooled_size=(8, 8))
+
+
+def test_inputs_of_other_sizes_are_fused_on_the_smaller_map():
+    config = ModelConfig(family="intermediate", fusion="add", image_size=(96, 128), beams=(64, 32), num_classes=3)
+    model = build_model(config)
+    assert config.input_shapes() == {"rgb": (4, 96, 128), "lidar": (4, 64, 32)}
+    assert model.encoders["rgb"].out_shape == model.encoders["lidar"].out_shape == (200, 4, 2)
+    out = model({"rgb": torch.rand(2, 4, 96, 128), "lidar": torch.rand(2, 4, 64, 32)})
+    assert out["logits"].shape == (2, 3) and out["embedding"].shape == (2, 128)
+    late = build_model(dataclasses.replace(config, family="late"))  # vectors: each encoder keeps its map
+    assert late({"rgb": torch.rand(1, 4, 96, 128), "lidar": torch.rand(1, 4, 64, 32)})["logits"].shape == (1, 3)
+
+
+def test_sizes_are_checked_and_old_configs_read_as_square():
+    with pytest.raises(ValueError, match=r"image_size: early fusion stacks the inputs' channels"):
+        ModelConfig(family="early", image_size=96)
+    with pytest.raises(ValueError, match=r"beams: expected two positive integers \(rows, columns\) or one, "
+                                         r"got \[64, 0\]"):
+        ModelConfig(beams=[64, 0])
+    assert ModelConfig(image_size=[96, 96]).to_dict()["image_size"] == [96, 96]
+    assert ModelConfig.from_dict({"image_size": 32}).beams == (32, 32)  # a config saved before beams
+    assert ModelConfig.from_dict(ModelConfig(image_size=(96, 80), beams=48).to_dict()) == ModelConfig(
+        image_size=(96, 80), beams=(48, 48))
 
 
 @pytest.mark.parametrize("family", FAMILIES)

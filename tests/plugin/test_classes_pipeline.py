@@ -1,5 +1,6 @@
-"""Three classes end to end: generate cube, sphere, cylinder; ingest; split; train a fusion
-classifier from the CLI and the four CILP stages; apply both; evaluate; the confusion picture.
+"""Three classes at 96 x 96 end to end: generate cube, sphere, cylinder with 96 x 96 images and
+96 x 96 beams; ingest; split; train a fusion classifier from the CLI and the four CILP stages;
+apply both; evaluate; the confusion picture.
 
 Small and fast (CPU): 24 pairs per class, 1 to 2 epochs a stage.
 """
@@ -11,7 +12,9 @@ import uuid
 
 import fiftyone as fo
 import numpy as np
+import open3d as o3d
 import pytest
+from PIL import Image
 
 from cilp_plugin import cli
 from cilp_plugin.data import synth
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.slow  # its module fixture trains five runs
 
 CLASSES = ["cube", "sphere", "cylinder"]
 PER_CLASS = 24
+SIZE = (96, 96)  # the images' and the range images' (azimuth x zenith)
 FAST = ["--epochs", "2", "--batch-size", "16", "--device", "cpu", "--precision", "fp32"]
 
 
@@ -41,10 +45,11 @@ def monkeypatch_module():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, monkeypatch_module):
-    """The three-class data ingested and split 54 / 18, intermediate add trained from the CLI, the
-    CILP stages trained, both classifiers applied."""
+    """The three-class 96 x 96 data ingested and split 54 / 18, intermediate add trained from the CLI,
+    the CILP stages trained, both classifiers applied."""
     monkeypatch_module.setenv("CILP_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
-    root = synth.generate(tmp_path_factory.mktemp("classes") / "shapes", PER_CLASS, seed=3, classes=CLASSES)
+    root = synth.generate(tmp_path_factory.mktemp("classes") / "shapes", PER_CLASS, seed=3, classes=CLASSES,
+                          image_size=SIZE, beams=SIZE)
     dataset = ingest(root, f"classes-{uuid.uuid4().hex[:8]}").dataset
     create_splits(dataset, val=0.25, seed=0)
     out = io.StringIO()
@@ -67,6 +72,22 @@ def test_the_dataset_records_its_classes_and_the_split_keeps_each(dataset):
     assert dataset_classes(dataset) == CLASSES == dataset.default_classes == dataset.info["classes"]
     val = dataset.select_group_slices("rgb").match_tags("val")
     assert sorted(val.count_values("ground_truth.label").values()) == [6, 6, 6]
+
+
+def test_the_dataset_records_its_sizes_and_its_slices_follow_them(dataset):
+    assert dataset.info["image_size"] == list(SIZE) and dataset.info["beams"] == list(SIZE)
+    sample = dataset.select_group_slices("rgb").first()
+    group = dataset.get_group(sample.group.id)
+    assert Image.open(group["rgb"].filepath).size == SIZE
+    assert Image.open(group["depth"].filepath).size == SIZE[::-1]  # zenith rows, azimuth columns
+    points = np.asarray(o3d.io.read_point_cloud(group["lidar"].filepath).points)
+    assert 0 < len(points) == group["lidar"].lidar_returns <= SIZE[0] * SIZE[1]
+
+
+@pytest.mark.parametrize("run", ["intermediate_add", "lidar", "cilp", "projector", "rgb2lidar"])
+def test_every_run_reads_96_by_96_inputs(dataset, run):
+    shapes = load_run(recorded_runs(dataset)[run]).spec.input_shapes()
+    assert set(shapes.values()) == {(4, *SIZE)}
 
 
 @pytest.mark.parametrize("run", ["intermediate_add", "lidar", "rgb2lidar"])

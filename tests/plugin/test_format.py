@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cilp_plugin import cli
-from cilp_plugin.data import layout
+from cilp_plugin.data import layout, synth
 
 
 def scan_problems(root):
@@ -89,10 +89,12 @@ def object_npy(path):
 @pytest.mark.parametrize("damage, folder, suffix, expected", [
     (corrupt_png, "rgb", "png", "corrupt or truncated PNG"),
     (truncated_png, "rgb", "png", "corrupt or truncated PNG"),
-    (small_png, "rgb", "png", "expected a 64x64 image, found 32x48"),
+    (small_png, "rgb", "png", "expected an image of 64 x 64 pixels (rows x columns, as the data's other images), "
+                              "found 48 x 32"),
     (corrupt_npy, "lidar", "npy", "corrupt or truncated .npy"),
     (truncated_npy, "lidar", "npy", "corrupt or truncated .npy"),
-    (wrong_depth_shape, "lidar", "npy", "expected a depth array of shape (64, 64), found (64, 32)"),
+    (wrong_depth_shape, "lidar", "npy", "expected a depth array of shape (64, 64) (azimuth x zenith beams, as the "
+                                        "angle files), found shape (64, 32)"),
     (non_finite_depth, "lidar", "npy", "1 non-finite values"),
     (object_npy, "lidar", "npy", "corrupt or truncated .npy"),
 ])
@@ -104,14 +106,16 @@ def test_bad_file_is_skipped_and_reported_with_its_reason(data_copy, damage, fol
     assert expected in problems[f"0002.{suffix}"]
     assert "cube_0002" not in {p.pair_id for p in report.pairs}
     assert len(report.classes["cubes"].pairs) == 7 and report.usable
+    read, size = (layout.read_rgb, report.image_size) if folder == "rgb" else (layout.read_depth, report.beams)
     with pytest.raises(layout.FormatError, match=f"0002.{suffix}"):
-        (layout.read_rgb if folder == "rgb" else layout.read_depth)(data_copy / "cubes" / folder / f"0002.{suffix}")
+        read(data_copy / "cubes" / folder / f"0002.{suffix}", size)
 
 
 @pytest.mark.parametrize("values, expected", [
     (None, "azimuth.npy: missing"),
-    (np.zeros(63, np.float32), "expected 64 angles, found an array of shape (63,)"),
-    (np.zeros((8, 8), np.float32), "expected 64 angles, found an array of shape (8, 8)"),
+    (np.zeros(63, np.float32), "zenith.npy: 63 x 64 beams (azimuth x zenith), cubes/ has 64 x 64: expected one beam "
+                               "layout for the whole data folder"),
+    (np.zeros((8, 8), np.float32), "expected a vector of angles, found an array of shape (8, 8)"),
     (np.full(64, np.inf, np.float32), "angles must be finite"),
 ])
 def test_bad_angles_make_the_class_unusable(data_copy, values, expected):
@@ -126,6 +130,22 @@ def test_bad_angles_make_the_class_unusable(data_copy, values, expected):
     assert expected in report.classes["spheres"].error
     with pytest.raises(layout.FormatError, match="spheres/azimuth.npy"):
         report.require_usable()
+
+
+def test_the_data_declares_its_sizes_and_a_file_of_another_is_bad(tmp_path, capsys):
+    root = synth.generate(tmp_path / "wide", 3, seed=1, image_size=(24, 40), beams=(16, 32))
+    report = layout.scan(root)
+    assert (report.image_size, report.beams) == ((24, 40), (16, 32)) and report.usable
+    assert layout.read_rgb(report.pairs[0].rgb_path).shape == (24, 40, 4)
+    assert cli.main(["validate", str(root)]) == 0
+    assert "images 24 x 40 (rows x columns), range images 16 x 32 (azimuth x zenith beams)" in capsys.readouterr().out
+
+    Image.new("RGBA", (24, 40)).save(root / "cubes" / "rgb" / "0001.png")  # rows and columns swapped
+    np.save(root / "spheres" / "lidar" / "0002.npy", np.zeros((32, 16), np.float32))
+    report, problems = scan_problems(root)
+    assert "expected an image of 24 x 40 pixels" in problems["0001.png"]
+    assert "expected a depth array of shape (16, 32)" in problems["0002.npy"]
+    assert len(report.pairs) == 4 and report.to_dict()["image_size"] == [24, 40]
 
 
 def test_missing_class_folder_is_named(data_copy):

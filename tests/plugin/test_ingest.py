@@ -67,7 +67,8 @@ def test_slices_point_at_real_files(dataset, data_copy):
 def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, capsys, monkeypatch):
     read = []  # the pairs whose files a re-ingest reads to check them: only new or changed ones
     check = layout._validate_pair
-    monkeypatch.setattr(layout, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
+    monkeypatch.setattr(layout, "_validate_pair",
+                        lambda pair, **sizes: read.append(pair.pair_id) or check(pair, **sizes))
     name = dataset.name
     again = ingest.ingest(data_copy, name)
     assert again.added == [] and again.existing == 16 and len(dataset) == 16
@@ -337,7 +338,8 @@ def read_pairs(monkeypatch) -> list[str]:
     """The pair ids whose files the next ingests read, as they read them."""
     read = []
     check = layout._validate_pair
-    monkeypatch.setattr(layout, "_validate_pair", lambda pair, size: read.append(pair.pair_id) or check(pair, size))
+    monkeypatch.setattr(layout, "_validate_pair",
+                        lambda pair, **sizes: read.append(pair.pair_id) or check(pair, **sizes))
     return read
 
 

@@ -152,13 +152,17 @@ def test_cli_generates_other_classes_and_sizes(tmp_path, capsys):
     assert np.load(dest / "tori" / "lidar" / "0001.npy").shape == (12, 20)
 
 
-@pytest.mark.parametrize("flags, error", [
-    (["--classes", "torus"], "spheres: folder missing"),  # one class folder: the original two expected
-    (["--image-size", "32", "32", "--beams", "16", "16"], "azimuth.npy: expected 64 angles, found an array of shape"),
-])
-def test_validate_reports_what_it_cannot_read_yet_without_a_traceback(tmp_path, capsys, flags, error):
-    assert cli.main(["generate", str(tmp_path / "d"), "--n-per-class", "2", *flags]) == 0
+def test_validate_reports_one_class_folder_without_a_traceback(tmp_path, capsys):
+    assert cli.main(["generate", str(tmp_path / "d"), "--n-per-class", "2", "--classes", "torus"]) == 0
     capsys.readouterr()
     assert cli.main(["validate", str(tmp_path / "d")]) == 2
     out = capsys.readouterr().out
-    assert "NOT usable" in out and error in out
+    assert "NOT usable" in out and "spheres: folder missing" in out  # one class folder: the original two expected
+
+
+def test_validate_reads_the_sizes_generated(tmp_path, capsys):
+    flags = ["--image-size", "32", "48", "--beams", "16", "24"]
+    assert cli.main(["generate", str(tmp_path / "d"), "--n-per-class", "2", *flags]) == 0
+    capsys.readouterr()
+    assert cli.main(["validate", str(tmp_path / "d")]) == 0
+    assert "images 32 x 48 (rows x columns), range images 16 x 24 (azimuth x zenith beams)" in capsys.readouterr().out
