@@ -131,3 +131,13 @@ def test_bench_train_times_other_input_sizes(results_dir):
     rows = results_rows(results_dir, "bench_train", "(?:fp32|bf16)-32x48")
     assert [(r["loop"].split()[0], r["model"]) for r in rows] == [("engine", "add"), ("engine", "lidar"),
                                                                   ("ceiling", "add")]
+
+
+def test_bench_import_times_clouds_and_checks_the_range_images(results_dir):
+    out = run_benchmark("bench_import.py", "--clouds", "20", "--points", "500", "--format", "bin")
+    assert "20 .bin clouds (500 points each on average), 20 PNG images" in out, out
+    assert re.search(rf"^\| 1 \| {NUMBER} \| {NUMBER} \|$", out, re.MULTILINE), out
+    difference = re.search(r"largest difference (\S+) m", out)
+    assert difference and float(difference[1]) < 1e-4, out
+    rows = results_rows(results_dir, "bench_import", None)
+    assert [r["workers"] for r in rows] == ["1", "1"] and all(r["points_per_cloud"] == "500" for r in rows)
