@@ -5,7 +5,7 @@ Four blocks of ``Conv3x3(pad 1) + ReLU``, each followed by a 2x downsampling:
 With the default widths a ``(B, 4, 64, 64)`` input becomes a ``(B, 200, 4, 4)`` map
 (3,200 values); a ``(B, 4, 96, 128)`` one a ``(B, 200, 6, 8)`` map. With ``out_dim`` set, a
 vector head ``Linear(flat, hidden) + ReLU + Linear(hidden, out_dim)`` turns the map into a
-vector. Every size is derived from the input size and the widths; ``map_size`` pools the map
+vector. Every size is derived from the input size and the widths; ``pooled_size`` pools the map
 down to a smaller one (so that two inputs of other sizes can be fused).
 
 Every layer followed by a ReLU (the convolutions, the heads' hidden layers) starts
