@@ -12,7 +12,7 @@ from ._common import (
 )
 
 DEFAULTS = dict(source="synthetic", name="cilp-assessment", path=None, url=None, dest=None,
-                n_per_class=1000, seed=42, overwrite=False, classes=["cube", "sphere"])
+                n_per_class=1000, seed=42, overwrite=False, classes=["cube", "sphere"], image_size=64, beams=64)
 
 
 class LoadRGBLidarDataset(foo.Operator):
@@ -86,6 +86,10 @@ def load_form(ctx) -> types.Object:
     else:
         classes_field(ctx, inputs)
         inputs.int("n_per_class", default=DEFAULTS["n_per_class"], min=1, label="Pairs per class")
+        inputs.int("image_size", default=DEFAULTS["image_size"], min=16, max=2048, label="Image size",
+                   description="side of the square images in pixels (the original's: 64)")
+        inputs.int("beams", default=DEFAULTS["beams"], min=16, max=2048, label="LiDAR beams",
+                   description="azimuth and zenith beams of the square range images (the original's: 64)")
         inputs.int("seed", default=DEFAULTS["seed"], label="Seed")
         dest_field(ctx, inputs.str("dest", label="Generate into",
                                    description="default: FiftyOne's dataset dir/cilp/synthetic-N-seedS"))

@@ -5,6 +5,7 @@ import uuid
 
 import fiftyone as fo
 import fiftyone.operators as foo
+import numpy as np
 import pytest
 from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
@@ -77,6 +78,18 @@ def test_load_operator_renders_the_classes_asked_for(tmp_path):
     dataset = fo.load_dataset(name)
     assert dataset.default_classes == ["cube", "sphere", "cone"] and len(dataset) == 12
     assert dataset.select_group_slices("rgb").count_values("ground_truth.label") == {"cube": 4, "sphere": 4, "cone": 4}
+    dataset.delete()
+
+
+def test_load_operator_renders_the_sizes_asked_for(tmp_path):
+    name = f"sizes-{uuid.uuid4().hex[:8]}"
+    run = foo.execute_operator(f"{URI}/load_rgb_lidar_dataset", ctx={
+        "params": {"name": name, "n_per_class": 3, "image_size": 32, "beams": 16, "dest": str(tmp_path / "sized")}})
+    assert run.error is None, run.error
+    dataset = fo.load_dataset(name)
+    assert (dataset.info["image_size"], dataset.info["beams"]) == ([32, 32], [16, 16]) and len(dataset) == 6
+    rgb = dataset.select_group_slices("rgb").first()
+    assert np.load(rgb.range_path).shape == (16, 16) and rgb.filepath.startswith(str(tmp_path / "sized"))
     dataset.delete()
 
 

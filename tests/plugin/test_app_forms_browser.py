@@ -223,8 +223,10 @@ def load_rgb_lidar_dataset(page, server, make_dataset, runs_dir):
     page.get_by_role("listbox").wait_for(state="hidden")
     field_input(form, "Pairs per class").fill("3")
     field_input(form, "Seed").fill("5")
+    field_input(form, "Image size").fill("32")
+    field_input(form, "LiDAR beams").fill("16")
     wait_for_form_params(page, "load_rgb_lidar_dataset", source="synthetic", name=name, n_per_class=3, seed=5,
-                         classes=["cube", "sphere", "cone"])
+                         classes=["cube", "sphere", "cone"], image_size=32, beams=16)
     screenshot_form(page, "load_rgb_lidar_dataset")
     try:
         run_operator(page, form, server, output=True)
@@ -233,7 +235,8 @@ def load_rgb_lidar_dataset(page, server, make_dataset, runs_dir):
         assert len(dataset) == 9 and sorted(dataset.group_slices) == ["depth", "lidar", "rgb"]
         labels = dataset.select_group_slices("rgb").count_values("ground_truth.label")
         assert labels == {"cube": 3, "sphere": 3, "cone": 3} and dataset.default_classes == ["cube", "sphere", "cone"]
-        assert "seed5" in dataset.select_group_slices("rgb").first().filepath  # the folder the seed names
+        assert "32px-16beams-3-seed5" in dataset.select_group_slices("rgb").first().filepath  # the folder names them
+        assert (dataset.info["image_size"], dataset.info["beams"]) == ([32, 32], [16, 16])
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
