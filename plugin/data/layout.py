@@ -236,8 +236,7 @@ class ScanReport:
     def format_text(self, max_listed: int = 10) -> str:
         lines = [f"{self.root}: {'usable' if self.usable else 'NOT usable'}"]
         if self.image_size and self.beams:
-            lines.append(f"  images {_by(self.image_size)} (rows x columns), range images {_by(self.beams)} "
-                         f"(azimuth x zenith beams)")
+            lines.append(f"  {self.size_line()}")
         for name, c in self.classes.items():
             lines.append(
                 f"  {name}: {len(c.pairs)} pairs, {len(c.unpaired)} unpaired, "
@@ -257,6 +256,11 @@ class ScanReport:
             lines += self.quirk_lines(max_listed) or [
                 "  quirks: none (no all-black RGB image, no duplicate pair, no 'NNNN (n)' copy)"]
         return "\n".join(lines)
+
+    def size_line(self) -> str:
+        """The sizes the pairs have, e.g. ``images 64 x 64 (rows x columns), range images 64 x 64 (...)``."""
+        return (f"images {_by(self.image_size)} (rows x columns), range images {_by(self.beams)} "
+                f"(azimuth x zenith beams)")
 
     def quirk_lines(self, max_listed: int = 5) -> list[str]:
         """The quirks found (of the pairs read), counted with examples; ``[]`` when there are none."""

@@ -61,6 +61,8 @@ class IngestResult:
     def summary(self) -> str:
         lines = [f"dataset '{self.dataset.name}': {len(self.added)} pairs added, "
                  f"{self.existing} already present, {len(self.dataset)} groups in all"]
+        if self.scan:
+            lines.append(f"  classes {', '.join(self.scan.labels)}; {self.scan.size_line()}")
         if self.replaced:
             lines.insert(0, f"rebuilt dataset '{self.dataset.name}': it replaces the one built from {self.replaced}")
         for pair_ids, what in (

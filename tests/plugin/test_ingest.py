@@ -92,7 +92,10 @@ def test_reingest_adds_new_pairs_and_removes_vanished_ones(dataset, data_copy, c
 
     from cilp_plugin import cli  # the same report from the command
     assert cli.main(["ingest", str(data_copy), "--name", name]) == 0
-    assert "0 pairs added, 14 already present, 14 groups in all" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 pairs added, 14 already present, 14 groups in all" in out
+    assert ("classes cube, sphere; images 64 x 64 (rows x columns), range images 64 x 64 (azimuth x zenith beams)"
+            in out)
 
 
 def test_a_scan_without_any_return_ingests_with_an_empty_point_cloud(data_copy):
