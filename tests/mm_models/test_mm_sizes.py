@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mm_models import ModelConfig, PairTensors, TrainConfig, load_run, train
+from mm_models.arrays import ArraysWriter
 from mm_models.stages import pipeline_spec
 
 IMAGE, BEAMS = (32, 48), (16, 32)
@@ -20,14 +21,24 @@ def pairs():
     return PairTensors.from_numpy(rgb, lidar, rng.integers(0, 3, 24))
 
 
+@pytest.fixture(scope="module")
+def mapped(pairs, tmp_path_factory):
+    """The pairs as an arrays folder, memory-mapped (what training streams from)."""
+    folder = tmp_path_factory.mktemp("arrays") / "pairs"
+    arrays = {"rgb": pairs.rgb.numpy(), "lidar": pairs.lidar.numpy(), "labels": pairs.labels.numpy().astype(np.int64)}
+    with ArraysWriter(folder, {name: (array.shape, array.dtype) for name, array in arrays.items()}) as out:
+        out.write(0, **arrays)
+    return PairTensors.open(folder)
+
+
 @pytest.mark.parametrize("family, fusion", [("intermediate", "concat"), ("intermediate", "mul"), ("late", "concat")])
-def test_fusion_models_train_alike_resident_and_streamed(pairs, tmp_path, family, fusion):
+def test_fusion_models_train_alike_resident_and_streamed(pairs, mapped, tmp_path, family, fusion):
     config = ModelConfig(family=family, fusion=fusion, image_size=IMAGE, beams=BEAMS, num_classes=3,
                          widths=(4, 8, 8, 8))
     losses = {}
-    for data in ("resident", "streamed"):
+    for data, source in (("resident", pairs), ("streamed", mapped)):
         torch.manual_seed(0)
-        result = train(config, TrainConfig(**FAST, data=data, seed=0), pairs, pairs, tmp_path / data)
+        result = train(config, TrainConfig(**FAST, data=data, seed=0), source, source, tmp_path / data)
         losses[data] = result.history[-1]["train/loss"]
     assert losses["resident"] == pytest.approx(losses["streamed"], rel=1e-4)
     assert load_run(tmp_path / "streamed").spec.input_shapes() == {"rgb": (4, *IMAGE), "lidar": (4, *BEAMS)}
