@@ -32,6 +32,7 @@ import fiftyone.utils.utils3d as fou3d
 
 from ..data import derived, layout
 from ..data.workers import process_pool
+from .colours import colour_by_class
 from .owners import describe_owner, owner, owner_state
 from .views import default_cache_dir
 
@@ -354,10 +355,10 @@ def _create_schema(dataset: fo.Dataset, root: Path, *, building: bool = False) -
 
 def _record_classes(dataset: fo.Dataset, labels: tuple[str, ...]) -> None:
     """The data folder's class labels, in label-index order: ``info["classes"]`` and ``default_classes``
-    (what training, write-back and evaluation read)."""
+    (what training, write-back and evaluation read); the App colours each class of ``ground_truth``."""
     dataset.info = {**dataset.info, "classes": list(labels)}
     dataset.default_classes = list(labels)
-    dataset.save()
+    colour_by_class(dataset, ["ground_truth"], list(labels))  # saves the dataset
 
 
 def _declare_fields(dataset: fo.Dataset) -> None:
