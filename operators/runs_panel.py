@@ -36,7 +36,7 @@ class RunsPanel(foo.Panel):
 
         if being_written(ctx.dataset_name):  # ctx.dataset would reload it under that write: next tick
             return
-        ctx.panel.set_state("classes", classes_notice(dataset_classes(ctx.dataset)))
+        ctx.panel.set_state("classes_notice", classes_notice(dataset_classes(ctx.dataset)))
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
         operations = scheduled_operations(ctx.dataset)
@@ -126,8 +126,8 @@ class RunsPanel(foo.Panel):
         panel.btn("refresh", label="Refresh", on_click=self.refresh, variant="outlined")
         interval = REFRESH_MS["watching" if ctx.panel.state.get("watching") else "idle"]
         panel.view("auto_refresh", types.TimerView(interval=interval, on_interval=self.refresh))
-        if ctx.panel.state.get("classes"):
-            panel.md(f"**Dataset classes**: {ctx.panel.state.get('classes')}", name="classes")
+        if ctx.panel.state.get("classes_notice"):  # a view shows the state of its name: the line, not the notice
+            panel.md(f"**Dataset classes**: {ctx.panel.state.get('classes_notice')}", name="classes")
         panel.md("**Training runs**", name="runs_heading")
         panel.list("runs", types.Object(), view=table(RUN_COLUMNS))
         names = ctx.panel.state.get("run_names") or []
