@@ -81,7 +81,10 @@ def resumed_run(ctx) -> dict:
 
     if ctx.dataset is None or not ctx.params.get("resume"):
         return {}
-    name = ctx.params.get("name") or default_run_name(model_config(params_with_defaults(ctx, DEFAULTS)))
+    try:
+        name = ctx.params.get("name") or default_run_name(model_config(params_with_defaults(ctx, DEFAULTS)))
+    except ValueError:  # values the training refuses name no run
+        return {}
     recorded = recorded_runs(ctx.dataset)
     return {name: recorded[name]} if name in recorded else {}
 
