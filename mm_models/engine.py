@@ -592,7 +592,8 @@ def finish_run(model: nn.Module, objective: Objective, run_dir: Path, manifest: 
         val_outputs = infer(model, val_data, batch_size=train_config.eval_batch_size, device=device,
                             precision=precision)
         manifest["pictures"] = objective.pictures(val_outputs, val_data, run_dir, tracker,
-                                                  train_config.logged_predictions if train_config.wandb else 0)
+                                                  train_config.logged_predictions if train_config.wandb else 0,
+                                                  manifest.get("class_names"))
         manifest["status"] = "finished"
         ckpt.save_best_weights(None, run_dir, manifest, ckpt.WEIGHTS)  # the best, under the usual name
         tracker.log_checkpoint(_artifact_name(run_dir.name), [run_dir / ckpt.WEIGHTS, run_dir / ckpt.MANIFEST])

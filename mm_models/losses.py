@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import distributed
-from .choices import CLASS_NAMES
 from .metrics import classification_metrics
 
 Outputs = dict[str, Tensor]
@@ -67,9 +66,11 @@ class Objective:
         """Metrics over a whole split (``outputs`` concatenated over its batches)."""
         raise NotImplementedError
 
-    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int) -> list[str]:
+    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int,
+                 class_names: tuple[str, ...] | None = None) -> list[str]:
         """Draw (and log to ``tracker``) the run's pictures from the best model's val outputs;
-        ``logged`` val pairs go to the tracker's predictions table. Returns the files written."""
+        ``logged`` val pairs go to the tracker's predictions table, a classifier's classes named by
+        ``class_names`` (label index -> name). Returns the files written."""
         return []
 
     def better(self, value: float, best: float) -> bool:
@@ -97,24 +98,27 @@ class Classification(Objective):
     def metrics(self, outputs: Outputs, labels: Tensor | None) -> dict[str, float]:
         return classification_metrics(outputs["logits"], labels)
 
-    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int) -> list[str]:
+    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int,
+                 class_names: tuple[str, ...] | None = None) -> list[str]:
         if logged:
-            tracker.log_predictions(prediction_rows(outputs["logits"][:logged], data.subset(slice(0, logged))))
+            tracker.log_predictions(prediction_rows(outputs["logits"][:logged], data.subset(slice(0, logged)),
+                                                    class_names))
         return []
 
 
-def prediction_rows(logits: Tensor, data) -> list[dict]:
-    """A table of sample predictions: the image, its label, the prediction and, for two classes,
-    P(sphere); for N > 2 classes (named by index) the predicted class's probability, ``confidence``."""
+def prediction_rows(logits: Tensor, data, class_names: tuple[str, ...] | list[str]) -> list[dict]:
+    """A table of sample predictions: the image, its label and the prediction by class name
+    (``class_names``: label index -> name) and, for two classes (one logit), the second class's
+    probability ``p_<name>`` (``p_sphere``); for N > 2 classes the predicted class's, ``confidence``."""
     rgb, labels = data.rgb.cpu().numpy(), data.labels.cpu().numpy().astype(int)
     if logits.dim() == 1:
         probabilities = torch.sigmoid(logits.float()).cpu().numpy()
-        return [{"index": i, "image": rgb[i], "label": CLASS_NAMES[labels[i]],
-                 "prediction": CLASS_NAMES[int(probabilities[i] > 0.5)], "p_sphere": float(probabilities[i])}
-                for i in range(len(rgb))]
-    confidence, predicted = torch.softmax(logits.float(), 1).max(1)
-    return [{"index": i, "image": rgb[i], "label": str(labels[i]), "prediction": str(int(predicted[i])),
-             "confidence": float(confidence[i])} for i in range(len(rgb))]
+        predicted, scores = (probabilities > 0.5).astype(int), {f"p_{class_names[1]}": probabilities}
+    else:
+        confidence, predicted = torch.softmax(logits.float(), 1).max(1)
+        predicted, scores = predicted.cpu().numpy(), {"confidence": confidence.cpu().numpy()}
+    return [{"index": i, "image": rgb[i], "label": class_names[labels[i]], "prediction": class_names[predicted[i]],
+             **{key: float(values[i]) for key, values in scores.items()}} for i in range(len(rgb))]
 
 
 def clip_loss(rgb_features: Tensor, lidar_features: Tensor, logit_scale: Tensor, rows: slice | None = None) -> Tensor:
@@ -201,7 +205,8 @@ class Contrastive(Objective):
             "temperature": 1 / scale.item(),
         }
 
-    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int) -> list[str]:
+    def pictures(self, outputs: Outputs, data, run_dir, tracker, logged: int,
+                 class_names: tuple[str, ...] | None = None) -> list[str]:
         from .figures import matches_png, similarity_png
 
         rgb, lidar = outputs["rgb_features"].float(), outputs["lidar_features"].float()

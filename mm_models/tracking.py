@@ -92,11 +92,12 @@ class WandbTracker:
         self.run.log(dict(row))
 
     def log_predictions(self, rows: list[dict]) -> None:
-        """A table of sample predictions: rows with image (HxWx4 uint8), label, prediction, and p_sphere
-        (two classes) or confidence (more)."""
+        """A table of sample predictions (:func:`mm_models.losses.prediction_rows`): rows with image
+        (HxWx4 uint8), label and prediction (class names), and ``p_<second class>`` (two classes) or
+        ``confidence`` (more)."""
         if not rows:
             return
-        score = "p_sphere" if "p_sphere" in rows[0] else "confidence"
+        score = next(key for key in rows[0] if key.startswith("p_") or key == "confidence")
         columns = ["index", "image", "label", "prediction", score, "correct"]
         table = self.wandb.Table(columns=columns)
         for row in rows:

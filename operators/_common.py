@@ -102,6 +102,23 @@ def flag_outside_roots(prop, field: str, value) -> bool:
     return problem is not None
 
 
+def class_fields(ctx, inputs, runs: dict | None = None) -> None:
+    """A read-only line of the dataset's classes (and the head that tells them apart), and a warning for
+    each of ``runs`` (name -> folder: those the operator would read) whose classes are not the dataset's."""
+    import fiftyone.operators.types as types
+
+    from cilp_plugin.dataset import dataset_classes
+    from cilp_plugin.runs.classes import class_mismatch, classes_notice
+
+    if ctx.dataset is None:
+        return
+    inputs.view("classes", types.Notice(label=classes_notice(dataset_classes(ctx.dataset))))
+    for name, folder in (runs or {}).items():
+        problem = class_mismatch(ctx.dataset, name, folder)
+        if problem:
+            inputs.view(f"classes_of_{name}", types.Warning(label=problem))
+
+
 def split_tag_fields(ctx, inputs) -> None:
     """The "train on" / "select on" tag fields, shown invalid when no pair carries the tag."""
     fields = {option: option_field(inputs, option, description=None) for option in TRAINING_OPTIONS

@@ -3,7 +3,7 @@ import fiftyone.operators.types as types
 
 from cilp_plugin.writeback import APPLICABLE_KINDS, EMBEDDING_MAPS  # fiftyone and numpy only: cheap at load
 
-from ._common import params_with_defaults, progress_reporter, summary_output
+from ._common import class_fields, params_with_defaults, progress_reporter, summary_output
 
 DEFAULTS = dict(source="run", run=None, checkpoint=None, field=None, tags=None, eval_tag="val",
                 embedding_map="pca", device="auto")
@@ -66,6 +66,19 @@ def confined_run(dataset, run: str) -> str:
                              f"the operators open run folders only {describe_roots(roots)}") from None
 
 
+def chosen_run(ctx, runs: list[str], source: str) -> dict:
+    """The run the form applies, name -> folder: a shipped checkpoint or a run recorded on the dataset
+    (none for a run folder typed in: it is read once applied)."""
+    from cilp_plugin.runs import recorded_runs, shipped_checkpoint, shipped_checkpoints
+
+    if source == "checkpoint":
+        shipped = shipped_checkpoints(APPLICABLE_KINDS)
+        name = ctx.params.get("checkpoint") or (shipped[0] if shipped else None)
+        return {name: shipped_checkpoint(name)} if name in shipped else {}
+    name = ctx.params.get("run") or (runs[-1] if runs else None)
+    return {name: recorded_runs(ctx.dataset)[name]} if name in runs else {}
+
+
 def apply_form(ctx) -> types.Object:
     from cilp_plugin.runs import recorded_runs, shipped_checkpoints
 
@@ -91,6 +104,7 @@ def apply_form(ctx) -> types.Object:
         inputs.str("run", required=True, default=runs[-1] if runs else None, label="Run", view=choices,
                    description="a run of this dataset, or a run folder" if runs
                    else "no runs recorded on this dataset yet: give a run folder, or train first")
+    class_fields(ctx, inputs, chosen_run(ctx, runs, source))
     inputs.str("field", label="Prediction field", description="default: the run's name")
     tag_choices = types.DropdownView(multiple=True)  # a bare list field reads "No only pairs tagged added yet"
     for tag in sorted(ctx.dataset.distinct("tags")) if ctx.dataset is not None else []:

@@ -1,9 +1,9 @@
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-RUN_COLUMNS = {"run": "Run", "kind": "Kind", "status": "Status", "epochs": "Epochs", "best_epoch": "Best epoch",
-               "val_loss": "Val loss", "val_metric": "Val metric", "device": "Device", "precision": "Precision",
-               "preset": "Preset", "data": "Data"}
+RUN_COLUMNS = {"run": "Run", "kind": "Kind", "classes": "Classes", "status": "Status", "epochs": "Epochs",
+               "best_epoch": "Best epoch", "val_loss": "Val loss", "val_metric": "Val metric", "device": "Device",
+               "precision": "Precision", "preset": "Preset", "data": "Data"}
 OPERATION_COLUMNS = {"operation": "Operation", "state": "State", "progress": "Progress", "label": "Stage / epoch",
                      "queued": "Queued (UTC)", "error": "Error"}
 NO_COMPARISON = "none"
@@ -30,12 +30,13 @@ class RunsPanel(foo.Panel):
         self.refresh(ctx)
 
     def refresh(self, ctx):
-        from cilp_plugin.dataset import being_written
-        from cilp_plugin.runs import run_config, run_curves, scheduled_operations, training_runs
+        from cilp_plugin.dataset import being_written, dataset_classes
+        from cilp_plugin.runs import classes_notice, run_config, run_curves, scheduled_operations, training_runs
         from cilp_plugin.writeback import applied_runs
 
         if being_written(ctx.dataset_name):  # ctx.dataset would reload it under that write: next tick
             return
+        ctx.panel.set_state("classes_notice", classes_notice(dataset_classes(ctx.dataset)))
         runs = training_runs(ctx.dataset)
         ctx.panel.set_data("runs", runs)
         operations = scheduled_operations(ctx.dataset)
@@ -125,6 +126,8 @@ class RunsPanel(foo.Panel):
         panel.btn("refresh", label="Refresh", on_click=self.refresh, variant="outlined")
         interval = REFRESH_MS["watching" if ctx.panel.state.get("watching") else "idle"]
         panel.view("auto_refresh", types.TimerView(interval=interval, on_interval=self.refresh))
+        if ctx.panel.state.get("classes_notice"):  # a view shows the state of its name: the line, not the notice
+            panel.md(f"**Dataset classes**: {ctx.panel.state.get('classes_notice')}", name="classes")
         panel.md("**Training runs**", name="runs_heading")
         panel.list("runs", types.Object(), view=table(RUN_COLUMNS))
         names = ctx.panel.state.get("run_names") or []

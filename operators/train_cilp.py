@@ -4,7 +4,7 @@ import fiftyone.operators.types as types
 from cilp_plugin.runs.request import CILPRequest, options
 from mm_models.choices import PIPELINE
 
-from ._common import flag_outside_roots, option_field, progress_reporter, server_path, split_tag_fields
+from ._common import class_fields, flag_outside_roots, option_field, progress_reporter, server_path, split_tag_fields
 
 #: the form's checkbox of each stage (a list field with choices crashes the App's form)
 STAGE_LABELS = {
@@ -69,8 +69,21 @@ def chosen_stages(params: dict) -> list[str]:
     return [stage for stage in PIPELINE if params.get(stage_param(stage), True)]
 
 
+def runs_read(ctx) -> dict:
+    """The recorded runs of this prefix a training may read (name -> folder): the stages not ticked (the
+    parents of those ticked), and the ticked ones too when resume is ticked."""
+    from cilp_plugin.runs import recorded_runs
+
+    if ctx.dataset is None:
+        return {}
+    chosen, prefix, recorded = chosen_stages(ctx.params), ctx.params.get("run_prefix") or "", recorded_runs(ctx.dataset)
+    read = [stage for stage in PIPELINE if stage not in chosen or ctx.params.get("resume")]
+    return {prefix + stage: recorded[prefix + stage] for stage in read if prefix + stage in recorded}
+
+
 def train_cilp_form(ctx) -> types.Object:
     inputs = types.Object()
+    class_fields(ctx, inputs, runs_read(ctx))
     inputs.view("stages_header", types.Header(label="Stages", description="a later stage alone reuses this "
                                                       "dataset's runs of the earlier ones"))
     for stage in PIPELINE:

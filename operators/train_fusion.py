@@ -4,7 +4,14 @@ import fiftyone.operators.types as types
 from cilp_plugin.runs.request import TRAINING_OPTIONS
 from mm_models.choices import DEFAULT_FUSION, DOWNSAMPLE_MODES, FAMILIES, FUSED_FAMILIES, FUSION_MODES
 
-from ._common import option_field, params_with_defaults, progress_reporter, split_tag_fields, training_hardware_fields
+from ._common import (
+    class_fields,
+    option_field,
+    params_with_defaults,
+    progress_reporter,
+    split_tag_fields,
+    training_hardware_fields,
+)
 
 TRAINING = {option.name: option for option in TRAINING_OPTIONS}
 DEFAULTS = dict(family="intermediate", fusion=None, downsample="maxpool", epochs=None, lr=None, batch_size=None,
@@ -30,12 +37,10 @@ class TrainFusion(foo.Operator):
 
     def execute(self, ctx):
         from cilp_plugin.runs import train_on_dataset
-        from mm_models import ModelConfig
         from mm_models.presets import train_config
 
         p = params_with_defaults(ctx, DEFAULTS)
-        model = ModelConfig(family=p["family"], fusion=p["fusion"] or DEFAULT_FUSION.get(p["family"], "concat"),
-                            downsample=p["downsample"])
+        model = model_config(p)
         train = train_config("fusion", p["preset"], epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
                              device=p["device"], precision=p["precision"], data=p["data"], seed=p["seed"],
                              wandb=p["wandb"])
@@ -61,8 +66,32 @@ class TrainFusion(foo.Operator):
         return types.Property(outputs)
 
 
+def model_config(params: dict):
+    """The ``ModelConfig`` the form's (or an SDK call's) values describe."""
+    from mm_models import ModelConfig
+
+    return ModelConfig(family=params["family"], downsample=params["downsample"],
+                       fusion=params["fusion"] or DEFAULT_FUSION.get(params["family"], "concat"))
+
+
+def resumed_run(ctx) -> dict:
+    """The recorded run this training would continue (name -> folder): none unless resume is ticked."""
+    from cilp_plugin.runs import recorded_runs
+    from mm_models.stages import default_run_name
+
+    if ctx.dataset is None or not ctx.params.get("resume"):
+        return {}
+    try:
+        name = ctx.params.get("name") or default_run_name(model_config(params_with_defaults(ctx, DEFAULTS)))
+    except ValueError:  # values the training refuses name no run
+        return {}
+    recorded = recorded_runs(ctx.dataset)
+    return {name: recorded[name]} if name in recorded else {}
+
+
 def train_form(ctx) -> types.Object:
     inputs = types.Object()
+    class_fields(ctx, inputs, resumed_run(ctx))
     inputs.enum("family", list(FAMILIES), default=DEFAULTS["family"], label="Model family",
                 description="late / intermediate / early fusion, or one modality alone",
                 view=types.DropdownView())

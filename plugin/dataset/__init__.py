@@ -22,5 +22,6 @@ _EXPORTS = {
     "views": ("all_slices", "with_tags", "default_cache_dir", "dataset_classes", "dataset_sizes"),
     "leases": ("dataset_lease", "being_written"),
     "owners": ("owner", "owner_state", "describe_owner"),
+    "colours": ("CLASS_COLOURS", "OTHER_COLOURS", "class_colours", "colour_by_class", "field_colours"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -32,6 +32,7 @@ import fiftyone.utils.utils3d as fou3d
 
 from ..data import derived, layout
 from ..data.workers import process_pool
+from .colours import colour_by_class
 from .owners import describe_owner, owner, owner_state
 from .views import default_cache_dir
 
@@ -356,11 +357,12 @@ def _create_schema(dataset: fo.Dataset, root: Path, *, building: bool = False) -
 
 def _record_classes_and_sizes(dataset: fo.Dataset, report: layout.ScanReport) -> None:
     """The data folder's class labels, in label-index order (``info["classes"]`` and ``default_classes``),
-    and its sizes (``info["image_size"]``, ``info["beams"]``): what training, write-back and evaluation read."""
+    and its sizes (``info["image_size"]``, ``info["beams"]``): what training, write-back and evaluation read.
+    The App colours each class of ``ground_truth``."""
     dataset.info = {**dataset.info, "classes": list(report.labels),
                     "image_size": list(report.image_size), "beams": list(report.beams)}
     dataset.default_classes = list(report.labels)
-    dataset.save()
+    colour_by_class(dataset, ["ground_truth"], list(report.labels))  # saves the dataset
 
 
 def _declare_fields(dataset: fo.Dataset) -> None:

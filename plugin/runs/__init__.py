@@ -15,6 +15,7 @@ _EXPORTS = {
     "training": ("PARTIAL", "train_on_dataset", "import_on_dataset"),
     "request": ("CILPRequest", "Option", "options", "parse_stages", "TRAINING_OPTIONS"),
     "pipeline": ("train_cilp",),
+    "classes": ("head_of", "classes_notice", "run_classes", "class_mismatch"),
     "table": ("training_runs", "scheduled_operations", "run_curves", "run_config", "train_further"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import fiftyone as fo
 
+from .classes import run_classes
 from .registry import recorded_runs
 
 #: the validation metric shown for each kind of run, besides the loss
@@ -26,8 +27,17 @@ def _percent(value) -> str:
     return "" if value is None else f"{100 * value:.1f}%"
 
 
+def _classes_cell(manifest: dict) -> str:
+    try:
+        classes = run_classes(manifest)
+    except (KeyError, ValueError):
+        return "?"
+    return ", ".join(classes) if classes else ""
+
+
 def training_runs(dataset: fo.Dataset) -> list[dict]:
-    """Name, kind, epochs, best epoch and metrics, device, precision, preset and data placement of each run."""
+    """Name, kind, classes (a classifier's), epochs, best epoch and metrics, device, precision, preset and
+    data placement of each run."""
     from mm_models.checkpoint import read_manifest
 
     rows = []
@@ -42,6 +52,7 @@ def training_runs(dataset: fo.Dataset) -> list[dict]:
         rows.append({
             "run": name,
             "kind": manifest.get("kind", "?"),
+            "classes": _classes_cell(manifest),
             "status": manifest.get("status", "?"),
             "epochs": f"{manifest.get('epochs_completed', 0)}/{(manifest.get('train') or {}).get('epochs', '?')}",
             "best_epoch": best.get("epoch"),

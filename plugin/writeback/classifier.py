@@ -8,7 +8,7 @@ FiftyOne's ``evaluate_classifications`` then scores the predictions on the rgb s
 the evaluation split over the dataset's classes, so the App shows the confusion matrix
 and per-class metrics under the eval key ``eval_<field>``, and ``compute_visualization``
 lays the rgb slice's embeddings out in 2-D for the App's Embeddings panel (brain key
-``<field>_map``).
+``<field>_map``). The App colours the predictions' classes as it colours the ground truth's.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import fiftyone as fo
 import numpy as np
 
 from ..dataset import arrays
+from ..dataset.colours import colour_by_class
 from ..dataset.views import all_slices, dataset_classes, with_tags
 from ..runs.registry import check_run_name, loaded_run
 from .maps import check_embedding_map, map_options, quiet_maps
@@ -102,6 +103,7 @@ def apply_model(
             _map_embeddings(predicted, staged.brain_key(brain_key), embedding_map, embeddings)
         else:
             staged.discard(brain_key)
+    colour_by_class(dataset, [field], classes)
     say(1.0, f"'{field}' written")
     return ApplyResult(field, eval_key if report else None, len(predictions), report, embedding_field,
                        brain_key if embedding_map else None, evaluated_on)

@@ -18,14 +18,12 @@ import fiftyone as fo
 import numpy as np
 
 from ..data import layout
+from ..dataset.colours import CLASS_COLOURS, OTHER_COLOURS, class_colours  # noqa: F401 - also this module's names
 from ..dataset.views import dataset_classes
 from . import cilp
 
 CONFUSION_PNG = "confusion.png"
 MAPS_PNG = "embedding_maps.png"
-CLASS_COLOURS = {"cube": "#ff7f0e", "sphere": "#1f77b4"}  # matplotlib's tab:orange, tab:blue; also the runs panel's
-#: the colours of the other classes, in class order (the rest of matplotlib's tab10)
-OTHER_COLOURS = ("#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: the modality a slice's embedding comes from, for map legends
 SLICE_NAMES = {"rgb": "RGB", "depth": "LiDAR", "lidar": "LiDAR"}
 
@@ -49,12 +47,6 @@ def write_pictures(dataset: fo.Dataset, out_dir: Path | str) -> dict[str, list[s
         _save(out_dir / MAPS_PNG, maps, _draw_points)
         written[MAPS_PNG] = [key for key, _ in maps]
     return written
-
-
-def class_colours(classes: list[str]) -> dict[str, str]:
-    """Each class's colour: cube and sphere their own, the others :data:`OTHER_COLOURS` in turn."""
-    others = [c for c in classes if c not in CLASS_COLOURS]
-    return {c: CLASS_COLOURS.get(c) or OTHER_COLOURS[others.index(c) % len(OTHER_COLOURS)] for c in classes}
 
 
 def _confusion(dataset: fo.Dataset, eval_key: str) -> tuple[list[str], np.ndarray]:

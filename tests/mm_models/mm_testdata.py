@@ -22,6 +22,16 @@ def seed_all(seed: int = 0) -> None:
     np.random.seed(seed)
 
 
+def random_pairs(n: int, classes: int, seed: int = 0) -> PairTensors:
+    """``n`` pairs of noise labelled 0, 1, ..., ``classes`` - 1 in turn (the shapes a model of that many
+    classes reads)."""
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (n, 64, 64, 4), dtype=np.uint8)
+    lidar = rng.normal(size=(n, 4, 64, 64)).astype(np.float32)
+    lidar[:, 3] = 1.0
+    return PairTensors.from_numpy(rgb, lidar, np.arange(n) % classes)
+
+
 def read_arrays(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RGBA uint8 (N,64,64,4), XYZA float32 (N,4,64,64), labels (N,) for every pair under root."""
     report = layout.scan(root, validate=False).require_usable()

@@ -5,20 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from mm_testdata import TINY, seed_all
+from mm_testdata import TINY, random_pairs, seed_all
 
-from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, count_parameters, predict, train
+from mm_models import ModelConfig, TrainConfig, build_model, count_parameters, predict, train
 from mm_models.inference import Predictions
 from mm_models.losses import Classification
 from mm_models.metrics import binary_metrics, classification_metrics, multiclass_metrics
-
-
-def random_pairs(n: int, classes: int, seed: int = 0) -> PairTensors:
-    rng = np.random.default_rng(seed)
-    rgb = rng.integers(0, 256, (n, 64, 64, 4), dtype=np.uint8)
-    lidar = rng.normal(size=(n, 4, 64, 64)).astype(np.float32)
-    lidar[:, 3] = 1.0
-    return PairTensors.from_numpy(rgb, lidar, np.arange(n) % classes)
 
 
 def test_two_classes_keep_one_logit_and_the_reference_counts():

@@ -5,9 +5,9 @@ import json
 import struct
 
 import pytest
-from mm_testdata import TINY
+from mm_testdata import TINY, random_pairs
 
-from mm_models import CLASS_NAMES, TrainConfig, train
+from mm_models import CLASS_NAMES, ModelConfig, TrainConfig, predict, train
 
 pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
 
@@ -48,11 +48,22 @@ def complete_records(path, timeout: float = 30.0):
         time.sleep(0.25)
 
 
-def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split, tmp_path, monkeypatch):
+def offline_wandb(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+def predictions_table(wandb_run) -> dict[str, list]:
+    """The logged ``val/predictions`` table of an offline wandb run folder, column -> values."""
+    [table_file] = wandb_run.glob("files/media/table/val/predictions*.table.json")
+    table = json.loads(table_file.read_text())
+    return {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
+
+
+def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split, tmp_path, monkeypatch):
+    offline_wandb(monkeypatch, tmp_path)
     train_data, val_data = small_split
     run = tmp_path / "run"
     train(TINY, TrainConfig(epochs=2, batch_size=8, precision="fp32", wandb=True, logged_predictions=8),
@@ -81,10 +92,25 @@ def test_offline_wandb_run_holds_metrics_predictions_and_checkpoint(small_split,
     assert json.loads(config["spec"])["config"]["family"] == "intermediate"
     assert sorted(artifacts["model"]) == ["manifest.json", "model.safetensors"]
 
-    [table_file] = wandb_run.glob("files/media/table/val/predictions*.table.json")
-    table = json.loads(table_file.read_text())
-    column = {name: [row[i] for row in table["data"]] for i, name in enumerate(table["columns"])}
+    column = predictions_table(wandb_run)
     true_labels = [CLASS_NAMES[int(v)] for v in val_data.labels[:8]]
     assert column["label"] == true_labels and set(true_labels) == {"cube", "sphere"}
     assert column["prediction"] == ["sphere" if p > 0.5 else "cube" for p in column["p_sphere"]]
     assert not list((tmp_path / "elsewhere").rglob("*.wandb"))
+
+
+def test_a_three_class_predictions_table_names_the_classes(tmp_path, monkeypatch):
+    offline_wandb(monkeypatch, tmp_path)
+    classes = ["cube", "sphere", "cylinder"]
+    data = random_pairs(12, len(classes))
+    result = train(ModelConfig(family="lidar", widths=(4, 8, 8, 8), num_classes=3),
+                   TrainConfig(epochs=1, batch_size=6, device="cpu", precision="fp32", wandb=True,
+                               logged_predictions=6),
+                   data, data, tmp_path / "run", class_names=classes)
+
+    [wandb_run] = (result.run_dir / "wandb").glob("offline-run-*")
+    column = predictions_table(wandb_run)
+    assert column["label"] == [classes[i % 3] for i in range(6)]
+    predicted = predict(result.run_dir, data.subset(slice(0, 6)), device="cpu")
+    assert column["prediction"] == predicted.names(classes)
+    assert column["confidence"] == pytest.approx(predicted.confidences, abs=1e-4)

@@ -11,12 +11,16 @@ from fiftyone.operators.executor import ExecutionError
 from fiftyone.operators.registry import OperatorRegistry
 from starlette.testclient import TestClient
 
-from cilp_plugin.dataset import views
+from cilp_plugin.data import synth
+from cilp_plugin.dataset import ingest, splits, views
+from cilp_plugin.runs.registry import record_run, shipped_checkpoint
+from cilp_plugin.runs.table import training_runs
 
 URI = "@cilp/multimodal"
 EXPECTED = ["load_rgb_lidar_dataset", "create_splits", "train_fusion", "train_cilp", "apply_model",
             "find_cross_modal_matches"]
 PANELS = ["cilp_runs"]
+THREE = ["cube", "sphere", "cylinder"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +40,28 @@ def loaded(tiny_data):
     assert run.error is None, run.error
     yield fo.load_dataset(name), run.result
     fo.delete_dataset(name)
+
+
+@pytest.fixture(scope="module")
+def three_classes(tmp_path_factory):
+    """cube, sphere, cylinder (3 pairs each), split, with the shipped (two-class) lidar checkpoint
+    recorded as its run 'lidar'."""
+    from mm_models.checkpoint import read_manifest
+
+    root = synth.generate(tmp_path_factory.mktemp("three") / "data", 3, seed=7, classes=THREE, workers=1)
+    dataset = ingest.ingest(root, f"three-{uuid.uuid4().hex[:8]}").dataset
+    splits.create_splits(dataset, val=0.34, seed=0)
+    lidar = shipped_checkpoint("lidar")
+    record_run(dataset, "lidar", lidar, read_manifest(lidar))
+    yield dataset
+    dataset.delete()
+
+
+def form_fields(client, dataset, operator: str, params: dict | None = None) -> dict:
+    """The properties of the operator's form, as the App server resolves them for ``dataset``."""
+    return client.post("/operators/resolve-type", json={
+        "dataset_name": dataset.name, "operator_uri": f"{URI}/{operator}", "target": "inputs",
+        "params": params or {}}).json()["type"]["properties"]
 
 
 def test_plugin_registers_every_operator_without_errors():
@@ -223,3 +249,39 @@ def test_split_operator_leaves_out_pairs_with_excluded_tags(client, quirky_data)
             foo.execute_operator(f"{URI}/create_splits", ctx={"dataset": dataset, "params": {"exclude_tags": ["val"]}})
     finally:
         dataset.delete()
+
+
+@pytest.mark.parametrize("operator", ["train_fusion", "train_cilp", "apply_model"])
+def test_training_and_apply_forms_show_the_datasets_classes(client, loaded, three_classes, operator):
+    dataset, _ = loaded
+    assert form_fields(client, dataset, operator)["classes"]["view"]["label"] == \
+        "2 classes: cube, sphere — one logit (BCE)"
+    assert form_fields(client, three_classes, operator)["classes"]["view"]["label"] == \
+        "3 classes: cube, sphere, cylinder — a softmax head of 3 logits"
+
+
+REFUSED = "run '{}' tells 2 classes apart (cube, sphere); this dataset has 3: a model of another class count is refused"
+
+
+@pytest.mark.parametrize("operator, params, run", [
+    ("train_cilp", {"stage_lidar": False}, "lidar"),  # the later stages are built from the recorded lidar run
+    ("train_fusion", {"family": "lidar", "name": "lidar", "resume": True}, "lidar"),
+    ("apply_model", {"source": "run", "run": "lidar"}, "lidar"),
+    ("apply_model", {"source": "checkpoint", "checkpoint": "late"}, "late"),
+])
+def test_forms_say_when_a_runs_classes_are_not_the_datasets(client, three_classes, operator, params, run):
+    fields = form_fields(client, three_classes, operator, params)
+    assert fields[f"classes_of_{run}"]["view"]["label"] == REFUSED.format(run)
+
+
+@pytest.mark.parametrize("operator, params", [
+    ("train_cilp", {}),  # every stage trained anew
+    ("train_fusion", {"family": "lidar", "name": "lidar"}),  # not resumed: replaced or renamed
+    ("apply_model", {"source": "checkpoint", "checkpoint": "cilp"}),  # classifies nothing
+])
+def test_forms_say_nothing_of_runs_they_do_not_read(client, three_classes, operator, params):
+    assert not [name for name in form_fields(client, three_classes, operator, params) if name.startswith("classes_of")]
+
+
+def test_the_runs_table_shows_each_runs_classes(three_classes):
+    assert [(row["run"], row["classes"]) for row in training_runs(three_classes)] == [("lidar", "cube, sphere")]

@@ -29,7 +29,7 @@ from fiftyone.operators.executor import ExecutionRunState
 
 from cilp_plugin import writeback
 from cilp_plugin.data import synth
-from cilp_plugin.dataset import ingest, splits, views
+from cilp_plugin.dataset import class_colours, ingest, splits, views
 from cilp_plugin.runs import registry, training
 from mm_models import load_run
 
@@ -49,6 +49,9 @@ from .test_app_operators_browser import (  # the helpers of the other operator t
 )
 
 N_PER_CLASS = 4
+CLASSES = ("cube", "sphere", "cylinder")
+#: the read-only line the training and apply forms show of the dataset's classes
+CLASSES_NOTICE = "3 classes: cube, sphere, cylinder — a softmax head of 3 logits"
 OPERATORS = yaml.safe_load((REPO / "fiftyone.yml").read_text())["operators"]
 LABELS = {  # the label each operator is listed under in the App
     "load_rgb_lidar_dataset": "CILP: load RGB/LiDAR dataset",
@@ -90,8 +93,9 @@ def app_server(tmp_path_factory, runs_dir):
 
 @pytest.fixture(scope="module")
 def base_dataset(tmp_path_factory):
-    """8 groups (4 cubes, 4 spheres), split 4 train / 4 val; tests work on copies."""
-    root = synth.generate(tmp_path_factory.mktemp("forms") / "data", n_per_class=N_PER_CLASS, seed=4, workers=1)
+    """12 groups (4 each of cube, sphere, cylinder), split 6 train / 6 val; tests work on copies."""
+    root = synth.generate(tmp_path_factory.mktemp("forms") / "data", n_per_class=N_PER_CLASS, seed=4, workers=1,
+                          classes=CLASSES)
     dataset = ingest.ingest(root, f"cilp-forms-{uuid.uuid4().hex[:8]}").dataset
     splits.create_splits(dataset, val=0.5, seed=0)
     yield dataset
@@ -152,6 +156,10 @@ def open_form(page, server, operator: str, heading: str):
         page.wait_for_timeout(200)
     check_form(page, form, server, operator)
     return form
+
+
+def check_classes_shown(form) -> None:
+    assert CLASSES_NOTICE in form.inner_text(), f"no line of the classes: {form.inner_text()[:1000]!r}"
 
 
 def choose_radio(form, field: str, value: str) -> None:
@@ -261,13 +269,14 @@ def create_splits(page, server, make_dataset, runs_dir):
     made = splits.read_split(dataset)
     assert (sorted(made.train), sorted(made.val), sorted(made.test)) == \
         (sorted(wanted.train), sorted(wanted.val), sorted(wanted.test))
-    assert len(made.test) == 2
+    assert len(made.test) == 3  # a quarter of 12 pairs
 
 
 def train_fusion(page, server, make_dataset, runs_dir):
     dataset = make_dataset("fusion")
     open_dataset(page, server, dataset)
     form = open_form(page, server, "train_fusion", "Train a fusion model")
+    check_classes_shown(form)
     form.get_by_role("combobox").first.click()
     page.get_by_role("option", name="late", exact=True).click()
     wait_for_form_params(page, "train_fusion", family="late")
@@ -307,6 +316,7 @@ def train_cilp(page, server, make_dataset, runs_dir):
     dataset = make_dataset("cilp")
     open_dataset(page, server, dataset)
     form = open_form(page, server, "train_cilp", "Train the CILP stages")
+    check_classes_shown(form)
     for stage in ("projector", "rgb2lidar"):
         set_checkbox(form, STAGE_LABELS[stage], False)
     field_input(form, "Epochs of every stage").fill("1")
@@ -345,6 +355,7 @@ def apply_model(page, server, make_dataset, runs_dir):
     val_pairs = sorted(dataset.select_group_slices("rgb").match_tags("val").values("pair_id"))
     open_dataset(page, server, dataset)
     form = open_form(page, server, "apply_model", "Apply a trained model")
+    check_classes_shown(form)
     assert form.get_by_role("radio", name="A run of this dataset").is_checked()
     assert "added yet" not in form.inner_text(), "a list field reads 'No ... added yet'"
     field_input(form, "Prediction field").fill("form_pred")
@@ -379,7 +390,7 @@ def find_cross_modal_matches(page, server, make_dataset, runs_dir):
     expected = writeback.find_cross_modal_matches(dataset, [query_id], k=k).values("pair_id")
     open_dataset(page, server, dataset)
     show_field_on_tiles(page, "pair_id")
-    wait_for_tiles(page, server, lambda shown: None if len(shown) == 2 * N_PER_CLASS
+    wait_for_tiles(page, server, lambda shown: None if len(shown) == len(CLASSES) * N_PER_CLASS
                    and all("pair_id" in t for t in shown) else f"{len(shown)} tiles", "pair ids on the tiles")
     tile = page.get_by_test_id("looker").filter(has=page.get_by_test_id("tag-pair_id").get_by_text(
         query_pair, exact=True))
@@ -419,3 +430,28 @@ def test_every_form_opens_fills_and_runs(operator, make_dataset, app_server, app
     finally:
         if app_page.page_errors:
             pytest.fail(f"the page raised {app_page.page_errors}")
+
+
+def tag_colours(page, field: str) -> dict[str, str]:
+    """The background colour (``rgb(r, g, b)``) of each value of ``field`` on the tiles' tags."""
+    return dict(page.evaluate("""field => Array.from(document.querySelectorAll(`[data-cy="tag-${field}"]`),
+        e => [e.innerText.trim(), getComputedStyle(e).backgroundColor])""", field))
+
+
+def css_rgb(colour: str) -> str:
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def test_the_grid_shows_each_class_in_its_colour(make_dataset, app_server, app_page):
+    """The tiles' class tags take the colours the report's pictures give the classes."""
+    open_dataset(app_page, app_server, make_dataset("colours"))
+    show_field_on_tiles(app_page, "ground_truth")
+    wait_for_tiles(app_page, app_server, lambda shown: None if len(shown) == len(CLASSES) * N_PER_CLASS and all(
+        "ground_truth" in t for t in shown) else f"{len(shown)} tiles", "the classes on the tiles")
+    expected = {name: css_rgb(colour) for name, colour in class_colours(list(CLASSES)).items()}
+    deadline = time.monotonic() + SHOW_TIMEOUT
+    while tag_colours(app_page, "ground_truth") != expected and time.monotonic() < deadline:
+        app_page.wait_for_timeout(250)
+    assert tag_colours(app_page, "ground_truth") == expected
+    app_page.screenshot(path=artifacts_dir() / "app_form_grid_colours.png")

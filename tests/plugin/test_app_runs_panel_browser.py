@@ -139,10 +139,12 @@ def test_runs_panel_lists_runs_operations_curves_and_applies_a_run(dataset, app_
     open_dataset(page, app_server, dataset)
     try:
         panel = open_runs_panel(page, app_server)
+        assert "Dataset classes: 2 classes: cube, sphere — one logit (BCE)" in panel.inner_text()
         rows = table_rows(panel.locator("table").first)
-        shown = {row[0]: (row[1:4], row[-4:]) for row in rows}
-        assert shown == {"late_two": (["classifier", "finished", "2/2"], ["cpu", "fp32", "cpu", "resident"]),
-                         "lidar_one": (["classifier", "finished", "1/1"], ["cpu", "fp32", "cpu", "resident"])}, rows
+        shown = {row[0]: (row[1:5], row[-4:]) for row in rows}
+        assert shown == {
+            "late_two": (["classifier", "cube, sphere", "finished", "2/2"], ["cpu", "fp32", "cpu", "resident"]),
+            "lidar_one": (["classifier", "cube, sphere", "finished", "1/1"], ["cpu", "fp32", "cpu", "resident"])}, rows
         wait_for_text(panel, page, app_server, "queued")
         operations = table_rows(panel.locator("table").nth(1))
         assert [row[:2] for row in operations] == [["train_fusion", "queued"]], operations
@@ -316,7 +318,7 @@ def test_runs_panel_actions_reload_and_the_joint_map(cilp_dataset, scheduling_ap
 
         schedule_and_run(page, form, server, "train_fusion", while_running=watch)
         wait_for_rows(panel.locator("table").first, page, server,
-                      [["late_two", "classifier", "finished", f"{EPOCHS_FURTHER}/{EPOCHS_FURTHER}"]])
+                      [["late_two", "classifier", "cube, sphere", "finished", f"{EPOCHS_FURTHER}/{EPOCHS_FURTHER}"]])
         assert registry.recorded_runs(dataset)  # still recorded, now trained further
         # apply it, scheduled: its field appears in the sidebar with no reload of the page
         panel.get_by_role("button", name="Apply this run").click()
