@@ -103,16 +103,18 @@ def flag_outside_roots(prop, field: str, value) -> bool:
 
 
 def class_fields(ctx, inputs, runs: dict | None = None) -> None:
-    """A read-only line of the dataset's classes (and the head that tells them apart), and a warning for
-    each of ``runs`` (name -> folder: those the operator would read) whose classes are not the dataset's."""
+    """A read-only line of the dataset's classes (and the head that tells them apart), one of its input
+    sizes, and a warning for each of ``runs`` (name -> folder: those the operator would read) whose
+    classes are not the dataset's."""
     import fiftyone.operators.types as types
 
-    from cilp_plugin.dataset import dataset_classes
-    from cilp_plugin.runs.classes import class_mismatch, classes_notice
+    from cilp_plugin.dataset import dataset_classes, dataset_sizes
+    from cilp_plugin.runs.classes import class_mismatch, classes_notice, sizes_notice
 
     if ctx.dataset is None:
         return
     inputs.view("classes", types.Notice(label=classes_notice(dataset_classes(ctx.dataset))))
+    inputs.view("sizes", types.Notice(label=sizes_notice(dataset_sizes(ctx.dataset))))
     for name, folder in (runs or {}).items():
         problem = class_mismatch(ctx.dataset, name, folder)
         if problem:

@@ -1,6 +1,8 @@
-"""The classes a dataset holds and those a run tells apart, as the forms and the runs panel say them.
+"""The classes a dataset holds and those a run tells apart (and the sizes its inputs have), as the forms
+and the runs panel say them.
 
     classes_notice(["cube", "sphere", "cylinder"])  # '3 classes: cube, sphere, cylinder — a softmax head of 3 logits'
+    sizes_notice(dataset_sizes(dataset))            # 'inputs: images 96 x 96, range images 64 x 32 (...)'
     run_classes(manifest)                           # ('cube', 'sphere'); None for a run that classifies nothing
     class_mismatch(dataset, "late", run_dir)        # why the run's classes are not the dataset's, or None
 """
@@ -22,6 +24,12 @@ def head_of(count: int) -> str:
 def classes_notice(classes: list[str] | tuple[str, ...]) -> str:
     """``3 classes: cube, sphere, cylinder — a softmax head of 3 logits``."""
     return f"{len(classes)} classes: {', '.join(classes)} — {head_of(len(classes))}"
+
+
+def sizes_notice(sizes: dict[str, tuple[int, int]]) -> str:
+    """``inputs: images 96 x 96, range images 64 x 32 (azimuth x zenith beams)``: what the models are sized to."""
+    (rows, columns), (azimuth, zenith) = sizes["image_size"], sizes["beams"]
+    return f"inputs: images {rows} x {columns}, range images {azimuth} x {zenith} (azimuth x zenith beams)"
 
 
 def run_classes(manifest: dict) -> tuple[str, ...] | None:

@@ -254,8 +254,9 @@ def test_split_operator_leaves_out_pairs_with_excluded_tags(client, quirky_data)
 @pytest.mark.parametrize("operator", ["train_fusion", "train_cilp", "apply_model"])
 def test_training_and_apply_forms_show_the_datasets_classes(client, loaded, three_classes, operator):
     dataset, _ = loaded
-    assert form_fields(client, dataset, operator)["classes"]["view"]["label"] == \
-        "2 classes: cube, sphere — one logit (BCE)"
+    fields = form_fields(client, dataset, operator)
+    assert fields["classes"]["view"]["label"] == "2 classes: cube, sphere — one logit (BCE)"
+    assert fields["sizes"]["view"]["label"] == "inputs: images 64 x 64, range images 64 x 64 (azimuth x zenith beams)"
     assert form_fields(client, three_classes, operator)["classes"]["view"]["label"] == \
         "3 classes: cube, sphere, cylinder — a softmax head of 3 logits"
 
