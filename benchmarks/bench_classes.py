@@ -92,7 +92,8 @@ def chain_rows(fit, row, class_names: list[str], sizes: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sizes = dict(image_size=args.image_size, beams=args.beams)
-    variant = None if args.image_size == args.beams == (64, 64) else "x".join(map(str, args.image_size))
+    size = None if args.image_size == args.beams == (64, 64) else "x".join(map(str, args.image_size))
+    variant = "-".join(filter(None, (size, None if args.preset == "cpu" else args.preset))) or None
     results = Results("bench_classes", precision=args.precision, variant=variant)
     with tempfile.TemporaryDirectory(prefix="bench_classes.") as tmp:
         root = synth.generate(Path(tmp) / "data", args.n_per_class, seed=42, classes=args.classes, **sizes)

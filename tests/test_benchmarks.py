@@ -117,7 +117,7 @@ def test_bench_classes_prints_a_row_per_model_of_three_classes(results_dir):
         assert re.search(rf"^\| {model} \| {NUMBER} % \| {NUMBER} \| {NUMBER} \((cube|sphere|cylinder)\) \|", out,
                          re.MULTILINE), (model, out)
     assert re.search(rf"^\| cilp .* \| top-1 {NUMBER} % / top-5 {NUMBER} % \| - \| - \|", out, re.MULTILINE), out
-    rows = results_rows(results_dir, "bench_classes", "fp32-32x48")
+    rows = results_rows(results_dir, "bench_classes", "fp32-32x48-demo")
     assert [r["model"] for r in rows][:3] == ["add", "late", "lidar"] and all(r["classes"] == "3" for r in rows)
     assert {(r["image_size"], r["beams"]) for r in rows} == {("32x48", "16x32")}
 
