@@ -184,13 +184,15 @@ def close_result(form) -> None:
 
 
 def tiles(page) -> list[dict[str, list[str]]]:
-    """The grid's tiles in reading order, each as ``{field: [texts of its pills]}``."""
+    """The grid's tiles in reading order, each as ``{field: [texts of its pills]}`` (``tags``: the sample tags)."""
     return page.evaluate("""() => Array.from(document.querySelectorAll('[data-cy="looker"]'), tile => {
         const r = tile.getBoundingClientRect();
         const tags = {};
         tile.querySelectorAll('[data-cy^="tag-"]').forEach(e => {
-            const id = e.getAttribute('data-cy').slice(4);  // tag-<field>, or tag-tags-<tag>
-            const key = id.startsWith('tags-') ? 'tags' : id;
+            // tag-<field> for a field's pill; a sample tag's is tag-tags-<tag>, or tag-<tag> when the
+            // dataset's colour scheme colours by value (the classes' colours)
+            const id = e.getAttribute('data-cy').slice(4);
+            const key = id.startsWith('tags-') || id === e.innerText.trim() ? 'tags' : id;
             (tags[key] = tags[key] || []).push(e.innerText.trim());
         });
         return {top: Math.round(r.top), left: r.left, width: r.width, height: r.height, tags};
