@@ -108,10 +108,10 @@ def class_fields(ctx, inputs, runs: dict | None = None) -> None:
     classes are not the dataset's."""
     import fiftyone.operators.types as types
 
-    from cilp_plugin.dataset import dataset_classes, dataset_sizes
+    from cilp_plugin.dataset import being_written, dataset_classes, dataset_sizes
     from cilp_plugin.runs.classes import class_mismatch, classes_notice, sizes_notice
 
-    if ctx.dataset is None:
+    if not ctx.dataset_name or being_written(ctx.dataset_name):  # ctx.dataset would reload it under that write
         return
     inputs.view("classes", types.Notice(label=classes_notice(dataset_classes(ctx.dataset))))
     inputs.view("sizes", types.Notice(label=sizes_notice(dataset_sizes(ctx.dataset))))
