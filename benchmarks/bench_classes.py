@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_train import MODELS as FUSION  # noqa: E402
 from results_csv import Results  # noqa: E402
+from sizes import add_size_arguments, size_variant  # noqa: E402
 
 from cilp_plugin.data import layout, synth  # noqa: E402
 from cilp_plugin.dataset import arrays  # noqa: E402
@@ -44,10 +45,7 @@ def parse_args(argv=None):
     parser.add_argument("--no-chain", action="store_true", help="leave out the LiDAR classifier and the CILP chain")
     parser.add_argument("--preset", default="cpu", choices=PRESETS_NAMES)
     parser.add_argument("--precision", default="fp32", choices=[p for p in PRECISIONS if p != "auto"])
-    parser.add_argument("--image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
-                        help="the images' rows and columns (default 64 64)")
-    parser.add_argument("--beams", type=int, nargs=2, default=[64, 64], metavar=("N_AZ", "N_ZE"),
-                        help="the range images' beams (default 64 64)")
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
     args.image_size, args.beams = tuple(args.image_size), tuple(args.beams)
     args.classes = synth.check_classes(args.classes.split(","))
@@ -92,7 +90,7 @@ def chain_rows(fit, row, class_names: list[str], sizes: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sizes = dict(image_size=args.image_size, beams=args.beams)
-    size = None if args.image_size == args.beams == (64, 64) else "x".join(map(str, args.image_size))
+    size = size_variant(args.image_size, args.beams)
     variant = "-".join(filter(None, (size, None if args.preset == "cpu" else args.preset))) or None
     results = Results("bench_classes", precision=args.precision, variant=variant)
     with tempfile.TemporaryDirectory(prefix="bench_classes.") as tmp:

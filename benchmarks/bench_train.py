@@ -39,6 +39,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from results_csv import Results  # noqa: E402
+from sizes import add_size_arguments, size_variant  # noqa: E402
 
 from cilp_plugin.data import layout, synth  # noqa: E402
 from mm_models import ModelConfig, PairTensors, TrainConfig, build_model, train  # noqa: E402
@@ -70,10 +71,7 @@ def parse_args(argv=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's models")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--data", type=Path, help="an existing data folder (default: generate one)")
-    parser.add_argument("--image-size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"),
-                        help="generated images' rows and columns (default 64 64)")
-    parser.add_argument("--beams", type=int, nargs=2, default=[64, 64], metavar=("N_AZ", "N_ZE"),
-                        help="generated range images' beams (default 64 64)")
+    add_size_arguments(parser)
     args = parser.parse_args(argv)
     args.image_size, args.beams = tuple(args.image_size), tuple(args.beams)
     for name in ("pairs_per_class", "epochs", "reference_epochs", "batch_size"):
@@ -246,8 +244,7 @@ def main(argv=None) -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device,
                              precision=args.precision, compile=args.compile)
-        variant = None if sizes == dict(image_size=(64, 64), beams=(64, 64)) else "x".join(map(str, report.image_size))
-        table, results = Results("bench_train", precision, variant), {}
+        table, results = Results("bench_train", precision, size_variant(**sizes)), {}
         for name in args.models:
             run = train(models[name], config, train_data, val_data, tmp / "runs" / name)
             results[name] = engine_row(name, run.history, table)
